@@ -1,0 +1,139 @@
+"""The ``streamad`` command line: ``fit``, ``eval``, ``serve``.
+
+Thin by design: parse arguments, load the config, call :mod:`streamad.runtime.jobs`, print the result. Errors the
+user can fix (bad config, missing data, missing model) print one message and exit non-zero without a traceback:
+2 for config errors, 3 for missing data, 4 for model problems, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from streamad import __version__
+from streamad.errors import StreamadError
+
+__all__ = ["main"]
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StreamadError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (ValueError, OSError) as exc:
+            from streamad.redact import redact
+
+            click.echo(f"error: {redact(str(exc))}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _load(config: str) -> Any:
+    from streamad.config import load_config
+
+    return load_config(config)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="streamad")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def cli(log_level: str) -> None:
+    """Streaming video anomaly detection: video in, anomaly alerts out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Model directory to write (default: the config's model_dir, else runs/<name>/model).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_handle_errors
+def fit(config: str, model_dir: str | None, quiet: bool) -> None:
+    """Fit the models CONFIG uses on its training split and write a model directory."""
+    from streamad.runtime.jobs import fit as run_fit
+
+    cfg = _load(config)
+    res = run_fit(cfg, Path(model_dir) if model_dir else None, quiet=quiet)
+    p = res.postprocess
+    click.echo(f"fitted on {res.train_clips} clips ({res.train_regions} regions) in {res.seconds:.1f} s; "
+               f"image threshold {p['image_threshold']:.4g} ({p['threshold_method']}), "
+               f"min {p['min']:.4g}, max {p['max']:.4g} from {res.validation_frames} frames of {p['statistics_from']}")
+    click.echo(f"model written to {res.model_dir}")
+
+
+@cli.command(name="eval")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Fitted model directory (default: the config's model_dir).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the metrics as JSON (frame_auroc, frame_aupr, f1, frames, fps, ...).")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None,
+              help="Write roc.png and one score-over-time PNG per test clip here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_handle_errors
+def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir: str | None, quiet: bool) -> None:
+    """Score a labelled split and print frame-level AUROC, AUPR, F1, frames and frames/s."""
+    from streamad.runtime.jobs import evaluate
+
+    cfg = _load(config)
+    report, stats = evaluate(cfg, Path(model_dir) if model_dir else None,
+                             Path(plots_dir) if plots_dir else None, quiet=quiet)
+    click.echo(report.format_table())
+    if stats.errors:
+        click.echo(f"{len(stats.errors)} stream(s) failed: " + "; ".join(f"{k}: {v}" for k, v in stats.errors.items()),
+                   err=True)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Fitted model directory (default: the config's model_dir).")
+@_handle_errors
+def serve(config: str, model_dir: str | None) -> None:
+    """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush)."""
+    from streamad.runtime.jobs import serve as run_serve
+
+    cfg = _load(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("streamad").info("signal %s: draining and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    res = run_serve(cfg, Path(model_dir) if model_dir else None, stop=stop)
+    st = res.stats
+    click.echo(f"served {st.delivered} frames in {st.seconds:.1f} s ({st.fps:.1f} frames/s)"
+               + ("" if st.drained else "; stopped before the queues drained"))
+    for sid, err in st.errors.items():
+        click.echo(f"stream {sid} failed: {err}", err=True)
+    if res.report is not None:
+        click.echo(res.report.format_table())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="streamad")
+
+
+if __name__ == "__main__":
+    main()

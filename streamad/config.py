@@ -1,0 +1,284 @@
+"""pipeline.yaml: loading, ``${ENV}`` interpolation and validation.
+
+A pipeline is ``streams`` (sources), an ordered list of ``operators`` and ``sinks``, plus what ``fit`` and ``eval``
+need (training and validation streams, the threshold method). Every part is named by its registered ``kind``.
+
+Errors are :class:`~streamad.errors.ConfigError` with one message per problem that names the file, the key path
+(``operators[2].sigma``), the line in the file, and what was expected or allowed.
+
+Interpolation: in every string value, ``${VAR}`` is replaced by the environment variable (an error when it is
+unset) and ``${VAR:-default}`` falls back to ``default`` when it is unset or empty. ``$$`` gives a literal ``$``.
+YAML is read with ``yaml.safe_load`` semantics: no Python objects are ever constructed from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from streamad.errors import ConfigError
+from streamad.registry import OPERATORS, SINKS, SOURCES, Registry, load_builtin_parts
+
+__all__ = ["PipelineConfig", "load_config", "load_config_text", "interpolate", "RuntimeConfig", "ThresholdConfig"]
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str] | None = None, where: str = "") -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``text``.
+
+    Raises:
+        ConfigError: ``${VAR}`` names an unset variable and gives no default.
+    """
+    env = os.environ if env is None else env
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(f"{where}: environment variable {name} is not set (write ${{{name}:-default}} "
+                                  f"to give a default)")
+            return default
+        return value
+
+    return _VAR.sub(sub, text)
+
+
+class ThresholdConfig(BaseModel):
+    """How the image threshold is set at fit time (anomalib ``F1AdaptiveThreshold`` / ``ManualThreshold``).
+
+    Attributes:
+        method: ``f1_adaptive`` picks the raw score maximising F1 on the labelled validation streams;
+            ``manual`` uses ``value`` (raw model units).
+        value: the manual threshold in raw score units.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["f1_adaptive", "manual"] = "f1_adaptive"
+    value: float | None = None
+
+
+class RuntimeConfig(BaseModel):
+    """Dataflow engine settings.
+
+    Attributes:
+        queue_size: capacity (messages) of each bounded queue between stages.
+        live_policy: what a live stream does when its ingress queue is full: ``drop_oldest`` (default),
+            ``drop_newest`` or ``block``. File streams always block (lossless).
+        max_active_streams: file streams decoded concurrently (others wait their turn); live streams are all active.
+        grace_period_s: on SIGINT/SIGTERM, seconds allowed to drain queues and flush sinks before exiting.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    queue_size: int = Field(16, ge=1)
+    live_policy: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
+    max_active_streams: int = Field(4, ge=1)
+    grace_period_s: float = Field(10.0, gt=0)
+
+
+def _union(registry: Registry, family: str) -> Any:
+    configs = []
+    for name, cls in registry.items():
+        cfg = cls.Config
+        kind_field = cfg.model_fields.get("kind")
+        if kind_field is None or kind_field.annotation != Literal[name]:  # type: ignore[comparison-overlap]
+            raise TypeError(f"{family} {name}: its Config.kind must be Literal[{name!r}]")
+        configs.append(cfg)
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[tuple(configs)], Field(discriminator="kind")]  # type: ignore[return-value]
+
+
+_MODEL_CACHE: dict[str, type[BaseModel]] = {}
+
+
+def _pipeline_model() -> type[BaseModel]:
+    """The pydantic model of a whole pipeline.yaml, built from the registered parts."""
+    if "pipeline" in _MODEL_CACHE:
+        return _MODEL_CACHE["pipeline"]
+    load_builtin_parts()
+    source_t = _union(SOURCES, "source")
+    op_t = _union(OPERATORS, "operator")
+    sink_t = _union(SINKS, "sink")
+    fit_t = create_model(
+        "FitConfig",
+        __config__=ConfigDict(extra="forbid"),
+        train=(list[source_t], ...),  # type: ignore[valid-type]
+        validation=(list[source_t], []),  # type: ignore[valid-type]
+        threshold=(ThresholdConfig, ThresholdConfig()),
+        seed=(int, 0),
+    )
+    eval_t = create_model(
+        "EvalConfig",
+        __config__=ConfigDict(extra="forbid"),
+        streams=(list[source_t], ...),  # type: ignore[valid-type]
+    )
+    model = create_model(
+        "PipelineConfig",
+        __config__=ConfigDict(extra="forbid"),
+        name=(str, "pipeline"),
+        data_root=(Union[str, None], None),
+        model_dir=(Union[str, None], None),
+        streams=(list[source_t], []),  # type: ignore[valid-type]
+        operators=(list[op_t], ...),  # type: ignore[valid-type]
+        sinks=(list[sink_t], []),  # type: ignore[valid-type]
+        fit=(Union[fit_t, None], None),  # type: ignore[valid-type]
+        eval=(Union[eval_t, None], None),  # type: ignore[valid-type]
+        runtime=(RuntimeConfig, RuntimeConfig()),
+    )
+    _MODEL_CACHE["pipeline"] = model
+    return model
+
+
+class PipelineConfig:
+    """A validated pipeline config plus where it came from.
+
+    Attributes:
+        model: the validated pydantic object (``.streams``, ``.operators``, ``.sinks``, ``.fit``, ``.eval``, ...).
+        path: the file it was read from (``None`` for text).
+        data_root: resolved data root: the config's ``data_root``, else ``$STREAMAD_DATA``, else ``None``.
+        model_dir: the ``model_dir`` path (relative paths are relative to the working directory, like every
+            output path in a config), or ``None``.
+    """
+
+    def __init__(self, model: Any, path: Path | None) -> None:
+        self.model = model
+        self.path = path
+        root = model.data_root or os.environ.get("STREAMAD_DATA") or None
+        self.data_root = Path(root).expanduser() if root else None
+        self.model_dir = Path(model.model_dir).expanduser() if model.model_dir else None
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.model, item)
+
+
+def _interpolate_tree(node: Any, where: str, env: dict[str, str] | None) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env, where)
+    if isinstance(node, list):
+        return [_interpolate_tree(v, f"{where}[{i}]", env) for i, v in enumerate(node)]
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, f"{where}.{k}" if where else str(k), env) for k, v in node.items()}
+    return node
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest node of ``loc`` that exists in the YAML node tree."""
+    node, line = root, None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == str(key):
+                    nxt, line = v, k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        elif isinstance(node, yaml.SequenceNode):
+            node = None
+        else:
+            # pydantic adds the union tag (e.g. 'clip_window') to the path: it is not a YAML key
+            continue
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_loc(loc: tuple[Any, ...], kinds: set[str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in kinds:
+            continue  # discriminator tag inserted by pydantic
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_errors(err: ValidationError, name: str, root: yaml.Node | None) -> str:
+    kinds = set(OPERATORS.names()) | set(SINKS.names()) | set(SOURCES.names())
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in kinds))
+        where = _format_loc(loc, kinds)
+        line = _line_of(root, loc)
+        at = f"{name}:{line}" if line else name
+        msg = e["msg"]
+        if e["type"] == "union_tag_invalid":
+            ctx = e.get("ctx", {})
+            msg = f"unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
+        elif e["type"] == "union_tag_not_found":
+            msg = "missing 'kind' (which part this is)"
+        elif e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            msg = f"unknown key {e['loc'][-1]!r}" + _allowed_keys_hint(err, parent)
+        elif "input" in e and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg}, got {e['input']!r}"
+        lines.append(f"{at}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys_hint(err: ValidationError, parent: tuple[Any, ...]) -> str:
+    # The model class at 'parent' is not exposed by pydantic; list the keys of the kind instead when known.
+    for part in reversed(parent):
+        if isinstance(part, str):
+            for reg in (OPERATORS, SINKS, SOURCES):
+                if part in reg.names():
+                    keys = [k for k in reg.get(part).Config.model_fields if k != "kind"]
+                    return f"; allowed for {part}: {', '.join(keys)}"
+    return ""
+
+
+def load_config_text(text: str, name: str = "<config>", path: Path | None = None,
+                     env: dict[str, str] | None = None) -> PipelineConfig:
+    """Parse, interpolate and validate a pipeline config given as YAML text.
+
+    Raises:
+        ConfigError: malformed YAML, unset variable, unknown kind, unknown key, wrong type (one line each).
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{name}:{mark.line + 1}" if mark is not None else name
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{at}: malformed YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: expected a mapping with 'streams', 'operators' and 'sinks', "
+                          f"got {type(data).__name__}")
+    data = _interpolate_tree(data, "", env)
+    try:
+        model = _pipeline_model().model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, name, root)) from None
+    return PipelineConfig(model, path)
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
+    """Read and validate ``path``.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or its content is invalid (see :func:`load_config_text`).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    return load_config_text(text, name=str(p), path=p.resolve(), env=env)

@@ -1,0 +1,248 @@
+"""The messages that flow through a pipeline.
+
+Every message carries ``stream_id``, a frame index and the presentation (``pts``, seconds from the start of the
+stream) and wall-clock (``wall_time``, Unix seconds when the source produced the frame) timestamps, so that
+per-stage and end-to-end latency are measured rather than guessed.
+
+Message types, in pipeline order:
+
+* :class:`Frame`   one decoded frame, ``(H, W, 3) uint8 RGB``.
+* :class:`Clip`    ``clip_length_in_frames`` consecutive frames and a target frame (anomalib's video clip).
+                   Region, flow and feature operators attach their results to the clip.
+* :class:`Scores`  the model's verdict on a clip's target frame: raw, smoothed and normalised frame score,
+                   per-region scores, and any alert events the frame caused.
+* :class:`Event`   one alert message (``start`` / ``update`` / ``end``).
+* :class:`EndOfStream`  marks that a stream ended; stages flush that stream's state when they see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Frame", "Clip", "Regions", "Scores", "Event", "EndOfStream", "TargetFrame"]
+
+
+class TargetFrame:
+    """Which frame of a clip a clip's result is attributed to (anomalib ``VideoTargetFrame``).
+
+    ``first`` = index 0, ``last`` = index L-1 (anomalib's default), ``mid`` = ``int(L / 2)``,
+    ``all`` = every frame of the clip.
+    """
+
+    FIRST = "first"
+    LAST = "last"
+    MID = "mid"
+    ALL = "all"
+    CHOICES = (FIRST, LAST, MID, ALL)
+
+    @staticmethod
+    def offsets(target: str, length: int) -> list[int]:
+        """Offsets inside a clip of ``length`` frames that ``target`` selects.
+
+        Raises:
+            ValueError: ``target`` is not one of :attr:`CHOICES`.
+        """
+        if target == TargetFrame.FIRST:
+            return [0]
+        if target == TargetFrame.LAST:
+            return [length - 1]
+        if target == TargetFrame.MID:
+            return [int(length / 2)]
+        if target == TargetFrame.ALL:
+            return list(range(length))
+        raise ValueError(f"target_frame must be one of {TargetFrame.CHOICES}, got {target!r}")
+
+
+@dataclass
+class Frame:
+    """One decoded video frame.
+
+    Attributes:
+        stream_id: stable id of the stream the frame belongs to (e.g. ``ped2/Test001``).
+        index: 0-based frame index within the stream.
+        pts: presentation time in seconds from the start of the stream.
+        wall_time: Unix time (seconds) at which the source produced the frame.
+        image: ``(H, W, 3) uint8`` RGB pixels.
+        label: ground-truth frame label (0 normal, 1 anomalous) when the source knows it, else ``None``.
+        mask: ground-truth ``(H, W) bool`` pixel mask when the source knows it, else ``None``.
+        video: name of the video / clip within a dataset (e.g. ``Test001``), used as the group for
+            grouped density estimation; defaults to ``stream_id``.
+        timings: seconds spent per stage on this frame, filled in by the runtime.
+        source_size: ``(width, height)`` of the frame as the source delivered it, before any resize (pixels);
+            ``None`` means ``image`` is at source size. Alerts report boxes in source pixels.
+    """
+
+    stream_id: str
+    index: int
+    pts: float
+    wall_time: float
+    image: np.ndarray
+    label: int | None = None
+    mask: np.ndarray | None = None
+    video: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    source_size: tuple[int, int] | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass
+class Regions:
+    """Regions of interest in a frame (anomalib's region-extractor output).
+
+    Attributes:
+        boxes: ``(M, 4) float32`` boxes ``x1, y1, x2, y2`` in pixels of the frame the clip carries.
+        scores: ``(M,) float32`` detector confidence (foreground boxes get 0.5, as in AI-VAD).
+        labels: ``(M,) int64`` class ids (COCO ids for detections, 0 for foreground boxes).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    @staticmethod
+    def empty() -> "Regions":
+        """No regions."""
+        return Regions(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+@dataclass
+class Clip:
+    """``clip_length_in_frames`` consecutive frames of one stream (anomalib video clip semantics).
+
+    Attributes:
+        stream_id: the stream.
+        frames: the clip's frames, oldest first (length L).
+        target: the frame whose ground truth and result this clip stands for.
+        regions: regions found on the clip (set by a region operator), boxes in ``target``-frame pixels.
+        flow: ``(H, W, 2) float32`` optical flow from the first to the last frame in pixels (set by a flow operator).
+        features: per-stream region features, e.g. ``{"velocity": (M, D) float32}`` (set by feature operators).
+        extra_targets: further frames this clip's result is attributed to: the frames at a stream's edges that no
+            clip targets (``clip_window`` with ``pad_edges``), or every frame with ``target_frame: all``.
+    """
+
+    stream_id: str
+    frames: list[Frame]
+    target: Frame
+    regions: Regions | None = None
+    flow: np.ndarray | None = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_targets: list[Frame] = field(default_factory=list)
+
+    @property
+    def index(self) -> int:
+        return self.target.index
+
+    @property
+    def pts(self) -> float:
+        return self.target.pts
+
+    @property
+    def wall_time(self) -> float:
+        return self.target.wall_time
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.target.timings
+
+    @property
+    def first(self) -> Frame:
+        return self.frames[0]
+
+    @property
+    def last(self) -> Frame:
+        return self.frames[-1]
+
+
+@dataclass
+class Scores:
+    """A model's verdict on one frame.
+
+    Attributes:
+        stream_id, index, pts, wall_time: as in :class:`Frame` (of the scored target frame).
+        raw_score: the model's raw frame score (meaning depends on the model, higher = more anomalous).
+        score: the frame score after temporal smoothing (equals ``raw_score`` without a smoothing operator).
+        normalized: min-max normalised score in ``[0, 1]``; 0.5 is the image threshold. ``None`` before the
+            ``normalize`` operator.
+        anomalous: ``normalized >= 0.5`` (``None`` before ``normalize``).
+        boxes: ``(M, 4) float32`` regions scored, ``x1, y1, x2, y2`` source pixels.
+        region_scores: ``(M,) float32`` raw per-region scores.
+        contributions: per-region contribution of each feature stream, e.g. ``{"velocity": (M,) float32}``.
+        label: ground-truth label of the frame when known.
+        video: dataset video name (see :class:`Frame`).
+        timings: seconds per stage.
+        events: alert events that this frame caused (set by the ``alert`` operator).
+        model: ``{"name": ..., "version": ...}`` of the model that scored the frame.
+        width, height: size of the source frame in pixels.
+    """
+
+    stream_id: str
+    index: int
+    pts: float
+    wall_time: float
+    raw_score: float
+    score: float
+    boxes: np.ndarray
+    region_scores: np.ndarray
+    contributions: dict[str, np.ndarray] = field(default_factory=dict)
+    normalized: float | None = None
+    anomalous: bool | None = None
+    label: int | None = None
+    video: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    events: list["Event"] = field(default_factory=list)
+    model: dict[str, str] = field(default_factory=dict)
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class Event:
+    """One alert message of an event's lifecycle (``start``, ``update``, ``end``).
+
+    The JSON form (:meth:`to_json`) is the alert schema documented in README.md.
+    """
+
+    event_id: str
+    stream_id: str
+    type: str
+    seq: int
+    start_time: str
+    time: str
+    start_pts: float
+    pts: float
+    start_frame: int
+    frame: int
+    end_frame: int | None
+    peak_score: float
+    mean_score: float
+    threshold: float
+    model: dict[str, str]
+    regions: list[dict[str, Any]]
+    frames: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The alert as a JSON-serialisable dict (field order fixed)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EndOfStream:
+    """Marks the end of ``stream_id``; ``error`` is set when the stream ended because of a failure."""
+
+    stream_id: str
+    error: str | None = None
+    wall_time: float = 0.0

@@ -1,0 +1,71 @@
+"""The Prometheus metrics of a pipeline (names prefixed ``streamad_``).
+
+One :class:`Metrics` object per pipeline, on its own ``CollectorRegistry`` (so tests and several pipelines in one
+process never collide). The ``prometheus`` sink serves it over HTTP; the Grafana dashboard and alert rules in
+``deploy/`` use exactly these names. Every metric with a ``stream`` label is per stream id.
+
+| metric | type | labels | meaning |
+|---|---|---|---|
+| ``streamad_frames_in_total`` | counter | stream | frames read from the source |
+| ``streamad_frames_processed_total`` | counter | stream | frames that reached the sinks with a score |
+| ``streamad_frames_dropped_total`` | counter | stream, reason | frames dropped (``backpressure``, ``rate_cap``) |
+| ``streamad_stage_latency_seconds`` | histogram | stage | time one message spends in an operator |
+| ``streamad_end_to_end_latency_seconds`` | histogram | stream | source read to sink, per frame |
+| ``streamad_anomaly_score`` | gauge | stream | latest normalised frame score (0-1) |
+| ``streamad_anomaly_threshold`` | gauge | stream | decision threshold on that score (0.5 after min-max) |
+| ``streamad_events_total`` | counter | stream, type | alert events by type (start, update, end) |
+| ``streamad_source_status`` | gauge | stream, status | 1 for the stream's current status, else 0 |
+| ``streamad_source_reconnects_total`` | counter | stream | reconnect attempts of live sources |
+| ``streamad_stream_errors_total`` | counter | stream | streams ended by an error (corrupt file, ...) |
+| ``streamad_queue_depth`` | gauge | queue | messages waiting in a bounded queue |
+| ``streamad_model_inference_seconds`` | histogram | model | time of one model scoring call |
+| ``streamad_sink_retries_total`` | counter | sink | delivery retries (e.g. Kafka unreachable) |
+| ``streamad_spool_depth`` | gauge | sink | alerts on local disk not yet acknowledged |
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics", "SOURCE_STATUSES"]
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SOURCE_STATUSES = ("connecting", "live", "backoff", "ended", "failed")
+
+
+class Metrics:
+    """All metrics of one pipeline on a private registry (``self.registry``)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.frames_in = Counter("streamad_frames_in", "Frames read from the source", ["stream"], registry=r)
+        self.frames_processed = Counter("streamad_frames_processed", "Frames scored and delivered to sinks",
+                                        ["stream"], registry=r)
+        self.frames_dropped = Counter("streamad_frames_dropped", "Frames dropped", ["stream", "reason"], registry=r)
+        self.stage_latency = Histogram("streamad_stage_latency_seconds", "Seconds one message spends in a stage",
+                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.e2e_latency = Histogram("streamad_end_to_end_latency_seconds",
+                                     "Seconds from source read to sink delivery", ["stream"],
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.anomaly_score = Gauge("streamad_anomaly_score", "Latest normalised frame anomaly score (0-1)",
+                                   ["stream"], registry=r)
+        self.anomaly_threshold = Gauge("streamad_anomaly_threshold", "Decision threshold on the normalised score",
+                                       ["stream"], registry=r)
+        self.events = Counter("streamad_events", "Alert events by type", ["stream", "type"], registry=r)
+        self.source_status = Gauge("streamad_source_status", "1 for the current status of a stream",
+                                   ["stream", "status"], registry=r)
+        self.reconnects = Counter("streamad_source_reconnects", "Reconnect attempts of live sources", ["stream"],
+                                  registry=r)
+        self.stream_errors = Counter("streamad_stream_errors", "Streams ended by an error", ["stream"], registry=r)
+        self.queue_depth = Gauge("streamad_queue_depth", "Messages waiting in a bounded queue", ["queue"],
+                                 registry=r)
+        self.inference = Histogram("streamad_model_inference_seconds", "Seconds of one model scoring call",
+                                   ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.sink_retries = Counter("streamad_sink_retries", "Sink delivery retries", ["sink"], registry=r)
+        self.spool_depth = Gauge("streamad_spool_depth", "Alerts spooled on disk, not yet acknowledged", ["sink"],
+                                 registry=r)
+
+    def set_status(self, stream: str, status: str) -> None:
+        """Mark ``status`` (one of :data:`SOURCE_STATUSES`) as the stream's current status."""
+        for s in SOURCE_STATUSES:
+            self.source_status.labels(stream, s).set(1.0 if s == status else 0.0)

@@ -1,0 +1,103 @@
+"""Save and load a fitted model directory.
+
+Layout::
+
+    MODEL_DIR/model.json    metadata: format version, model kind/version/config/params, post-processing stats
+                            (min, max, image threshold), the operators it was fitted with, fit statistics
+    MODEL_DIR/weights.npz   named float arrays (numpy ``.npz``, loaded with ``allow_pickle=False``)
+
+Loading never unpickles and never imports code named by the file: the model kind must be a registered model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamad import __version__
+from streamad.errors import ModelError
+from streamad.models.base import VideoModel
+from streamad.registry import MODELS
+
+__all__ = ["save_model", "load_model", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "streamad-model"
+FORMAT_VERSION = 1
+
+
+def save_model(model_dir: str | Path, model: VideoModel, postprocess: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.json`` and ``weights.npz`` into ``model_dir`` (created if needed); returns the directory.
+
+    Args:
+        model: a fitted model.
+        postprocess: ``{"min": float, "max": float, "image_threshold": float, ...}`` raw-score statistics.
+        extra: more metadata (pipeline operators, fit statistics).
+    """
+    d = Path(model_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    params, arrays = model.state()
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "streamad_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "model": {"kind": model.kind, "version": model.version, "config": model.config.model_dump(mode="json"),
+                  "params": params},
+        "postprocess": postprocess,
+        **(extra or {}),
+    }
+    tmp = d / "weights.npz.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, d / "weights.npz")
+    (d / "model.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=False), encoding="utf-8")
+    os.replace(d / "model.json.tmp", d / "model.json")
+    return d
+
+
+def read_metadata(model_dir: str | Path) -> dict[str, Any]:
+    """The parsed ``model.json`` of ``model_dir``.
+
+    Raises:
+        ModelError: the directory or file is missing, not JSON, or not a streamad model of a known format version.
+    """
+    p = Path(model_dir) / "model.json"
+    if not p.is_file():
+        raise ModelError(f"{p}: no model.json (run `streamad fit CONFIG -o {model_dir}` first)")
+    try:
+        meta = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{p}: unreadable model metadata: {exc}") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{p}: not a {FORMAT} v{FORMAT_VERSION} file "
+                         f"(format={meta.get('format')!r}, version={meta.get('format_version')!r})")
+    return meta
+
+
+def load_model(model_dir: str | Path) -> tuple[VideoModel, dict[str, Any]]:
+    """Rebuild the fitted model of ``model_dir``; returns ``(model, metadata)``.
+
+    Raises:
+        ModelError: missing files, an unknown model kind, or weights that do not match the metadata.
+    """
+    meta = read_metadata(model_dir)
+    m = meta["model"]
+    try:
+        cls = MODELS.get(m["kind"])
+    except KeyError as exc:
+        raise ModelError(f"{model_dir}: {exc.args[0]}") from None
+    model = cls(cls.Config.model_validate(m["config"]))
+    wpath = Path(model_dir) / "weights.npz"
+    try:
+        with np.load(wpath, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{wpath}: cannot read weights: {exc}") from None
+    model.load_state(m["params"], arrays)
+    return model, meta

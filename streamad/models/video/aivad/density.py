@@ -1,0 +1,117 @@
+"""AI-VAD's density estimators (anomalib ``models.video.ai_vad.density``).
+
+* :class:`GMMEstimator`: Gaussian mixture (scikit-learn), density = negative log-likelihood, min-max normalised
+  with the training features' own NLL (anomalib ``GMMEstimator``).
+* :class:`CombinedDensityEstimator`: one estimator per feature stream; region score = sum over streams of the
+  normalised stream scores; frame score = sum over streams of the per-stream maximum (0 without regions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from streamad.errors import ModelError
+
+__all__ = ["GMMEstimator", "CombinedDensityEstimator"]
+
+
+class GMMEstimator:
+    """Gaussian-mixture density of region features (anomalib ``GMMEstimator``).
+
+    Args:
+        n_components: mixture components (anomalib ``n_components_velocity``).
+        seed: random state of the EM initialisation (fits are reproducible).
+        reg_covar: added to the covariance diagonal (scikit-learn default 1e-6).
+    """
+
+    def __init__(self, n_components: int = 2, seed: int = 0, reg_covar: float = 1e-6) -> None:
+        self.n_components = n_components
+        self.seed = seed
+        self.reg_covar = reg_covar
+        self.gmm: GaussianMixture | None = None
+        self.min = 0.0
+        self.max = 1.0
+
+    def fit(self, features: np.ndarray) -> None:
+        """Fit on ``(N, D) float32`` training features and set the min-max statistics of their NLL.
+
+        Raises:
+            ValueError: fewer samples than components.
+        """
+        x = np.asarray(features, np.float64)
+        if len(x) < self.n_components:
+            raise ValueError(f"GMM with {self.n_components} components needs at least as many training regions, "
+                             f"got {len(x)}")
+        self.gmm = GaussianMixture(self.n_components, covariance_type="full", reg_covar=self.reg_covar,
+                                   random_state=self.seed)
+        self.gmm.fit(x)
+        nll = -self.gmm.score_samples(x)
+        self.min, self.max = float(nll.min()), float(nll.max())
+
+    def predict(self, features: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """``(M,) float32`` negative log-likelihood of ``(M, D)`` features, min-max normalised with the training
+        statistics (``(d - min) / (max - min)``, not clipped) when ``normalize``."""
+        if self.gmm is None:
+            raise ModelError("GMMEstimator used before fit")
+        if len(features) == 0:
+            return np.zeros((0,), np.float32)
+        d = -self.gmm.score_samples(np.asarray(features, np.float64))
+        if normalize:
+            d = (d - self.min) / max(self.max - self.min, 1e-12)
+        return d.astype(np.float32)
+
+    def state(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Params and arrays that restore this estimator (no pickle)."""
+        g = self.gmm
+        if g is None:
+            raise ModelError("GMMEstimator has not been fitted")
+        params = {"n_components": self.n_components, "seed": self.seed, "reg_covar": self.reg_covar,
+                  "min": self.min, "max": self.max}
+        arrays = {f"{prefix}.weights": g.weights_, f"{prefix}.means": g.means_,
+                  f"{prefix}.covariances": g.covariances_, f"{prefix}.precisions_cholesky": g.precisions_cholesky_}
+        return params, arrays
+
+    @classmethod
+    def from_state(cls, prefix: str, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GMMEstimator":
+        """Rebuild from :meth:`state`. Raises :class:`ModelError` when an array is missing."""
+        est = cls(int(params["n_components"]), int(params.get("seed", 0)), float(params.get("reg_covar", 1e-6)))
+        try:
+            g = GaussianMixture(est.n_components, covariance_type="full")
+            g.weights_ = arrays[f"{prefix}.weights"]
+            g.means_ = arrays[f"{prefix}.means"]
+            g.covariances_ = arrays[f"{prefix}.covariances"]
+            g.precisions_cholesky_ = arrays[f"{prefix}.precisions_cholesky"]
+        except KeyError as exc:
+            raise ModelError(f"model weights lack array {exc.args[0]!r}") from None
+        g.converged_, g.n_iter_, g.lower_bound_ = True, 0, 0.0
+        g.n_features_in_ = g.means_.shape[1]
+        est.gmm = g
+        est.min, est.max = float(params["min"]), float(params["max"])
+        return est
+
+
+class CombinedDensityEstimator:
+    """One density estimator per feature stream, combined as anomalib ``CombinedDensityEstimator``.
+
+    Args:
+        estimators: ``{stream name: estimator}`` (each with ``fit``, ``predict``).
+    """
+
+    def __init__(self, estimators: dict[str, Any]) -> None:
+        self.estimators = estimators
+
+    def predict(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        """Region scores ``(M,) float32`` (sum over streams), frame score (sum over streams of the per-stream
+        maximum; 0 without regions) and per-stream region scores."""
+        contributions: dict[str, np.ndarray] = {}
+        m = None
+        for name, est in self.estimators.items():
+            s = est.predict(features[name])
+            contributions[name] = s
+            m = len(s)
+        region = np.sum(list(contributions.values()), axis=0).astype(np.float32) if m else np.zeros(0, np.float32)
+        frame = float(sum(float(s.max()) for s in contributions.values() if len(s)))
+        return region, frame, contributions

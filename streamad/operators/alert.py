@@ -1,0 +1,152 @@
+"""``alert``: the event lifecycle (start, update, end) of design.md, per stream."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from streamad.frames import Event, Scores
+from streamad.parts import Operator, PartConfig
+from streamad.registry import OPERATORS
+
+__all__ = ["Alert", "iso_utc"]
+
+
+def iso_utc(t: float) -> str:
+    """Unix seconds -> ISO 8601 UTC string with milliseconds (``2026-11-21T07:21:51.123Z``)."""
+    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Open:
+    """State of an open event."""
+
+    def __init__(self, first: Scores) -> None:
+        self.event_id = str(uuid.uuid4())
+        self.start = first
+        self.seq = 0
+        self.frames = 0
+        self.sum = 0.0
+        self.peak = first
+        self.last_anomalous = first
+        self.last_sent_pts = first.pts
+
+    def add(self, s: Scores) -> None:
+        self.frames += 1
+        self.sum += float(s.normalized or 0.0)
+        if (s.normalized or 0.0) >= (self.peak.normalized or 0.0):
+            self.peak = s
+
+
+@OPERATORS.register("alert")
+class Alert(Operator):
+    """Turn normalised frame scores into alert events (a streamad step; anomalib labels frames only).
+
+    Lifecycle per stream: ``start`` when ``Scores.normalized >= threshold`` for ``min_frames`` consecutive frames
+    (the event starts at the first of them); ``update`` while it lasts, at most every ``update_interval_s`` seconds
+    of stream time; ``end`` after ``cooldown_frames`` consecutive frames below the threshold (``end_frame`` is the last
+    anomalous frame), or when the stream ends. Each message carries peak and mean normalised score over the event
+    so far and the regions of the peak frame (top ``max_regions`` by score, boxes in source pixels, with each
+    feature stream's contribution).
+
+    Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them. Each
+    frame is passed on when the next one arrives (one frame of delay), so that the ``end`` of an event still open
+    when the stream ends rides on the stream's last frame.
+
+    Config:
+        threshold: normalised decision threshold (0.5 after min-max normalisation).
+        min_frames, cooldown_frames: frames.
+        update_interval_s: seconds of stream time between updates (0 disables updates).
+        max_regions: regions listed per message.
+    """
+
+    class Config(PartConfig):
+        kind: Literal["alert"] = "alert"
+        threshold: float = Field(0.5, ge=0, le=1)
+        min_frames: int = Field(3, ge=1)
+        cooldown_frames: int = Field(10, ge=1)
+        update_interval_s: float = Field(5.0, ge=0)
+        max_regions: int = Field(5, ge=0)
+
+    def __init__(self, config: "Alert.Config", shared: object, stream_id: str) -> None:
+        super().__init__(config, shared, stream_id)
+        self.run: list[Scores] = []  # consecutive above-threshold frames while no event is open
+        self.open: _Open | None = None
+        self.below = 0
+        self.held: Scores | None = None
+
+    def _event(self, kind: str, s: Scores, end_frame: int | None = None) -> Event:
+        o = self.open
+        assert o is not None
+        peak = o.peak
+        order = np.argsort(-np.asarray(peak.region_scores))[: self.config.max_regions]
+        regions: list[dict[str, Any]] = []
+        for i in order:
+            regions.append({
+                "box": [round(float(v), 1) for v in peak.boxes[i]],
+                "score": round(float(peak.region_scores[i]), 4),
+                "contributions": {k: round(float(v[i]), 4) for k, v in peak.contributions.items()},
+            })
+        ev = Event(
+            event_id=o.event_id, stream_id=self.stream_id, type=kind, seq=o.seq,
+            start_time=iso_utc(o.start.wall_time), time=iso_utc(s.wall_time),
+            start_pts=round(o.start.pts, 3), pts=round(s.pts, 3), start_frame=o.start.index, frame=s.index,
+            end_frame=end_frame, peak_score=round(float(peak.normalized or 0.0), 4),
+            mean_score=round(o.sum / max(o.frames, 1), 4), threshold=self.config.threshold,
+            model=dict(s.model or peak.model), regions=regions, frames=o.frames,
+        )
+        o.seq += 1
+        o.last_sent_pts = s.pts
+        return ev
+
+    def process(self, s: Scores) -> list[Scores]:
+        self._update(s)
+        out = [self.held] if self.held is not None else []
+        self.held = s
+        return out
+
+    def flush(self) -> list[Scores]:
+        last, self.held = self.held, None
+        if last is None:
+            return []
+        if self.open is not None:
+            last.events.append(self._event("end", last, end_frame=self.open.last_anomalous.index))
+            self.open = None
+        return [last]
+
+    def _update(self, s: Scores) -> None:
+        c = self.config
+        above = (s.normalized or 0.0) >= c.threshold
+        if self.open is None:
+            if not above:
+                self.run.clear()
+                return
+            self.run.append(s)
+            if len(self.run) < c.min_frames:
+                return
+            self.open = _Open(self.run[0])
+            for r in self.run:
+                self.open.add(r)
+            self.open.last_anomalous = s
+            self.run.clear()
+            self.below = 0
+            s.events.append(self._event("start", s))
+            return
+        o = self.open
+        if above:
+            self.below = 0
+            o.add(s)
+            o.last_anomalous = s
+            if c.update_interval_s > 0 and s.pts - o.last_sent_pts >= c.update_interval_s:
+                s.events.append(self._event("update", s))
+            return
+        self.below += 1
+        if self.below >= c.cooldown_frames:
+            s.events.append(self._event("end", s, end_frame=o.last_anomalous.index))
+            self.open = None
+            self.below = 0
+        return
+

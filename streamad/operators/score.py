@@ -1,0 +1,94 @@
+"""``score``: run the pipeline's video model on each clip and emit :class:`~streamad.frames.Scores`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from pydantic import Field
+
+import streamad.models  # noqa: F401  (registers the models the union below is built from)
+from streamad.errors import ModelError
+from streamad.frames import Clip, Scores
+from streamad.models.base import VideoModel
+from streamad.models.store import load_model
+from streamad.parts import BuildContext, Operator, PartConfig
+from streamad.registry import MODELS, OPERATORS
+
+__all__ = ["Score", "ModelHandle", "scale_boxes"]
+
+_MODEL_CONFIGS = tuple(cls.Config for _, cls in MODELS.items())
+ModelConfig = (Annotated[Union[_MODEL_CONFIGS], Field(discriminator="kind")]  # type: ignore[valid-type]
+               if len(_MODEL_CONFIGS) > 1 else _MODEL_CONFIGS[0])
+
+
+@dataclass
+class ModelHandle:
+    """The model shared by every stream, and its identity for alerts (``name``, ``version``)."""
+
+    model: VideoModel
+    name: str
+    version: str
+    metadata: dict[str, Any]
+
+
+def scale_boxes(boxes: np.ndarray, frame_size: tuple[int, int], source_size: tuple[int, int] | None) -> np.ndarray:
+    """``(M, 4)`` xyxy boxes from frame pixels (``(w, h)``) to source pixels (``source_size`` ``(W, H)``)."""
+    if source_size is None or tuple(source_size) == tuple(frame_size):
+        return boxes.astype(np.float32, copy=False)
+    sx = source_size[0] / frame_size[0]
+    sy = source_size[1] / frame_size[1]
+    return (boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
+
+
+@OPERATORS.register("score")
+class Score(Operator):
+    """Score each clip's regions with the pipeline's model (loaded once, shared by all streams).
+
+    Input: :class:`Clip` with the features the model needs. Output: one :class:`Scores` for the clip's target frame
+    and one for each of its ``extra_targets``. ``Scores.boxes`` are in source pixels.
+
+    Config:
+        model: the model and its parameters (``kind: aivad`` ...). ``streamad fit`` fits it; ``serve`` and
+            ``eval`` load it from the model directory.
+    """
+
+    class Config(PartConfig):
+        kind: Literal["score"] = "score"
+        model: ModelConfig  # type: ignore[valid-type]
+
+    @classmethod
+    def create_shared(cls, config: "Score.Config", ctx: BuildContext) -> ModelHandle:
+        if "model" in ctx.shared:
+            return ctx.shared["model"]
+        if ctx.model_dir is None:
+            raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
+        model, meta = load_model(ctx.model_dir)
+        if model.kind != config.model.kind:
+            raise ModelError(f"{ctx.model_dir}: holds a {model.kind!r} model but the config's score operator "
+                             f"uses {config.model.kind!r}")
+        handle = ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta)
+        ctx.shared["model"] = handle
+        return handle
+
+    def process(self, clip: Clip) -> list[Scores]:
+        handle: ModelHandle = self.shared
+        t0 = time.perf_counter()
+        result = handle.model.predict(clip.features)
+        dt = time.perf_counter() - t0
+        clip.target.timings["model"] = dt
+        boxes = clip.regions.boxes if clip.regions is not None else np.zeros((0, 4), np.float32)
+        out = []
+        for frame in [clip.target, *clip.extra_targets]:
+            out.append(Scores(
+                stream_id=frame.stream_id, index=frame.index, pts=frame.pts, wall_time=frame.wall_time,
+                raw_score=result.frame_score, score=result.frame_score,
+                boxes=scale_boxes(boxes, (frame.width, frame.height), frame.source_size),
+                region_scores=result.region_scores, contributions=result.contributions, label=frame.label,
+                video=frame.video, timings=frame.timings, model={"name": handle.name, "version": handle.version},
+                width=(frame.source_size or (frame.width, frame.height))[0],
+                height=(frame.source_size or (frame.width, frame.height))[1],
+            ))
+        return out

@@ -1,0 +1,166 @@
+"""Base classes of the parts a pipeline is made of: their configs, operators, sources, sinks and models.
+
+One concept each:
+
+* :class:`PartConfig`  pydantic base of every part's config; ``kind`` selects the registered class.
+* :class:`BuildContext` what parts may use while being built (data root, model directory, metrics, mode).
+* :class:`Operator`    per-stream instance; ``process(msg) -> list[msg]``, ``flush() -> list[msg]``.
+* :class:`Source`      a stream of :class:`~streamad.frames.Frame`.
+* :class:`Sink`        consumes :class:`~streamad.frames.Scores` (and the events they carry).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from streamad.frames import EndOfStream, Frame, Scores
+
+if TYPE_CHECKING:
+    from streamad.metrics import Metrics
+
+__all__ = ["PartConfig", "SourceConfig", "SinkConfig", "BuildContext", "Operator", "Source", "Sink"]
+
+
+class PartConfig(BaseModel):
+    """Base of every part's config: unknown keys are errors (a typo is reported, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+
+
+class SourceConfig(PartConfig):
+    """Base of stream configs.
+
+    Attributes:
+        id: stream id (datasets use it as a prefix: ``<id>/<video>``); defaults to a name derived from the path.
+        realtime: pace a file at its frame rate (as a camera would deliver it) instead of as fast as possible.
+        max_frames: stop after this many frames (``None`` = all).
+    """
+
+    id: str | None = None
+    realtime: bool = False
+    max_frames: int | None = None
+
+    def build(self, ctx: "BuildContext", where: str) -> list["Source"]:
+        """The streams this config stands for (a dataset split is one stream per video).
+
+        Args:
+            ctx: build context (data root for relative paths).
+            where: key path of this config in the file (``streams[0]``), for error messages.
+
+        Raises:
+            ConfigError: a path does not exist or a field is inconsistent.
+            DataNotFoundError: a dataset is missing (the message says how to get it).
+        """
+        raise NotImplementedError
+
+
+class SinkConfig(PartConfig):
+    """Base of sink configs."""
+
+
+@dataclass
+class BuildContext:
+    """What a part may use while being built.
+
+    Attributes:
+        config_path: the pipeline.yaml being run (for messages and relative paths).
+        data_root: root folder for dataset sources (``STREAMAD_DATA`` or the config's ``data_root``).
+        model_dir: the fitted model directory (``None`` while fitting from scratch).
+        mode: ``"fit"``, ``"eval"`` or ``"serve"``.
+        metrics: the pipeline's Prometheus metrics.
+        shared: objects shared by all streams (models), keyed by operator position.
+    """
+
+    config_path: Path | None = None
+    data_root: Path | None = None
+    model_dir: Path | None = None
+    mode: str = "serve"
+    metrics: "Metrics | None" = None
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` as given if absolute, else relative to the data root (or the config's folder)."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        if self.data_root is not None:
+            return self.data_root / p
+        if self.config_path is not None:
+            return self.config_path.parent / p
+        return p
+
+
+class Operator(abc.ABC):
+    """A step of the dataflow, instantiated once per stream (so it may keep per-stream state).
+
+    Subclasses define a nested ``Config(PartConfig)`` with ``kind: Literal["<name>"]`` and register with
+    ``@OPERATORS.register("<name>")``. Heavy resources shared by all streams (models, networks) are built once by
+    :meth:`create_shared` and passed to every instance.
+    """
+
+    Config: ClassVar[type[PartConfig]]
+    kind: ClassVar[str]
+
+    def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
+        self.config = config
+        self.shared = shared
+        self.stream_id = stream_id
+
+    @classmethod
+    def create_shared(cls, config: PartConfig, ctx: BuildContext) -> Any:
+        """Build what all streams share (called once per pipeline). Default: nothing."""
+        return None
+
+    @abc.abstractmethod
+    def process(self, msg: Any) -> list[Any]:
+        """Handle one message of this stream; return zero or more messages for the next stage."""
+
+    def flush(self) -> list[Any]:
+        """The stream ended: return any messages still held (e.g. by a centred smoothing window)."""
+        return []
+
+
+class Source(abc.ABC):
+    """A stream of frames with a stable ``stream_id``.
+
+    Attributes:
+        stream_id: stable id, used as Kafka key and metrics label.
+        live: live sources (cameras) drop frames under backpressure; files block and are lossless.
+    """
+
+    stream_id: str
+    live: bool = False
+
+    @abc.abstractmethod
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames in order. Raises :class:`~streamad.errors.SourceError` on unreadable input."""
+
+    def close(self) -> None:
+        """Release the underlying file or connection; safe to call twice."""
+
+
+class Sink(abc.ABC):
+    """Consumes every scored frame of every stream, in per-stream order, from one thread."""
+
+    Config: ClassVar[type[PartConfig]]
+    kind: ClassVar[str]
+
+    def __init__(self, config: PartConfig, ctx: BuildContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    def write(self, scores: Scores) -> None:
+        """Handle one scored frame (its ``events`` are the alerts it caused)."""
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        """A stream ended (``eos.error`` set when it failed)."""
+
+    def close(self) -> None:
+        """Flush and release resources; called once after every stream ended or on shutdown."""

@@ -1,0 +1,1 @@
+"""The dataflow engine (stage threads, bounded queues, backpressure, shutdown) and the fit / eval / serve drivers."""
