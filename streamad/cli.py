@@ -108,7 +108,9 @@ def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir
               help="Fitted model directory (default: the config's model_dir).")
 @_handle_errors
 def serve(config: str, model_dir: str | None) -> None:
-    """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush)."""
+    """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush).
+
+    Exits 1 when a stream ended with an error (the others were still served)."""
     from streamad.runtime.jobs import serve as run_serve
 
     cfg = _load(config)
@@ -124,10 +126,12 @@ def serve(config: str, model_dir: str | None) -> None:
     st = res.stats
     click.echo(f"served {st.delivered} frames in {st.seconds:.1f} s ({st.fps:.1f} frames/s)"
                + ("" if st.drained else "; stopped before the queues drained"))
-    for sid, err in st.errors.items():
-        click.echo(f"stream {sid} failed: {err}", err=True)
     if res.report is not None:
         click.echo(res.report.format_table())
+    for sid, err in st.errors.items():
+        click.echo(f"stream {sid} failed: {err}", err=True)
+    if st.errors:
+        sys.exit(1)
 
 
 def main() -> None:

@@ -6,6 +6,9 @@ need (training and validation streams, the threshold method). Every part is name
 Errors are :class:`~streamad.errors.ConfigError` with one message per problem that names the file, the key path
 (``operators[2].sigma``), the line in the file, and what was expected or allowed.
 
+Reuse: a config may start with ``extends: other.yaml`` (a path relative to the config's folder); every top-level
+key the config sets replaces the other file's value, the rest is inherited. Chains are followed; cycles are errors.
+
 Interpolation: in every string value, ``${VAR}`` is replaced by the environment variable (an error when it is
 unset) and ``${VAR:-default}`` falls back to ``default`` when it is unset or empty. ``$$`` gives a literal ``$``.
 YAML is read with ``yaml.safe_load`` semantics: no Python objects are ever constructed from the file.
@@ -242,13 +245,7 @@ def _allowed_keys_hint(err: ValidationError, parent: tuple[Any, ...]) -> str:
     return ""
 
 
-def load_config_text(text: str, name: str = "<config>", path: Path | None = None,
-                     env: dict[str, str] | None = None) -> PipelineConfig:
-    """Parse, interpolate and validate a pipeline config given as YAML text.
-
-    Raises:
-        ConfigError: malformed YAML, unset variable, unknown kind, unknown key, wrong type (one line each).
-    """
+def _parse(text: str, name: str) -> tuple[dict[str, Any], yaml.Node | None]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -260,6 +257,39 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}: expected a mapping with 'streams', 'operators' and 'sinks', "
                           f"got {type(data).__name__}")
+    return data, root
+
+
+def _resolve_extends(data: dict[str, Any], name: str, path: Path | None, seen: tuple[Path, ...] = ()) -> dict:
+    parent_ref = data.pop("extends", None)
+    if parent_ref is None:
+        return data
+    if not isinstance(parent_ref, str):
+        raise ConfigError(f"{name}: extends: expected a file path, got {parent_ref!r}")
+    base = path.parent if path is not None else Path.cwd()
+    ppath = (base / parent_ref).resolve()
+    if ppath in seen:
+        raise ConfigError(f"{name}: extends: cycle through {ppath}")
+    try:
+        ptext = ppath.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{name}: extends: cannot read {ppath}: {exc.strerror or exc}") from None
+    parent, _ = _parse(ptext, str(ppath))
+    parent = _resolve_extends(parent, str(ppath), ppath, (*seen, ppath))
+    return {**parent, **data}
+
+
+def load_config_text(text: str, name: str = "<config>", path: Path | None = None,
+                     env: dict[str, str] | None = None) -> PipelineConfig:
+    """Parse, interpolate and validate a pipeline config given as YAML text.
+
+    Raises:
+        ConfigError: malformed YAML, unset variable, unknown kind, unknown key, wrong type (one line each).
+    """
+    data, root = _parse(text, name)
+    if "extends" in data:
+        root = None  # line numbers would point into the wrong file for inherited keys
+    data = _resolve_extends(data, name, path)
     data = _interpolate_tree(data, "", env)
     try:
         model = _pipeline_model().model_validate(data)

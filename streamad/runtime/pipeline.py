@@ -110,7 +110,8 @@ class Pipeline:
         self.consumers = list(consumers)
         self.live_policy = live_policy
         self.grace_period_s = grace_period_s
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # streams an operator failed on: their remaining messages are skipped
+        self.errors: dict[str, str] = {}  # every stream that ended with an error (source or operator)
         self._lock = threading.Lock()
         self._file_slots = threading.Semaphore(max_active_streams)
         self.ingress = IngressQueue(queue_size, on_drop=self._count_drop)
@@ -126,11 +127,15 @@ class Pipeline:
         g = self.metrics.queue_depth.labels(name)
         return g.set
 
-    def _fail(self, stream_id: str, message: str) -> None:
+    def _fail(self, stream_id: str, message: str, skip_rest: bool) -> None:
+        """Record a stream's error; ``skip_rest`` drops its messages still in flight (operator failures). A source
+        failure keeps them: the frames decoded before the error are still scored and delivered."""
         with self._lock:
-            if stream_id in self.failed:
+            if stream_id in self.errors:
                 return
-            self.failed[stream_id] = message
+            self.errors[stream_id] = message
+            if skip_rest:
+                self.failed[stream_id] = message
         self.metrics.stream_errors.labels(stream_id).inc()
         log.error("stream %s ended with an error: %s", stream_id, message)
 
@@ -155,7 +160,7 @@ class Pipeline:
                     self.ingress.put(sid, frame, stop=stop)
         except Exception as exc:  # a broken stream never takes down the others
             error = redact(f"{type(exc).__name__}: {exc}" if not str(exc).startswith(sid) else str(exc))
-            self._fail(sid, error)
+            self._fail(sid, error, skip_rest=False)
         finally:
             try:
                 src.close()
@@ -209,7 +214,7 @@ class Pipeline:
             results = call()
         except Exception as exc:
             log.debug("operator %s failed on stream %s", spec.name, sid, exc_info=True)
-            self._fail(sid, redact(f"operator {spec.name}: {type(exc).__name__}: {exc}"))
+            self._fail(sid, redact(f"operator {spec.name}: {type(exc).__name__}: {exc}"), skip_rest=True)
             return
         dt = time.perf_counter() - t0
         latency.observe(dt)
@@ -226,7 +231,7 @@ class Pipeline:
             if msg is _STOP:
                 return
             if isinstance(msg, EndOfStream):
-                err = msg.error or self.failed.get(msg.stream_id)
+                err = msg.error or self.errors.get(msg.stream_id)
                 m.set_status(msg.stream_id, "failed" if err else "ended")
                 eos = EndOfStream(msg.stream_id, err, msg.wall_time)
                 for s in self.sinks:
@@ -292,5 +297,5 @@ class Pipeline:
             except Exception as exc:
                 log.error("closing sink %s failed: %s", getattr(s, "kind", "?"), redact(str(exc)))
         self.stats.seconds = time.perf_counter() - t0
-        self.stats.errors = dict(self.failed)
+        self.stats.errors = dict(self.errors)
         return self.stats
