@@ -23,7 +23,7 @@ from tqdm import tqdm
 from streamad.config import PipelineConfig
 from streamad.errors import ConfigError, ModelError
 from streamad.eval.report import EvalReport, build_report, write_plots
-from streamad.frames import Clip, EndOfStream, Scores
+from streamad.frames import Clip, Scores
 from streamad.metrics import Metrics
 from streamad.models.components.thresholds import f1_adaptive_threshold
 from streamad.models.store import save_model
@@ -201,14 +201,14 @@ class _ScoreRecorder:
 
 
 def evaluate(cfg: PipelineConfig, model_dir: Path | None = None, plots_dir: Path | None = None,
-             quiet: bool = False) -> tuple[EvalReport, RunStats]:
+             quiet: bool = False, metrics: Metrics | None = None) -> tuple[EvalReport, RunStats]:
     """Score the labelled streams (``eval.streams``, else ``streams``) and report frame-level metrics.
 
     Raises:
         ModelError: no fitted model. ValueError: the streams carry no labels.
     """
     d = _require_model_dir(cfg, model_dir)
-    ctx = _context(cfg, "eval", d)
+    ctx = _context(cfg, "eval", d, metrics)
     stream_cfgs = cfg.eval.streams if cfg.eval is not None else cfg.streams
     sources = build_sources(stream_cfgs, ctx, "eval.streams" if cfg.eval is not None else "streams")
     rec = _ScoreRecorder()

@@ -1,0 +1,289 @@
+"""``kafka`` sink: at-least-once delivery of alert events to a Kafka topic, through a durable local spool.
+
+Path of one alert (design.md "Alerts"):
+
+1. :meth:`KafkaSink.write` appends the event to the spool (:mod:`streamad.sinks.spool`, fsync'd) and returns:
+   the pipeline never waits for the broker, and an alert is on disk before the pipeline moves on.
+2. A background thread takes the oldest spooled event, sends it (key = ``stream_id``, value = the alert JSON,
+   both utf-8) and waits for the broker's acknowledgement (``acks="all"``); only then is it removed from the spool.
+   One message at a time, so each stream's events reach the topic in order even across retries.
+3. On failure (broker down, restarting, timing out) it retries with capped exponential backoff and jitter
+   (``retry_backoff_s`` doubling to ``retry_backoff_max_s``), counting ``streamad_sink_retries_total{sink="kafka"}``
+   and recreating the producer. The broker need not be up when the sink starts.
+4. :meth:`KafkaSink.close` waits up to ``flush_timeout_s`` for the spool to drain; what is left stays spooled
+   and is resent by the next run that uses the same ``spool_dir``.
+
+A crash between the broker's acknowledgement and the spool's can resend an event: consumers drop duplicates by
+``(event_id, type, seq)``, as :func:`consume_events` does.
+
+kafka-python 3 enables producer idempotence by default, and such a producer fails for good after a broker restart
+(``InitProducerId ... UnknownError``), so the producer is built with ``enable_idempotence=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from streamad.errors import ConfigError
+from streamad.frames import Scores
+from streamad.parts import BuildContext, Sink, SinkConfig
+from streamad.redact import redact, register_secret
+from streamad.registry import SINKS
+from streamad.sinks.jsonl import event_json
+from streamad.sinks.spool import Spool
+
+__all__ = ["KafkaSink", "consume_events", "backoff_delay"]
+
+log = logging.getLogger(__name__)
+
+_CODEC_PACKAGES = {"gzip": None, "snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after the ``failures``-th consecutive failure (1, 2, ...): ``initial_s * 2**(failures-1)``
+    capped at ``max_s``, times a random jitter factor in ``[0.8, 1.2]`` (still capped at ``max_s``)."""
+    rng = rng or random
+    base = min(max_s, initial_s * 2.0 ** max(0, failures - 1))
+    return min(max_s, base * rng.uniform(0.8, 1.2))
+
+
+@SINKS.register("kafka")
+class KafkaSink(Sink):
+    """Publishes alert events to ``topic`` (key = stream id), at least once, via a local spool.
+
+    Raises (at construction):
+        ConfigError: a compression codec whose Python package is missing.
+        SpoolError: the spool directory cannot be used (locked by another process, damaged).
+    """
+
+    class Config(SinkConfig):
+        """Kafka sink settings.
+
+        Attributes:
+            bootstrap_servers: ``host:port[,host:port...]`` of the brokers.
+            topic: alert topic.
+            spool_dir: spool folder (default ``.streamad/spool/<topic>`` in the working directory).
+            spool_max_bytes: bound of the spool on disk (bytes).
+            spool_full_timeout_s: how long ``write`` waits for space when the spool is full before failing.
+            retry_backoff_s, retry_backoff_max_s: first and largest pause between delivery attempts (seconds).
+            send_timeout_s: how long one delivery attempt waits for the broker's acknowledgement (seconds).
+            flush_timeout_s: how long ``close`` waits for the spool to drain (seconds).
+            compression_type: ``gzip``, ``snappy``, ``lz4``, ``zstd`` or none.
+            security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password, ssl_cafile,
+            ssl_certfile, ssl_keyfile, client_id: passed to ``kafka.KafkaProducer`` as is (the password is never
+            logged).
+        """
+
+        kind: Literal["kafka"] = "kafka"
+        bootstrap_servers: str
+        topic: str = Field("streamad.alerts", min_length=1)
+        spool_dir: str | None = None
+        spool_max_bytes: int = Field(64 * 2**20, gt=0)
+        spool_full_timeout_s: float = Field(30.0, ge=0)
+        retry_backoff_s: float = Field(0.5, gt=0)
+        retry_backoff_max_s: float = Field(10.0, gt=0)
+        send_timeout_s: float = Field(10.0, gt=0)
+        flush_timeout_s: float = Field(10.0, ge=0)
+        compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+        security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+        sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+        sasl_plain_username: str | None = None
+        sasl_plain_password: SecretStr | None = None
+        ssl_cafile: str | None = None
+        ssl_certfile: str | None = None
+        ssl_keyfile: str | None = None
+        client_id: str | None = None
+
+        @field_validator("bootstrap_servers")
+        @classmethod
+        def _servers(cls, v: str) -> str:
+            hosts = [h.strip() for h in v.split(",")]
+            if not all(hosts):
+                raise ValueError(f"expected comma-separated host:port entries, got {v!r}")
+            return ",".join(hosts)
+
+    def __init__(self, config: Config, ctx: BuildContext) -> None:
+        super().__init__(config, ctx)
+        if config.sasl_plain_password is not None:
+            register_secret(config.sasl_plain_password.get_secret_value())
+        self._check_codec(config.compression_type)
+        self.spool_dir = Path(config.spool_dir or Path(".streamad") / "spool" / config.topic).expanduser()
+        self.spool = Spool(self.spool_dir, max_bytes=config.spool_max_bytes,
+                           full_timeout_s=config.spool_full_timeout_s)
+        metrics = ctx.metrics
+        self._retries = metrics.sink_retries.labels("kafka") if metrics is not None else None
+        self._depth = metrics.spool_depth.labels("kafka") if metrics is not None else None
+        self._update_depth()
+        if self.spool.depth:
+            log.warning("kafka sink: %d alerts spooled in %s by an earlier run were not acknowledged; resending",
+                        self.spool.depth, self.spool_dir)
+        self._producer: Any = None
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._deliver_loop, name=f"kafka-sink-{config.topic}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------------ pipeline
+    def write(self, scores: Scores) -> None:
+        """Spool the frame's events (durably) and return; delivery happens in the background.
+
+        Raises:
+            SpoolFullError: the spool stayed full for ``spool_full_timeout_s`` (broker unreachable for long).
+        """
+        for event in scores.events:
+            self.spool.append(event.stream_id, event_json(event))
+        if scores.events:
+            self._update_depth()
+
+    def close(self) -> None:
+        """Wait up to ``flush_timeout_s`` for every spooled alert to be acknowledged, then stop. Alerts still
+        spooled are kept on disk (and logged) for the next run. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        drained = self.spool.wait_empty(self.config.flush_timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=self.config.send_timeout_s + 5)
+        self._close_producer()
+        left = self.spool.depth
+        self._update_depth()
+        self.spool.close()
+        if not drained and left:
+            log.warning("kafka sink: %d alerts were not acknowledged by %s within flush_timeout_s=%gs; they stay "
+                        "in %s and are resent at the next start", left, redact(self.config.bootstrap_servers),
+                        self.config.flush_timeout_s, self.spool_dir)
+
+    # ------------------------------------------------------------------------------------------------ delivery
+    def _deliver_loop(self) -> None:
+        failures = 0
+        rng = random.Random()
+        while not self._stop.is_set():
+            record = self.spool.peek(timeout=0.2)
+            if record is None:
+                continue
+            try:
+                producer = self._producer or self._open_producer()
+                key = record.key.encode("utf-8") if record.key is not None else None
+                future = producer.send(self.config.topic, key=key, value=record.value.encode("utf-8"))
+                future.get(timeout=self.config.send_timeout_s + 1.0)
+            except Exception as e:  # broker down, timeout, auth, bad producer state: retry, never drop
+                failures += 1
+                if self._retries is not None:
+                    self._retries.inc()
+                delay = backoff_delay(failures, self.config.retry_backoff_s, self.config.retry_backoff_max_s, rng)
+                log.warning("kafka sink: delivery to %s topic %s failed (attempt %d, %d alerts spooled): %s: %s; "
+                            "retrying in %.1fs", redact(self.config.bootstrap_servers), self.config.topic, failures,
+                            self.spool.depth, type(e).__name__, redact(e), delay)
+                self._close_producer()
+                self._stop.wait(delay)
+                continue
+            try:
+                self.spool.ack(record.seq)
+            except Exception as e:  # the alert reached the broker; a failed ack only means it may be resent
+                log.error("kafka sink: cannot acknowledge spool record %d in %s: %s", record.seq, self.spool_dir,
+                          redact(e))
+                self._stop.wait(self.config.retry_backoff_s)
+                continue
+            if failures:
+                log.info("kafka sink: delivering to %s again after %d failed attempts",
+                         redact(self.config.bootstrap_servers), failures)
+                failures = 0
+            self._update_depth()
+
+    def _open_producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        c = self.config
+        timeout_ms = int(c.send_timeout_s * 1000)
+        options: dict[str, Any] = dict(
+            bootstrap_servers=c.bootstrap_servers.split(","), acks="all", enable_idempotence=False,
+            max_in_flight_requests_per_connection=1, linger_ms=0, compression_type=c.compression_type,
+            request_timeout_ms=timeout_ms, delivery_timeout_ms=timeout_ms, max_block_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms, reconnect_backoff_max_ms=int(c.retry_backoff_max_s * 1000),
+            security_protocol=c.security_protocol, sasl_mechanism=c.sasl_mechanism,
+            sasl_plain_username=c.sasl_plain_username,
+            sasl_plain_password=c.sasl_plain_password.get_secret_value() if c.sasl_plain_password else None,
+            ssl_cafile=c.ssl_cafile, ssl_certfile=c.ssl_certfile, ssl_keyfile=c.ssl_keyfile,
+        )
+        if c.client_id:
+            options["client_id"] = c.client_id
+        # options this kafka-python release does not know (older 2.x) are left at its defaults
+        options = {k: v for k, v in options.items() if k in KafkaProducer.DEFAULT_CONFIG}
+        self._producer = KafkaProducer(**options)
+        return self._producer
+
+    def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=1)
+            except Exception as e:
+                log.debug("kafka sink: closing producer: %s", redact(e))
+
+    def _update_depth(self) -> None:
+        if self._depth is not None:
+            self._depth.set(self.spool.depth)
+
+    @staticmethod
+    def _check_codec(codec: str | None) -> None:
+        if codec is None:
+            return
+        from kafka import codec as kafka_codec
+
+        if not getattr(kafka_codec, f"has_{codec}")():
+            raise ConfigError(f"kafka sink: compression_type={codec!r} needs the Python package "
+                              f"{_CODEC_PACKAGES[codec]!r} (pip install {_CODEC_PACKAGES[codec]})")
+
+
+def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str | None = None,
+                   stream: str | None = None, from_beginning: bool = True, timeout_s: float = 10.0,
+                   **consumer_options: Any) -> Iterator[dict[str, Any]]:
+    """Read alert events from ``topic``, decoded, with duplicates dropped (an example for users' own consumers).
+
+    Delivery is at least once, so an alert may arrive twice (after a broker or streamad restart); an alert is
+    identified by ``(event_id, type, seq)`` and yielded only the first time it is seen by this iterator.
+
+    Args:
+        bootstrap: ``host:port[,host:port...]``.
+        topic: alert topic.
+        group_id: consumer group (offsets are committed, so a restarted consumer resumes); ``None`` = no group.
+        stream: only events whose key is this stream id.
+        from_beginning: with no committed offset, start at the oldest message (else only new ones).
+        timeout_s: stop when no message arrived for this many seconds (includes joining the group).
+        **consumer_options: passed to ``kafka.KafkaConsumer`` (e.g. ``session_timeout_ms``, security options).
+
+    Yields:
+        alert dicts (the schema of :meth:`streamad.frames.Event.to_json`).
+
+    Raises:
+        kafka.errors.KafkaError: the brokers cannot be reached; ValueError: a message is not alert JSON.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=group_id,
+                             auto_offset_reset="earliest" if from_beginning else "latest",
+                             consumer_timeout_ms=int(timeout_s * 1000), **consumer_options)
+    seen: set[tuple[str, str, int]] = set()
+    try:
+        for message in consumer:
+            if stream is not None and (message.key or b"").decode("utf-8") != stream:
+                continue
+            try:
+                event = json.loads(message.value)
+                ident = (event["event_id"], event["type"], event["seq"])
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"topic {topic} partition {message.partition} offset {message.offset}: not an "
+                                 f"alert event ({e})") from e
+            if ident in seen:
+                continue
+            seen.add(ident)
+            yield event
+    finally:
+        consumer.close()

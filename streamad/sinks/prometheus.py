@@ -1,0 +1,112 @@
+"""``prometheus`` sink: serves the pipeline's metrics (``ctx.metrics.registry``) over HTTP for Prometheus to scrape.
+
+Endpoints: ``GET /metrics`` (Prometheus text format, or OpenMetrics when the scraper asks for it, via
+``prometheus_client.exposition.choose_encoder``) and ``GET /healthz`` (``200 ok``, for liveness probes).
+Binds loopback by default; set ``host: 0.0.0.0`` to be scraped from other machines.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+from pydantic import Field
+
+from streamad.errors import ConfigError
+from streamad.frames import Scores
+from streamad.parts import BuildContext, Sink, SinkConfig
+from streamad.registry import SINKS
+
+__all__ = ["PrometheusSink", "MetricsServer"]
+
+
+def _handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._reply(200, encoder(registry), content_type)
+            elif path == "/healthz":
+                self._reply(200, b"ok\n", "text/plain; charset=utf-8")
+            else:
+                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # scrapes every second: keep the log quiet
+            pass
+
+    return Handler
+
+
+class MetricsServer:
+    """An HTTP server thread serving ``registry`` at ``/metrics`` and a liveness ``/healthz``.
+
+    Args:
+        registry: the prometheus_client registry to expose.
+        host: address to bind (``127.0.0.1`` = this machine only).
+        port: TCP port (``0`` = any free port; :attr:`port` tells which).
+
+    Raises:
+        OSError: the address cannot be bound (port in use, unknown host).
+    """
+
+    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108) -> None:
+        self._server = ThreadingHTTPServer((host, port), _handler(registry))
+        self._server.daemon_threads = True
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"metrics-http-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/metrics``."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        """Stop serving and free the port (idempotent)."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
+
+
+@SINKS.register("prometheus")
+class PrometheusSink(Sink):
+    """Serves the pipeline metrics for scraping while the pipeline runs; it does nothing per frame (the runtime
+    updates ``ctx.metrics``)."""
+
+    class Config(SinkConfig):
+        """``host``: address to bind (loopback unless set); ``port``: TCP port (``0`` picks a free one)."""
+
+        kind: Literal["prometheus"] = "prometheus"
+        host: str = "127.0.0.1"
+        port: int = Field(9108, ge=0, le=65535)
+
+    def __init__(self, config: Config, ctx: BuildContext) -> None:
+        super().__init__(config, ctx)
+        if ctx.metrics is None:
+            raise ValueError("prometheus sink needs the pipeline's metrics (BuildContext.metrics is None)")
+        try:
+            self.server = MetricsServer(ctx.metrics.registry, config.host, config.port)
+        except OSError as e:
+            raise ConfigError(f"prometheus sink: cannot listen on {config.host}:{config.port} ({e}); set the sink's "
+                              f"host/port to a free address") from e
+
+    def write(self, scores: Scores) -> None:
+        """Nothing to do: metrics are updated by the runtime and read at scrape time."""
+
+    def close(self) -> None:
+        """Stop the HTTP server and free the port."""
+        self.server.stop()
