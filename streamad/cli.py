@@ -55,6 +55,8 @@ def cli(log_level: str) -> None:
     """Streaming video anomaly detection: video in, anomaly alerts out."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # kafka-python logs an ERROR per failed connection attempt; the Kafka sink reports retries itself (redacted)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 @cli.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamadError", "ConfigError", "DataNotFoundError", "SourceError", "ModelError"]
+__all__ = ["StreamadError", "ConfigError", "DataNotFoundError", "SourceError", "ModelError", "SinkFullError"]
 
 
 class StreamadError(Exception):
@@ -34,3 +34,11 @@ class ModelError(StreamadError):
     """A model directory is missing, incomplete, or does not match the pipeline."""
 
     exit_code = 4
+
+
+class SinkFullError(StreamadError):
+    """A sink cannot take a message now (e.g. its delivery spool is full while the broker is unreachable).
+
+    The runtime never drops the message: it retries the write, holding the pipeline back (file streams wait; live
+    streams drop and count frames upstream instead of losing alerts).
+    """

@@ -21,6 +21,7 @@ process never collide). The ``prometheus`` sink serves it over HTTP; the Grafana
 | ``streamad_model_inference_seconds`` | histogram | model | time of one model scoring call |
 | ``streamad_sink_retries_total`` | counter | sink | delivery retries (e.g. Kafka unreachable) |
 | ``streamad_spool_depth`` | gauge | sink | alerts on local disk not yet acknowledged |
+| ``streamad_sink_errors_total`` | counter | sink | sink calls that failed (logged; the message is not retried) |
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Metrics:
         self.inference = Histogram("streamad_model_inference_seconds", "Seconds of one model scoring call",
                                    ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.sink_retries = Counter("streamad_sink_retries", "Sink delivery retries", ["sink"], registry=r)
+        self.sink_errors = Counter("streamad_sink_errors", "Sink calls that failed", ["sink"], registry=r)
         self.spool_depth = Gauge("streamad_spool_depth", "Alerts spooled on disk, not yet acknowledged", ["sink"],
                                  registry=r)
 

@@ -32,6 +32,7 @@ class ModelHandle:
     name: str
     version: str
     metadata: dict[str, Any]
+    inference: Any = None  # ``streamad_model_inference_seconds{model}`` histogram child, when metrics exist
 
 
 def scale_boxes(boxes: np.ndarray, frame_size: tuple[int, int], source_size: tuple[int, int] | None) -> np.ndarray:
@@ -62,6 +63,7 @@ class Score(Operator):
     @classmethod
     def create_shared(cls, config: "Score.Config", ctx: BuildContext) -> ModelHandle:
         if "model" in ctx.shared:
+            cls._observer(ctx.shared["model"], ctx)
             return ctx.shared["model"]
         if ctx.model_dir is None:
             raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
@@ -71,7 +73,13 @@ class Score(Operator):
                              f"uses {config.model.kind!r}")
         handle = ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta)
         ctx.shared["model"] = handle
+        cls._observer(handle, ctx)
         return handle
+
+    @staticmethod
+    def _observer(handle: ModelHandle, ctx: BuildContext) -> None:
+        if ctx.metrics is not None and handle.inference is None:
+            handle.inference = ctx.metrics.inference.labels(handle.name)
 
     def process(self, clip: Clip) -> list[Scores]:
         handle: ModelHandle = self.shared
@@ -79,6 +87,8 @@ class Score(Operator):
         result = handle.model.predict(clip.features)
         dt = time.perf_counter() - t0
         clip.target.timings["model"] = dt
+        if handle.inference is not None:
+            handle.inference.observe(dt)
         boxes = clip.regions.boxes if clip.regions is not None else np.zeros((0, 4), np.float32)
         out = []
         for frame in [clip.target, *clip.extra_targets]:

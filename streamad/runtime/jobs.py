@@ -219,6 +219,7 @@ def evaluate(cfg: PipelineConfig, model_dir: Path | None = None, plots_dir: Path
     if not rec.records:
         raise ValueError("no labelled frame was scored: eval needs streams with ground truth (a dataset test split)")
     threshold = _threshold_of(pipe)
+    rec.records.sort(key=lambda r: (r["stream_id"], r["index"]))
     report = build_report(rec.records, threshold, stats.fps)
     if plots_dir is not None:
         write_plots(rec.records, threshold, plots_dir)
@@ -267,5 +268,6 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     if rec.records:
         labels = {r["label"] for r in rec.records}
         if labels == {0, 1}:
+            rec.records.sort(key=lambda r: (r["stream_id"], r["index"]))
             report = build_report(rec.records, _threshold_of(pipe), stats.fps)
     return ServeResult(stats, report)

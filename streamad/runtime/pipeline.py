@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from streamad.errors import SinkFullError
 from streamad.frames import EndOfStream, Scores
 from streamad.metrics import Metrics
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
@@ -255,10 +256,20 @@ class Pipeline:
                 c(msg)
 
     def _safe(self, fn: Callable[[Any], None], arg: Any, sink: Sink) -> None:
-        try:
-            fn(arg)
-        except Exception as exc:
-            log.error("sink %s failed: %s", getattr(sink, "kind", type(sink).__name__), redact(str(exc)))
+        """Call a sink; a full sink is retried (never dropped), any other failure is logged and counted."""
+        name = getattr(sink, "kind", type(sink).__name__)
+        while True:
+            try:
+                fn(arg)
+                return
+            except SinkFullError as exc:
+                self.metrics.sink_retries.labels(name).inc()
+                log.warning("sink %s is full, holding the pipeline back: %s", name, redact(str(exc)))
+                time.sleep(1.0)
+            except Exception as exc:
+                self.metrics.sink_errors.labels(name).inc()
+                log.error("sink %s failed: %s", name, redact(str(exc)))
+                return
 
     # -- public ----------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> RunStats:

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamad.errors import StreamadError
+from streamad.errors import SinkFullError, StreamadError
 
 __all__ = ["Spool", "SpoolRecord", "SpoolError", "SpoolFullError"]
 
@@ -47,7 +47,7 @@ class SpoolError(StreamadError):
     """The spool directory cannot be used: locked by another process, unreadable, damaged, or closed."""
 
 
-class SpoolFullError(SpoolError):
+class SpoolFullError(SpoolError, SinkFullError):
     """The spool stayed full (``max_bytes``) for longer than the append timeout: the deliverer is not keeping up."""
 
 
