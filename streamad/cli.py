@@ -30,7 +30,9 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except StreamadError as exc:
-            click.echo(f"error: {exc}", err=True)
+            from streamad.redact import redact
+
+            click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except (ValueError, OSError) as exc:
             from streamad.redact import redact
@@ -55,6 +57,9 @@ def cli(log_level: str) -> None:
     """Streaming video anomaly detection: video in, anomaly alerts out."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from streamad.redact import redact_logging
+
+    redact_logging()  # every log line, of every library, goes through redact(): no credentials in the logs
     # kafka-python logs an ERROR per failed connection attempt; the Kafka sink reports retries itself (redacted)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
@@ -110,21 +115,29 @@ def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir
               help="Fitted model directory (default: the config's model_dir).")
 @_handle_errors
 def serve(config: str, model_dir: str | None) -> None:
-    """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush).
+    """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush
+    within runtime.grace_period_s). SIGHUP (or, with runtime.watch_config, a change of CONFIG) reloads the streams:
+    unchanged streams keep running, removed ones drain, new ones start; an invalid config is logged and ignored.
 
     Exits 1 when a stream ended with an error (the others were still served)."""
     from streamad.runtime.jobs import serve as run_serve
 
     cfg = _load(config)
     stop = threading.Event()
+    reload_requests = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         logging.getLogger("streamad").info("signal %s: draining and stopping", signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(_signum: int, _frame: Any) -> None:
+        logging.getLogger("streamad").info("signal SIGHUP: reloading %s", config)
+        reload_requests.set()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    res = run_serve(cfg, Path(model_dir) if model_dir else None, stop=stop)
+    signal.signal(signal.SIGHUP, on_hangup)
+    res = run_serve(cfg, Path(model_dir) if model_dir else None, stop=stop, reload_requests=reload_requests)
     st = res.stats
     click.echo(f"served {st.delivered} frames in {st.seconds:.1f} s ({st.fps:.1f} frames/s)"
                + ("" if st.drained else "; stopped before the queues drained"))

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from streamad.errors import ConfigError
 from streamad.registry import OPERATORS, SINKS, SOURCES, Registry, load_builtin_parts
 
-__all__ = ["PipelineConfig", "load_config", "load_config_text", "interpolate", "RuntimeConfig", "ThresholdConfig"]
+__all__ = ["PipelineConfig", "load_config", "load_config_text", "interpolate", "RuntimeConfig", "ThresholdConfig",
+           "HttpConfig"]
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -69,6 +70,19 @@ class ThresholdConfig(BaseModel):
     value: float | None = None
 
 
+class HttpConfig(BaseModel):
+    """The operations endpoint of ``streamad serve`` (``/healthz``, ``/readyz``, ``/metrics``).
+
+    Attributes:
+        host: address to bind; loopback unless set (``0.0.0.0`` exposes it to the network).
+        port: TCP port (``0`` = any free port).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+
+
 class RuntimeConfig(BaseModel):
     """Dataflow engine settings.
 
@@ -78,6 +92,11 @@ class RuntimeConfig(BaseModel):
             ``drop_newest`` or ``block``. File streams always block (lossless).
         max_active_streams: file streams decoded concurrently (others wait their turn); live streams are all active.
         grace_period_s: on SIGINT/SIGTERM, seconds allowed to drain queues and flush sinks before exiting.
+        batch_size: most messages a batching stage (the model) handles in one call across streams; only messages
+            already waiting are batched, never delayed (1 = off).
+        http: serve ``/healthz``, ``/readyz`` and ``/metrics`` on this address (``serve`` only; off when unset).
+        watch_config: ``serve`` re-reads the config file when it changes (SIGHUP always does).
+        watch_interval_s: how often the config file is checked for changes (seconds).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -85,6 +104,10 @@ class RuntimeConfig(BaseModel):
     live_policy: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
     max_active_streams: int = Field(4, ge=1)
     grace_period_s: float = Field(10.0, gt=0)
+    batch_size: int = Field(1, ge=1)
+    http: HttpConfig | None = None
+    watch_config: bool = True
+    watch_interval_s: float = Field(1.0, gt=0)
 
 
 def _union(registry: Registry, family: str) -> Any:

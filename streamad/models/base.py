@@ -61,6 +61,14 @@ class VideoModel(abc.ABC):
     def predict(self, features: dict[str, np.ndarray]) -> RegionScores:
         """Score one clip's regions."""
 
+    def predict_batch(self, features: list[dict[str, np.ndarray]]) -> list[RegionScores]:
+        """Score several clips (of any streams) at once; the same results as :meth:`predict` on each.
+
+        The ``score`` operator calls it with the clips waiting when ``runtime.batch_size`` > 1. Models whose
+        inference is cheaper in one call override it. Default: :meth:`predict` per clip.
+        """
+        return [self.predict(f) for f in features]
+
     @abc.abstractmethod
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(json-serialisable params, named arrays)`` that :meth:`load_state` restores exactly."""

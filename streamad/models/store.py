@@ -5,8 +5,13 @@ Layout::
     MODEL_DIR/model.json    metadata: format version, model kind/version/config/params, post-processing stats
                             (min, max, image threshold), the operators it was fitted with, fit statistics
     MODEL_DIR/weights.npz   named float arrays (numpy ``.npz``, loaded with ``allow_pickle=False``)
+    MODEL_DIR/openvino/     optional: ``model.xml`` / ``model.bin`` + ``export.json`` written by ``streamad export``
+                            (image models; :mod:`streamad.export`)
+    MODEL_DIR/onnx/         optional: ``model.onnx`` + ``export.json``
 
-Loading never unpickles and never imports code named by the file: the model kind must be a registered model.
+Loading never unpickles and never imports code named by the file: the model kind must be a registered video model
+(``MODELS``) or image model (``IMAGE_MODELS``). Image models store their fitted arrays (memory bank, Gaussians, PCA)
+but not their backbone's weights, which come from the package or the configured file (checked by SHA-256).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 from streamad import __version__
 from streamad.errors import ModelError
 from streamad.models.base import VideoModel
+from streamad.models.image.base import IMAGE_MODELS, ImageModel
 from streamad.registry import MODELS
 
 __all__ = ["save_model", "load_model", "read_metadata", "FORMAT", "FORMAT_VERSION"]
@@ -30,13 +36,14 @@ FORMAT = "streamad-model"
 FORMAT_VERSION = 1
 
 
-def save_model(model_dir: str | Path, model: VideoModel, postprocess: dict[str, Any],
+def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postprocess: dict[str, Any],
                extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.json`` and ``weights.npz`` into ``model_dir`` (created if needed); returns the directory.
 
     Args:
         model: a fitted model.
-        postprocess: ``{"min": float, "max": float, "image_threshold": float, ...}`` raw-score statistics.
+        postprocess: ``{"min": float, "max": float, "image_threshold": float, ...}`` raw-score statistics (image
+            models add ``pixel_threshold``).
         extra: more metadata (pipeline operators, fit statistics).
     """
     d = Path(model_dir)
@@ -80,7 +87,7 @@ def read_metadata(model_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(model_dir: str | Path) -> tuple[VideoModel, dict[str, Any]]:
+def load_model(model_dir: str | Path) -> tuple[VideoModel | ImageModel, dict[str, Any]]:
     """Rebuild the fitted model of ``model_dir``; returns ``(model, metadata)``.
 
     Raises:
@@ -88,10 +95,15 @@ def load_model(model_dir: str | Path) -> tuple[VideoModel, dict[str, Any]]:
     """
     meta = read_metadata(model_dir)
     m = meta["model"]
-    try:
-        cls = MODELS.get(m["kind"])
-    except KeyError as exc:
-        raise ModelError(f"{model_dir}: {exc.args[0]}") from None
+    kind = m.get("kind")
+    if kind in IMAGE_MODELS.names():
+        cls: Any = IMAGE_MODELS.get(kind)
+    else:
+        try:
+            cls = MODELS.get(kind)
+        except KeyError:
+            known = ", ".join(MODELS.names() + IMAGE_MODELS.names())
+            raise ModelError(f"{model_dir}: unknown model kind {kind!r}; known: {known}") from None
     model = cls(cls.Config.model_validate(m["config"]))
     wpath = Path(model_dir) / "weights.npz"
     try:

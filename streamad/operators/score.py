@@ -86,9 +86,28 @@ class Score(Operator):
         t0 = time.perf_counter()
         result = handle.model.predict(clip.features)
         dt = time.perf_counter() - t0
-        clip.target.timings["model"] = dt
         if handle.inference is not None:
             handle.inference.observe(dt)
+        return self._scores(clip, result, dt)
+
+    @classmethod
+    def process_batch(cls, ops: list[Operator], msgs: list[Clip]) -> list[list[Any] | Exception]:
+        """Score the clips of several streams with one :meth:`VideoModel.predict_batch` call (the same scores as
+        :meth:`process` per clip; ``runtime.batch_size`` > 1). Raises what the model raises, having changed
+        nothing, so that the runtime retries each clip alone and ends only the stream at fault."""
+        handle: ModelHandle = ops[0].shared
+        t0 = time.perf_counter()
+        results = handle.model.predict_batch([clip.features for clip in msgs])
+        dt = time.perf_counter() - t0
+        if handle.inference is not None:
+            handle.inference.observe(dt)
+        return [op._scores(clip, r, dt / len(msgs))  # type: ignore[attr-defined]
+                for op, clip, r in zip(ops, msgs, results)]
+
+    def _scores(self, clip: Clip, result: Any, model_s: float) -> list[Scores]:
+        """The :class:`Scores` of the clip's target frame (and extra targets) from the model's result."""
+        handle: ModelHandle = self.shared
+        clip.target.timings["model"] = model_s
         boxes = clip.regions.boxes if clip.regions is not None else np.zeros((0, 4), np.float32)
         out = []
         for frame in [clip.target, *clip.extra_targets]:

@@ -24,11 +24,14 @@ class PostProcessStats:
     Attributes:
         min, max: min-max normalisation statistics (raw units).
         image_threshold: decision threshold (raw units), manual or F1-adaptive.
+        pixel_threshold: threshold of anomaly-map pixels and region scores (image models); ``None``: the image
+            threshold.
     """
 
     min: float
     max: float
     image_threshold: float
+    pixel_threshold: float | None = None
 
 
 @OPERATORS.register("threshold")
@@ -36,8 +39,8 @@ class Threshold(Operator):
     """Normalise scores and label frames (anomalib min-max normalisation callback).
 
     ``normalized = clip((score - image_threshold) / (max - min) + 0.5, 0, 1)``; ``anomalous = normalized >= 0.5``.
-    Region scores are normalised with the same statistics (anomalib uses the pixel threshold for box scores, which
-    equals the image threshold when no pixel threshold is fitted). Statistics come from the model directory
+    Region scores are normalised with the same statistics and the pixel threshold (anomalib normalises box scores
+    with the pixel threshold; without a fitted pixel threshold, as for video models, it is the image threshold). Statistics come from the model directory
     (``model.json`` ``postprocess``); ``image_threshold`` in the config overrides the fitted threshold (raw units).
 
     Input/output: :class:`Scores` (sets ``normalized``, ``anomalous``; ``region_scores`` become normalised).
@@ -58,14 +61,16 @@ class Threshold(Operator):
             if not p:
                 raise ModelError(f"{ctx.model_dir}/model.json has no 'postprocess' statistics: refit the model")
         thr = config.image_threshold if config.image_threshold is not None else p["image_threshold"]
-        return PostProcessStats(float(p["min"]), float(p["max"]), float(thr))
+        pix = p.get("pixel_threshold")
+        return PostProcessStats(float(p["min"]), float(p["max"]), float(thr), None if pix is None else float(pix))
 
     def process(self, s: Scores) -> list[Scores]:
         st: PostProcessStats = self.shared
         s.normalized = float(min_max_normalize(s.score, st.image_threshold, st.min, st.max))
         s.anomalous = s.normalized >= 0.5
         if len(s.region_scores):
+            region_thr = st.image_threshold if st.pixel_threshold is None else st.pixel_threshold
             s.region_scores = np.asarray(
-                min_max_normalize(np.asarray(s.region_scores, np.float32), st.image_threshold, st.min, st.max),
+                min_max_normalize(np.asarray(s.region_scores, np.float32), region_thr, st.min, st.max),
                 np.float32)
         return [s]

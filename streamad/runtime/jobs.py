@@ -1,9 +1,11 @@
 """The three jobs a pipeline config supports, all on the one dataflow engine (:class:`Pipeline`):
 
-* :func:`fit`    run the training streams through the operators before ``score``, fit the model, then score the
-                 validation streams to fit min-max statistics and the image threshold; write the model directory.
+* :func:`fit`    run the training streams through the operators before the model operator (``score`` or
+                 ``image_model``), fit the model, then score the validation streams to fit min-max statistics and
+                 the thresholds; write the model directory.
 * :func:`evaluate` score labelled streams through the whole operator chain and compute frame-level metrics.
-* :func:`serve`  run the pipeline's streams into its sinks until files end or a signal stops it.
+* :func:`serve`  run the pipeline's streams into its sinks until files end or a signal stops it (live streams,
+                 health endpoints, config reload, frame-rate caps).
 
 Because every job uses the same operators and engine, a file gives the same scores whichever job scores it.
 """
@@ -25,12 +27,13 @@ from streamad.errors import ConfigError, ModelError
 from streamad.eval.report import EvalReport, build_report, write_plots
 from streamad.frames import Clip, Scores
 from streamad.metrics import Metrics
-from streamad.models.components.thresholds import f1_adaptive_threshold
 from streamad.models.store import save_model
-from streamad.operators.score import ModelHandle
-from streamad.parts import BuildContext, PartConfig, Sink, Source
-from streamad.registry import MODELS, SINKS
-from streamad.runtime.pipeline import Pipeline, RunStats, build_stages
+from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
+from streamad.registry import SINKS
+from streamad.runtime.fitters import fitter_for, model_operator
+from streamad.runtime.ops import Health, OpsServer
+from streamad.runtime.pipeline import Pipeline, RunStats, StageSpec, build_stages
+from streamad.runtime.reload import ConfigReloader, StreamSet, other_sections_changed
 
 __all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "build_sources", "default_model_dir"]
 
@@ -65,11 +68,12 @@ def _index_of(cfg: PipelineConfig, kind: str) -> int | None:
 
 
 def _pipeline(cfg: PipelineConfig, sources: list[Source], ops: Sequence[PartConfig], ctx: BuildContext,
-              sinks: Sequence[Sink] = (), consumers: Sequence[Callable[[Any], None]] = ()) -> Pipeline:
+              sinks: Sequence[Sink] = (), consumers: Sequence[Callable[[Any], None]] = (),
+              **options: Any) -> Pipeline:
     r = cfg.runtime
     return Pipeline(sources, build_stages(ops, ctx), ctx.metrics or Metrics(), sinks=sinks, consumers=consumers,
                     queue_size=r.queue_size, live_policy=r.live_policy, max_active_streams=r.max_active_streams,
-                    grace_period_s=r.grace_period_s)
+                    grace_period_s=r.grace_period_s, **options)
 
 
 def _progress(desc: str, quiet: bool) -> tqdm:
@@ -90,91 +94,97 @@ class FitResult:
 
 
 def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False) -> FitResult:
-    """Fit the model of the config's ``score`` operator and its post-processing statistics.
+    """Fit the model of the config's model operator and its post-processing statistics.
 
-    1. Training streams (``fit.train``) go through the operators before ``score``; the clips' features and video
-       names are collected and the model is fitted (grouped by video, as AI-VAD groups by video path).
-    2. Validation streams (``fit.validation``) go through the operators up to ``threshold``; their frame scores give
-       the min-max statistics and the image threshold (F1-adaptive on their labels, or ``fit.threshold.value``).
-       Without validation streams, min and max come from the training streams and the threshold must be manual.
+    The model operator is ``score`` (video models) or ``image_model`` (image models); its fitter
+    (:mod:`streamad.runtime.fitters`) says what to collect and how to fit.
+
+    1. Training streams (``fit.train``) go through the operators before the model operator; the fitter collects
+       what reaches it (video: the clips' features and video names, as AI-VAD groups by video path; image: the
+       frames at the model's input size) and fits the model. Gradient-trained image models also get the
+       validation streams (early stopping).
+    2. Validation streams (``fit.validation``) go through the operators up to ``threshold``; their scores give
+       the min-max statistics and the image threshold (F1-adaptive on their labels, or ``fit.threshold.value``);
+       image models add the pixel threshold (F1-adaptive on the masks). Without validation streams, min and max
+       come from the training streams and the threshold must be manual.
 
     Raises:
-        ConfigError: no ``fit`` section, no ``score`` operator, or a threshold method the data cannot support.
+        ConfigError: no ``fit`` section, no model operator, or a threshold method the data cannot support.
         ValueError: the model found nothing to fit on.
     """
     t0 = time.perf_counter()
     if cfg.fit is None:
         raise ConfigError(f"{cfg.path}: no 'fit' section: add fit.train (training streams) to fit a model")
-    si = _index_of(cfg, "score")
-    if si is None:
-        raise ConfigError(f"{cfg.path}: operators: no 'score' operator, so there is no model to fit")
+    mi = model_operator(cfg.operators)
+    if mi is None:
+        raise ConfigError(f"{cfg.path}: operators: no 'score' or 'image_model' operator, so there is no model to "
+                          f"fit")
     ti = _index_of(cfg, "threshold")
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir(cfg)
-    score_cfg = cfg.operators[si]
-    model_cls = MODELS.get(score_cfg.model.kind)
-    model = model_cls(score_cfg.model)
-
-    ctx = _context(cfg, "fit", None)
-    train_sources = build_sources(cfg.fit.train, ctx, "fit.train")
-    feats: list[dict[str, np.ndarray]] = []
-    groups: list[str] = []
-    bar = _progress("fit: extract features", quiet)
-
-    def collect(msg: Any) -> None:
-        if isinstance(msg, Clip):
-            feats.append({k: v for k, v in msg.features.items()})
-            groups.append(msg.target.video or msg.stream_id)
-            bar.update(1 + len(msg.extra_targets))
-
-    stats = _pipeline(cfg, train_sources, cfg.operators[:si], ctx, consumers=[collect]).run()
-    bar.close()
-    if stats.errors:
-        for sid, err in stats.errors.items():
-            log.error("training stream %s failed: %s", sid, err)
-    model.fit(feats, groups)
-    n_regions = int(sum(len(next(iter(f.values()))) if f else 0 for f in feats))
-
-    # post-processing statistics on the validation streams (or the training streams)
-    ctx.shared["model"] = ModelHandle(model, model.kind, model.version, {})
     thr_cfg = cfg.fit.threshold
-    val_cfgs = cfg.fit.validation or cfg.fit.train
-    where = "fit.validation" if cfg.fit.validation else "fit.train"
     if not cfg.fit.validation and thr_cfg.method == "f1_adaptive":
         raise ConfigError(f"{cfg.path}: fit.threshold.method is f1_adaptive but fit.validation lists no labelled "
                           f"streams: add fit.validation, or use method: manual with a value")
-    records: list[Scores] = []
-    bar = _progress("fit: calibrate", quiet)
+    if thr_cfg.method == "manual" and thr_cfg.value is None:
+        raise ConfigError(f"{cfg.path}: fit.threshold.method is manual: give fit.threshold.value (raw units)")
+    val_cfgs = cfg.fit.validation or cfg.fit.train
+    where = "fit.validation" if cfg.fit.validation else "fit.train"
+    ctx = _context(cfg, "fit", None)
+    fitter = fitter_for(cfg.operators[mi], ctx)
+    try:
+        train_sources = build_sources(cfg.fit.train, ctx, "fit.train")
+        stats = _feed(cfg, train_sources, cfg.operators[:mi], ctx, fitter.collect, "fit: read training data", quiet)
+        for sid, err in stats.errors.items():
+            log.error("training stream %s failed: %s", sid, err)
+        if fitter.needs_validation and cfg.fit.validation:
+            _feed(cfg, build_sources(cfg.fit.validation, ctx, "fit.validation"), cfg.operators[:mi], ctx,
+                  fitter.collect_validation, "fit: read validation data", quiet)
+        model, fit_stats = fitter.fit(progress=not quiet)
+        # post-processing statistics on the validation streams (or the training streams)
+        ctx.shared["model"] = fitter.handle(model)
 
-    def collect_scores(msg: Any) -> None:
-        if isinstance(msg, Scores):
-            records.append(msg)
-            bar.update(1)
+        def observe(msg: Any) -> int:
+            fitter.observe(msg)
+            return int(isinstance(msg, Scores))
 
-    end = ti if ti is not None else len(cfg.operators)
-    _pipeline(cfg, build_sources(val_cfgs, ctx, where), cfg.operators[:end], ctx, consumers=[collect_scores]).run()
-    bar.close()
-    if not records:
-        raise ValueError(f"{where}: no frame was scored, so no min-max statistics can be fitted")
-    scores = np.array([r.score for r in records], np.float64)
-    if thr_cfg.method == "manual":
-        if thr_cfg.value is None:
-            raise ConfigError(f"{cfg.path}: fit.threshold.method is manual: give fit.threshold.value (raw units)")
-        threshold = float(thr_cfg.value)
-    else:
-        labels = np.array([-1 if r.label is None else r.label for r in records])
-        if (labels < 0).any():
-            raise ConfigError(f"{cfg.path}: {where}: some validation frames have no ground-truth label; "
-                              "f1_adaptive needs a labelled split")
-        threshold = f1_adaptive_threshold(scores, labels)
-    post = {"min": float(scores.min()), "max": float(scores.max()), "image_threshold": threshold,
-            "threshold_method": thr_cfg.method, "statistics_from": where, "frames": int(len(scores))}
-    extra = {
-        "pipeline": {"name": cfg.model.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},
-        "fit": {"train_clips": len(feats), "train_regions": n_regions, "train_streams": len(train_sources),
-                "seconds": round(time.perf_counter() - t0, 2)},
-    }
-    save_model(model_dir, model, post, extra)
-    return FitResult(model_dir, len(feats), n_regions, len(records), post, time.perf_counter() - t0, stats.errors)
+        end = ti if ti is not None else len(cfg.operators)
+        _feed(cfg, build_sources(val_cfgs, ctx, where), cfg.operators[:end], ctx, observe, "fit: calibrate", quiet)
+        post = fitter.postprocess(thr_cfg.method, thr_cfg.value, where)
+        extra = {
+            "pipeline": {"name": cfg.model.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},
+            "fit": {**fit_stats, "train_streams": len(train_sources), "seconds": round(time.perf_counter() - t0, 2)},
+        }
+        save_model(model_dir, model, post, extra)
+    finally:
+        fitter.close()
+    return FitResult(model_dir, int(fit_stats.get("train_clips", fitter.samples)),
+                     int(fit_stats.get("train_regions", 0)), int(post["frames"]), post, time.perf_counter() - t0,
+                     stats.errors)
+
+
+class _PassThrough(Operator):
+    """Hands messages on unchanged: the stage of a fit pipeline whose model operator comes first."""
+
+    kind = "read"
+
+    def process(self, msg: Any) -> list[Any]:
+        return [msg]
+
+
+def _feed(cfg: PipelineConfig, sources: list[Source], ops: Sequence[PartConfig], ctx: BuildContext,
+          consumer: Callable[[Any], int], desc: str, quiet: bool) -> RunStats:
+    """Run ``sources`` through ``ops`` (or straight through when there are none) into ``consumer``, which returns
+    how many frames a message stood for (the progress bar's unit)."""
+    stages = build_stages(ops, ctx) or [StageSpec("read", _PassThrough, PartConfig(kind="read"))]
+    r = cfg.runtime
+    bar = _progress(desc, quiet)
+    pipe = Pipeline(sources, stages, ctx.metrics or Metrics(), consumers=[lambda m: bar.update(consumer(m))],
+                    queue_size=r.queue_size, live_policy=r.live_policy, max_active_streams=r.max_active_streams,
+                    grace_period_s=r.grace_period_s)
+    try:
+        return pipe.run()
+    finally:
+        bar.close()
 
 
 def _require_model_dir(cfg: PipelineConfig, model_dir: Path | None) -> Path:
@@ -242,28 +252,70 @@ class ServeResult:
 
 
 def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Event | None = None,
-          metrics: Metrics | None = None) -> ServeResult:
+          metrics: Metrics | None = None, reload_requests: threading.Event | None = None) -> ServeResult:
     """Run the config's streams through its operators into its sinks until every file stream ended or ``stop``
-    is set (then drain for ``runtime.grace_period_s`` and flush the sinks).
+    is set (then drain and flush the sinks within ``runtime.grace_period_s``).
+
+    With a live stream in the config the run goes on after every stream ended, until ``stop``. While it runs,
+    the config file is re-read when ``reload_requests`` is set (SIGHUP) or, with ``runtime.watch_config``, when
+    the file changes: stream changes are applied without touching unchanged streams (:mod:`streamad.runtime.reload`).
+    ``runtime.http`` serves ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`streamad.runtime.ops`); so does a
+    ``prometheus`` sink. Each stream's ``every_nth`` / ``max_fps`` frame-rate cap applies.
 
     When the streams carry ground truth (a dataset test split) the result includes the frame-level report.
+
+    Raises:
+        ModelError: no fitted model. ConfigError: no streams, a stream or sink that cannot be built, an
+            ``runtime.http`` address that cannot be bound. DataNotFoundError: a dataset is missing.
     """
     d = _require_model_dir(cfg, model_dir)
     ctx = _context(cfg, "serve", d, metrics)
-    sources = build_sources(cfg.streams, ctx, "streams")
-    if not sources:
+    health = Health()
+    ctx.shared["http_routes"] = health.routes()
+    streams = StreamSet()
+    built = streams.build(cfg.streams, ctx, "streams")
+    if not built:
         raise ConfigError(f"{cfg.path}: streams: nothing to serve (the list is empty)")
+    sources = [src for src, _ in built]
+    r = cfg.runtime
+    ops = _ops_server(cfg, health, ctx)  # up first: /healthz answers "starting" while the model loads
     sinks: list[Sink] = []
     try:
-        for i, sc in enumerate(cfg.sinks):
+        for sc in cfg.sinks:
             sinks.append(SINKS.get(sc.kind)(sc, ctx))
+        rec = _ScoreRecorder()
+        pipe = _pipeline(cfg, sources, cfg.operators, ctx, sinks=sinks, consumers=[rec],
+                         rate_caps={src.stream_id: cap for src, cap in built if cap is not None},
+                         persistent=any(src.live for src in sources), batch_size=r.batch_size)
     except Exception:
         for s in sinks:
             s.close()
+        if ops is not None:
+            ops.stop()
         raise
-    rec = _ScoreRecorder()
-    pipe = _pipeline(cfg, sources, cfg.operators, ctx, sinks=sinks, consumers=[rec])
-    stats = pipe.run(stop)
+    health.attach(pipe)
+    reloader = None
+    if cfg.path is not None:
+        current = [cfg]
+
+        def apply(new: PipelineConfig) -> None:
+            plan = streams.plan(new.streams, _context(new, "serve", d, ctx.metrics), "streams")
+            changed = other_sections_changed(current[0], new)
+            if changed:
+                log.warning("config reload: %s changed; restart streamad to apply that (stream changes apply now)",
+                            ", ".join(changed))
+            streams.apply(plan, pipe)
+            current[0] = new
+
+        reloader = ConfigReloader(cfg.path, apply, reload_requests,
+                                  r.watch_interval_s if r.watch_config else None).start()
+    try:
+        stats = pipe.run(stop)
+    finally:
+        if reloader is not None:
+            reloader.stop()
+        if ops is not None:
+            ops.stop()
     report = None
     if rec.records:
         labels = {r["label"] for r in rec.records}
@@ -271,3 +323,19 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
             rec.records.sort(key=lambda r: (r["stream_id"], r["index"]))
             report = build_report(rec.records, _threshold_of(pipe), stats.fps)
     return ServeResult(stats, report)
+
+
+def _ops_server(cfg: PipelineConfig, health: Health, ctx: BuildContext) -> OpsServer | None:
+    """The ``runtime.http`` endpoint, or ``None`` when it is not configured.
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
+    h = cfg.runtime.http
+    if h is None:
+        return None
+    try:
+        return OpsServer(health, ctx.metrics or Metrics(), h.host, h.port)
+    except OSError as e:
+        raise ConfigError(f"{cfg.path}: runtime.http: cannot listen on {h.host}:{h.port} ({e}); set a free "
+                          f"host/port") from e

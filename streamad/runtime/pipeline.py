@@ -5,9 +5,16 @@ bounded queues -> one delivery thread that updates metrics and feeds the sinks.
   heavy shared objects (models) are built once per stage (:meth:`Operator.create_shared`).
 * Messages of one stream keep their order: each stage is one thread reading one FIFO.
 * Backpressure: queues are bounded. File streams block (lossless, deterministic results); live streams apply the
-  runtime's ``live_policy`` at their ingress queue and count drops.
-* Isolation: a stream whose source fails (corrupt file, lost camera) or whose message makes an operator raise is
-  ended with a logged error; the other streams go on.
+  runtime's ``live_policy`` at their ingress queue and count drops. A per-stream frame-rate cap
+  (:class:`~streamad.runtime.ratecap.RateCap`) drops frames in the stream's own thread before they queue.
+* Isolation: each source reads in its own thread and a live stream never blocks at its ingress queue, so a stream
+  that stalls (a frozen camera waiting for its read timeout) holds up nobody else. A stream whose source fails
+  (corrupt file, lost camera) or whose message makes an operator raise is ended with a logged error; the other
+  streams go on.
+* Streams come and go while the pipeline runs (:meth:`Pipeline.add_source`, :meth:`Pipeline.remove_stream`):
+  config reload starts new streams and drains removed ones without touching the others.
+* Cross-stream batching: a stage whose operator overrides :meth:`Operator.process_batch` takes up to
+  ``batch_size`` messages that are already waiting (of any streams) and handles them in one call.
 * Latency: each stage's time per message goes to ``streamad_stage_latency_seconds{stage}`` and to the message's
   ``timings``; ``streamad_end_to_end_latency_seconds{stream}`` is measured from the frame's ``wall_time`` to delivery.
 """
@@ -15,6 +22,7 @@ bounded queues -> one delivery thread that updates metrics and feeds the sinks.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -23,11 +31,12 @@ from typing import Any, Callable, Sequence
 
 from streamad.errors import SinkFullError
 from streamad.frames import EndOfStream, Scores
-from streamad.metrics import Metrics
+from streamad.metrics import SOURCE_STATUSES, Metrics
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.redact import redact
 from streamad.registry import OPERATORS
 from streamad.runtime.queues import IngressQueue, StageQueue
+from streamad.runtime.ratecap import RateCap
 
 __all__ = ["Pipeline", "StageSpec", "build_stages", "RunStats"]
 
@@ -44,6 +53,11 @@ class StageSpec:
     cls: type[Operator]
     config: PartConfig
     shared: Any = None
+
+    @property
+    def batches(self) -> bool:
+        """The operator overrides :meth:`Operator.process_batch` (worth batching across streams)."""
+        return getattr(self.cls.process_batch, "__func__", None) is not Operator.process_batch.__func__
 
 
 def build_stages(configs: Sequence[PartConfig], ctx: BuildContext) -> list[StageSpec]:
@@ -77,6 +91,17 @@ class RunStats:
         return self.delivered / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class _Stream:
+    """A stream the pipeline reads: its source, rate cap, thread, and the event set once stage 0 saw its end."""
+
+    source: Source
+    rate_cap: RateCap | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    gone: threading.Event = field(default_factory=threading.Event)
+
+
 class Pipeline:
     """Runs ``sources`` through ``stages`` into ``sinks`` and ``consumers``.
 
@@ -91,34 +116,50 @@ class Pipeline:
         live_policy: full-queue policy of live streams (``drop_oldest``, ``drop_newest``, ``block``).
         max_active_streams: file streams read at once; the rest wait their turn.
         grace_period_s: after ``stop`` is set, how long :meth:`run` waits for the queues to drain.
+        rate_caps: frame-rate caps by stream id (streams not listed are not capped).
+        persistent: keep running when every stream has ended (until ``stop``), so that streams added later
+            (config reload) are served; otherwise the run ends with its last stream.
+        batch_size: most messages a batching stage handles in one call (1 = no batching).
 
     Raises:
-        ValueError: two sources share a ``stream_id``.
+        ValueError: two sources share a ``stream_id``, or ``batch_size`` < 1.
     """
 
     def __init__(self, sources: Sequence[Source], stages: Sequence[StageSpec], metrics: Metrics,
                  sinks: Sequence[Sink] = (), consumers: Sequence[Callable[[Any], None]] = (),
                  queue_size: int = 16, live_policy: str = "drop_oldest", max_active_streams: int = 4,
-                 grace_period_s: float = 10.0) -> None:
+                 grace_period_s: float = 10.0, rate_caps: dict[str, RateCap] | None = None,
+                 persistent: bool = False, batch_size: int = 1) -> None:
         ids = [s.stream_id for s in sources]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"stream ids must be unique; repeated: {', '.join(dup)}")
-        self.sources = list(sources)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.stages = list(stages)
         self.metrics = metrics
         self.sinks = list(sinks)
         self.consumers = list(consumers)
         self.live_policy = live_policy
         self.grace_period_s = grace_period_s
+        self.persistent = persistent
+        self.batch_size = batch_size
         self.failed: dict[str, str] = {}  # streams an operator failed on: their remaining messages are skipped
         self.errors: dict[str, str] = {}  # every stream that ended with an error (source or operator)
         self._lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}  # streams whose end stage 0 has not seen yet
         self._file_slots = threading.Semaphore(max_active_streams)
         self.ingress = IngressQueue(queue_size, on_drop=self._count_drop)
         names = [st.name for st in self.stages] + ["sinks"]
         self.queues = [StageQueue(n, queue_size, self._depth_gauge(n)) for n in names]
         self.stats = RunStats()
+        self._stop = threading.Event()
+        self._started = False
+        self._ended = False
+        self._threads: list[threading.Thread] = []
+        caps = rate_caps or {}
+        for src in sources:
+            self._streams[src.stream_id] = _Stream(src, caps.get(src.stream_id))
 
     # -- metrics helpers -------------------------------------------------------------------------------------
     def _count_drop(self, stream_id: str) -> None:
@@ -140,51 +181,157 @@ class Pipeline:
         self.metrics.stream_errors.labels(stream_id).inc()
         log.error("stream %s ended with an error: %s", stream_id, message)
 
+    # -- streams ---------------------------------------------------------------------------------------------
+    @property
+    def sources(self) -> list[Source]:
+        """The sources of the streams being read now (their end not yet processed)."""
+        with self._lock:
+            return [st.source for st in self._streams.values()]
+
+    def stream_ids(self) -> list[str]:
+        """Ids of the streams being read now."""
+        with self._lock:
+            return list(self._streams)
+
+    def add_source(self, src: Source, rate_cap: RateCap | None = None, wait_s: float = 30.0) -> None:
+        """Start reading ``src`` (before or while the pipeline runs).
+
+        If a stream with the same id is being removed, waits up to ``wait_s`` seconds for its end to pass the
+        first stage, so that the new stream starts with fresh operator state.
+
+        Raises:
+            ValueError: a stream with this id is running (and not being removed).
+            TimeoutError: the previous stream of this id did not end within ``wait_s``.
+            RuntimeError: the pipeline has already ended.
+        """
+        sid = src.stream_id
+        with self._lock:
+            old = self._streams.get(sid)
+        if old is not None:
+            if not old.stop.is_set():
+                raise ValueError(f"stream id {sid!r} is already running")
+            if not old.gone.wait(wait_s):
+                raise TimeoutError(f"stream {sid}: the previous stream of this id did not end within {wait_s:g} s")
+        with self._lock:
+            if self._ended:
+                raise RuntimeError(f"cannot add stream {sid}: the pipeline has ended")
+            if sid in self._streams:
+                raise ValueError(f"stream id {sid!r} is already running")
+            self.failed.pop(sid, None)
+            self.errors.pop(sid, None)
+            st = self._streams[sid] = _Stream(src, rate_cap)
+            if self._started:
+                self._start_stream(st)
+
+    def remove_stream(self, stream_id: str) -> threading.Event:
+        """Stop reading ``stream_id``: its source is closed, the frames already read are processed and the
+        stream is flushed (open alert events end) like a stream that ended.
+
+        Returns an event that is set once the stream's end passed the first stage (already set for an unknown id).
+        """
+        with self._lock:
+            st = self._streams.get(stream_id)
+        if st is None:
+            done = threading.Event()
+            done.set()
+            return done
+        st.stop.set()
+        self._close_source(st.source)
+        return st.gone
+
+    def _start_stream(self, st: _Stream) -> None:
+        src = st.source
+        self.ingress.add_stream(src.stream_id, self.live_policy if src.live else "block")
+        if not src.live:  # live sources report their own status (connecting, live, backoff)
+            self.metrics.set_status(src.stream_id, "connecting")
+        st.thread = threading.Thread(target=self._source_loop, args=(st,), name=f"source-{src.stream_id}",
+                                     daemon=True)
+        st.thread.start()
+
+    @staticmethod
+    def _close_source(src: Source) -> None:
+        try:
+            src.close()
+        except Exception as exc:  # closing a broken source must not hide the end of stream
+            log.warning("stream %s: error while closing: %s", src.stream_id, redact(str(exc)))
+
     # -- threads ---------------------------------------------------------------------------------------------
-    def _source_loop(self, src: Source, stop: threading.Event) -> None:
+    def _source_loop(self, st: _Stream) -> None:
+        src = st.source
         sid = src.stream_id
         error = None
         slot = self._file_slots if not src.live else None
+        in_counter = self.metrics.frames_in.labels(sid)
+        capped = self.metrics.frames_dropped.labels(sid, "rate_cap") if st.rate_cap is not None else None
+
+        def stopped() -> bool:
+            return self._stop.is_set() or st.stop.is_set()
+
         if slot is not None:
             while not slot.acquire(timeout=0.2):
-                if stop.is_set():
+                if stopped():
+                    slot = None
                     break
         try:
-            if not stop.is_set():
-                self.metrics.set_status(sid, "live")
+            if not stopped():
+                if not src.live:
+                    self.metrics.set_status(sid, "live")
                 for frame in src.frames():
-                    if stop.is_set() or sid in self.failed:
+                    if stopped() or sid in self.failed:
                         break
-                    self.metrics.frames_in.labels(sid).inc()
+                    in_counter.inc()
                     with self._lock:
                         self.stats.frames_in += 1
-                    self.ingress.put(sid, frame, stop=stop)
+                    if st.rate_cap is not None and not st.rate_cap.keep(frame):
+                        capped.inc()  # type: ignore[union-attr]
+                        continue
+                    self.ingress.put(sid, frame, stop=self._stop)
         except Exception as exc:  # a broken stream never takes down the others
             error = redact(f"{type(exc).__name__}: {exc}" if not str(exc).startswith(sid) else str(exc))
             self._fail(sid, error, skip_rest=False)
         finally:
-            try:
-                src.close()
-            except Exception as exc:  # closing a broken source must not hide the end of stream
-                log.warning("stream %s: error while closing: %s", sid, redact(str(exc)))
+            self._close_source(src)
             if slot is not None:
                 slot.release()
             self.ingress.put(sid, EndOfStream(sid, error, time.time()), force=True)
+
+    def _finished(self) -> bool:
+        """True when the first stage should end the run: no stream left and (not persistent or stopping)."""
+        with self._lock:
+            if self._streams or (self.persistent and not self._stop.is_set()):
+                return False
+            self._ended = True
+            return True
+
+    def _next(self, i: int, timeout: float | None) -> Any:
+        """Next message of stage ``i``'s input (``None`` after ``timeout`` seconds on the ingress queue)."""
+        if i == 0:
+            got = self.ingress.get(timeout=timeout)
+            return None if got is None else got[1]
+        if timeout == 0:
+            try:
+                return self.queues[i].get(block=False)
+            except queue.Empty:
+                return None
+        return self.queues[i].get()
 
     def _stage_loop(self, i: int) -> None:
         spec = self.stages[i]
         out = self.queues[i + 1]
         instances: dict[str, Operator] = {}
         latency = self.metrics.stage_latency.labels(spec.name)
-        remaining = len(self.sources)
+        batching = self.batch_size > 1 and spec.batches
+        held: Any = None  # a control message met while gathering a batch, handled next
         while True:
-            if i == 0:
-                got = self.ingress.get(timeout=0.5)
-                if got is None:
-                    continue
-                msg = got[1]
+            if held is not None:
+                msg, held = held, None
             else:
-                msg = self.queues[i].get()
+                msg = self._next(i, 0.5)
+            if msg is None:  # idle first stage: a persistent pipeline ends here once stopped and empty
+                if i == 0 and self._finished():
+                    out.put(_STOP)
+                    return
+                continue
             if msg is _STOP:
                 out.put(_STOP)
                 return
@@ -196,17 +343,38 @@ class Pipeline:
                 out.put(msg)
                 if i == 0:
                     self.ingress.remove_stream(sid)
-                    remaining -= 1
-                    if remaining == 0:
+                    with self._lock:
+                        st = self._streams.pop(sid, None)
+                    if st is not None:
+                        st.gone.set()
+                    if self._finished():
                         out.put(_STOP)
                         return
                 continue
             if sid in self.failed:
                 continue
-            op = instances.get(sid)
-            if op is None:
-                op = instances[sid] = spec.cls(spec.config, spec.shared, sid)
-            self._run(op, spec, sid, lambda o=op, m=msg: o.process(m), out, latency, msg)
+            if not batching:
+                op = self._instance(instances, spec, sid)
+                self._run(op, spec, sid, lambda o=op, m=msg: o.process(m), out, latency, msg)
+                continue
+            batch = [msg]
+            while len(batch) < self.batch_size:
+                nxt = self._next(i, 0)
+                if nxt is None:
+                    break
+                if nxt is _STOP or isinstance(nxt, EndOfStream):
+                    held = nxt
+                    break
+                if nxt.stream_id not in self.failed:
+                    batch.append(nxt)
+            self._run_batch(instances, spec, batch, out, latency)
+
+    @staticmethod
+    def _instance(instances: dict[str, Operator], spec: StageSpec, sid: str) -> Operator:
+        op = instances.get(sid)
+        if op is None:
+            op = instances[sid] = spec.cls(spec.config, spec.shared, sid)
+        return op
 
     def _run(self, op: Operator, spec: StageSpec, sid: str, call: Callable[[], list[Any]], out: StageQueue,
              latency: Any, msg: Any) -> None:
@@ -223,6 +391,38 @@ class Pipeline:
             msg.timings[spec.name] = msg.timings.get(spec.name, 0.0) + dt
         for r in results:
             out.put(r)
+
+    def _run_batch(self, instances: dict[str, Operator], spec: StageSpec, batch: list[Any], out: StageQueue,
+                   latency: Any) -> None:
+        """One :meth:`Operator.process_batch` call on ``batch``. A message whose result is an exception ends its
+        stream only; if the call itself raises (having changed nothing), each message is handled alone."""
+        if len(batch) == 1:
+            op = self._instance(instances, spec, batch[0].stream_id)
+            self._run(op, spec, op.stream_id, lambda: op.process(batch[0]), out, latency, batch[0])
+            return
+        ops = [self._instance(instances, spec, m.stream_id) for m in batch]
+        t0 = time.perf_counter()
+        try:
+            results = spec.cls.process_batch(ops, batch)
+        except Exception:
+            log.debug("operator %s failed on a batch of %d; retrying one by one", spec.name, len(batch),
+                      exc_info=True)
+            for op, m in zip(ops, batch):
+                if m.stream_id not in self.failed:
+                    self._run(op, spec, m.stream_id, lambda o=op, mm=m: o.process(mm), out, latency, m)
+            return
+        dt = (time.perf_counter() - t0) / len(batch)
+        for m, res in zip(batch, results):
+            if isinstance(res, Exception):
+                self._fail(m.stream_id, redact(f"operator {spec.name}: {type(res).__name__}: {res}"), skip_rest=True)
+                continue
+            if m.stream_id in self.failed:
+                continue
+            latency.observe(dt)
+            if hasattr(m, "timings"):
+                m.timings[spec.name] = m.timings.get(spec.name, 0.0) + dt
+            for r in res:
+                out.put(r)
 
     def _deliver_loop(self) -> None:
         q = self.queues[-1]
@@ -271,42 +471,93 @@ class Pipeline:
                 log.error("sink %s failed: %s", name, redact(str(exc)))
                 return
 
+    # -- health ----------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """A snapshot for health endpoints.
+
+        Returns:
+            ``{"running": bool, "stopping": bool, "threads_alive": bool, "streams": {id: {"status": str,
+            "live": bool, "reconnects": int}}}``; ``status`` is one of
+            :data:`~streamad.metrics.SOURCE_STATUSES` (``"unknown"`` before the first report).
+        """
+        reg = self.metrics.registry
+        with self._lock:
+            streams = dict(self._streams)
+        out: dict[str, Any] = {}
+        for sid, st in streams.items():
+            status = "unknown"
+            for s in SOURCE_STATUSES:
+                if reg.get_sample_value("streamad_source_status", {"stream": sid, "status": s}) == 1.0:
+                    status = s
+            reconnects = reg.get_sample_value("streamad_source_reconnects_total", {"stream": sid}) or 0.0
+            out[sid] = {"status": status, "live": bool(st.source.live), "reconnects": int(reconnects)}
+        alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
+        return {"running": self._started and not self._ended, "stopping": self._stop.is_set(),
+                "threads_alive": alive, "streams": out}
+
     # -- public ----------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> RunStats:
-        """Run until every source ended (files) or ``stop`` is set (then drain for up to ``grace_period_s``).
+        """Run until every source ended (unless ``persistent``) or ``stop`` is set (then every source is
+        closed and the queues drain for up to ``grace_period_s``).
 
         Sinks are closed before returning. Returns the run's :class:`RunStats`.
+
+        Raises:
+            ValueError: the pipeline has no operator stage.
         """
         if not self.stages:
             raise ValueError("a pipeline needs at least one operator")
-        stop = stop or threading.Event()
+        if stop is not None:
+            self._stop = stop
+        stop = self._stop
         t0 = time.perf_counter()
-        for src in self.sources:
-            self.ingress.add_stream(src.stream_id, self.live_policy if src.live else "block")
-            self.metrics.set_status(src.stream_id, "connecting")
-        threads = [threading.Thread(target=self._stage_loop, args=(i,), name=f"stage-{st.name}", daemon=True)
-                   for i, st in enumerate(self.stages)]
+        self._threads = [threading.Thread(target=self._stage_loop, args=(i,), name=f"stage-{st.name}",
+                                          daemon=True) for i, st in enumerate(self.stages)]
         deliver = threading.Thread(target=self._deliver_loop, name="deliver", daemon=True)
-        feeders = [threading.Thread(target=self._source_loop, args=(s, stop), name=f"source-{s.stream_id}",
-                                    daemon=True) for s in self.sources]
-        for t in [*threads, deliver, *feeders]:
+        self._threads.append(deliver)
+        for t in self._threads:
             t.start()
-        if not self.sources:  # nothing to read: let the stages end at once
-            self.ingress.add_stream("", "block")
-            self.ingress.put("", _STOP, force=True)
+        with self._lock:
+            self._started = True
+            for st in self._streams.values():
+                self._start_stream(st)
+        deadline = None  # once stopped: draining and closing the sinks end by this time (monotonic seconds)
         while deliver.is_alive():
             deliver.join(0.2)
             if stop.is_set():
+                deadline = time.monotonic() + self.grace_period_s
+                for src in self.sources:  # ends live sources waiting in a backoff or a read
+                    self._close_source(src)
                 deliver.join(self.grace_period_s)
                 if deliver.is_alive():
                     self.stats.drained = False
                     log.warning("grace period of %.1f s ended before the queues drained", self.grace_period_s)
                 break
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception as exc:
-                log.error("closing sink %s failed: %s", getattr(s, "kind", "?"), redact(str(exc)))
+        with self._lock:
+            self._ended = True
+        self._close_sinks(None if deadline is None else max(0.5, deadline - time.monotonic()))
         self.stats.seconds = time.perf_counter() - t0
         self.stats.errors = dict(self.errors)
         return self.stats
+
+    def _close_sinks(self, budget_s: float | None) -> None:
+        """Close every sink, in order; with a ``budget_s`` (seconds left of the grace period) stop waiting when
+        it is spent (a Kafka sink's unacknowledged alerts stay in its spool for the next start)."""
+
+        def close_all() -> None:
+            for s in self.sinks:
+                try:
+                    s.close()
+                except Exception as exc:
+                    log.error("closing sink %s failed: %s", getattr(s, "kind", "?"), redact(str(exc)))
+
+        if budget_s is None:
+            close_all()
+            return
+        closer = threading.Thread(target=close_all, name="close-sinks", daemon=True)
+        closer.start()
+        closer.join(budget_s)
+        if closer.is_alive():
+            self.stats.drained = False
+            log.warning("the sinks did not close within the grace period of %.1f s; alerts not yet delivered stay "
+                        "in the delivery spool and are sent at the next start", self.grace_period_s)

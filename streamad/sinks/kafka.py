@@ -31,6 +31,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from streamad.backoff import backoff_delay
 from streamad.errors import ConfigError
 from streamad.frames import Scores
 from streamad.parts import BuildContext, Sink, SinkConfig
@@ -44,14 +45,6 @@ __all__ = ["KafkaSink", "consume_events", "backoff_delay"]
 log = logging.getLogger(__name__)
 
 _CODEC_PACKAGES = {"gzip": None, "snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
-
-
-def backoff_delay(failures: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Seconds to wait after the ``failures``-th consecutive failure (1, 2, ...): ``initial_s * 2**(failures-1)``
-    capped at ``max_s``, times a random jitter factor in ``[0.8, 1.2]`` (still capped at ``max_s``)."""
-    rng = rng or random
-    base = min(max_s, initial_s * 2.0 ** max(0, failures - 1))
-    return min(max_s, base * rng.uniform(0.8, 1.2))
 
 
 @SINKS.register("kafka")
@@ -178,9 +171,10 @@ class KafkaSink(Sink):
                 if self._retries is not None:
                     self._retries.inc()
                 delay = backoff_delay(failures, self.config.retry_backoff_s, self.config.retry_backoff_max_s, rng)
-                log.warning("kafka sink: delivery to %s topic %s failed (attempt %d, %d alerts spooled): %s: %s; "
+                text = str(e) if str(e).startswith(type(e).__name__) else f"{type(e).__name__}: {e}"
+                log.warning("kafka sink: delivery to %s topic %s failed (attempt %d, %d alerts spooled): %s; "
                             "retrying in %.1fs", redact(self.config.bootstrap_servers), self.config.topic, failures,
-                            self.spool.depth, type(e).__name__, redact(e), delay)
+                            self.spool.depth, redact(text), delay)
                 self._close_producer()
                 self._stop.wait(delay)
                 continue

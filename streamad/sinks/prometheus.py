@@ -1,7 +1,9 @@
 """``prometheus`` sink: serves the pipeline's metrics (``ctx.metrics.registry``) over HTTP for Prometheus to scrape.
 
 Endpoints: ``GET /metrics`` (Prometheus text format, or OpenMetrics when the scraper asks for it, via
-``prometheus_client.exposition.choose_encoder``) and ``GET /healthz`` (``200 ok``, for liveness probes).
+``prometheus_client.exposition.choose_encoder``) and ``GET /healthz`` (``200 ok``, for liveness probes). When
+``streamad serve`` runs it, ``/healthz`` and ``/readyz`` answer from the running pipeline
+(:mod:`streamad.runtime.ops`, passed in as ``BuildContext.shared["http_routes"]``).
 Binds loopback by default; set ``host: 0.0.0.0`` to be scraped from other machines.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Literal
+from typing import Callable, Literal
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
@@ -20,20 +22,26 @@ from streamad.frames import Scores
 from streamad.parts import BuildContext, Sink, SinkConfig
 from streamad.registry import SINKS
 
-__all__ = ["PrometheusSink", "MetricsServer"]
+__all__ = ["PrometheusSink", "MetricsServer", "Route"]
+
+# an extra endpoint: () -> (HTTP status, body, content type)
+Route = Callable[[], tuple[int, bytes, str]]
 
 
-def _handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 self._reply(200, encoder(registry), content_type)
+            elif path in routes:
+                self._reply(*routes[path]())
             elif path == "/healthz":
                 self._reply(200, b"ok\n", "text/plain; charset=utf-8")
             else:
-                self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+                known = ", ".join(sorted({"/metrics", "/healthz", *routes}))
+                self._reply(404, f"not found: try {known}\n".encode(), "text/plain; charset=utf-8")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -55,13 +63,15 @@ class MetricsServer:
         registry: the prometheus_client registry to expose.
         host: address to bind (``127.0.0.1`` = this machine only).
         port: TCP port (``0`` = any free port; :attr:`port` tells which).
+        routes: more ``GET`` endpoints, ``{path: route}`` (they take precedence over the default ``/healthz``).
 
     Raises:
         OSError: the address cannot be bound (port in use, unknown host).
     """
 
-    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(registry))
+    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108,
+                 routes: dict[str, Route] | None = None) -> None:
+        self._server = ThreadingHTTPServer((host, port), _handler(registry, dict(routes or {})))
         self._server.daemon_threads = True
         self.host = host
         self.port = int(self._server.server_address[1])
@@ -99,7 +109,8 @@ class PrometheusSink(Sink):
         if ctx.metrics is None:
             raise ValueError("prometheus sink needs the pipeline's metrics (BuildContext.metrics is None)")
         try:
-            self.server = MetricsServer(ctx.metrics.registry, config.host, config.port)
+            self.server = MetricsServer(ctx.metrics.registry, config.host, config.port,
+                                        routes=ctx.shared.get("http_routes"))
         except OSError as e:
             raise ConfigError(f"prometheus sink: cannot listen on {config.host}:{config.port} ({e}); set the sink's "
                               f"host/port to a free address") from e

@@ -1,1 +1,19 @@
-"""streamad.models.image."""
+"""Image models, run frame by frame (anomalib's image models). Importing this package registers them.
+
+| kind | model | map | image score |
+|---|---|---|---|
+| ``patchcore`` | :class:`~streamad.models.image.patchcore.Patchcore` | nearest memory-bank distance | re-weighted max |
+| ``padim`` | :class:`~streamad.models.image.padim.Padim` | Mahalanobis distance per position | map max |
+| ``dfm`` | :class:`~streamad.models.image.dfm.Dfm` | PCA reconstruction error (``fre``) | FRE or NLL |
+| ``dfkde`` | :class:`~streamad.models.image.dfkde.Dfkde` | (the image score) | KDE probability |
+
+Every model implements :class:`~streamad.models.image.base.ImageModel`.
+"""
+
+from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig, ImagePrediction
+from streamad.models.image.dfkde import Dfkde
+from streamad.models.image.dfm import Dfm
+from streamad.models.image.padim import Padim
+from streamad.models.image.patchcore import Patchcore
+
+__all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde"]

@@ -1,10 +1,12 @@
 """streamad.sources.datasets: benchmark datasets in their official layouts, as streams with ground truth.
 
-Each dataset module registers a source kind and offers a pure listing function (frame paths, labels, mask paths)
-that evaluation and tests use without decoding.
+Each dataset module registers source kinds and offers pure listing functions (frame paths, labels, mask paths)
+that evaluation and tests use without decoding: ``ucsd_ped`` (video), and the image datasets ``folder``,
+``mvtec`` and ``magnetic_tile``.
 """
 
-from streamad.sources.datasets import ucsd  # noqa: F401
+from streamad.sources.datasets import folder, ucsd  # noqa: F401
+from streamad.sources.datasets.folder import ImageSample, folder_samples, magnetic_tile_samples, mvtec_samples
 from streamad.sources.datasets.ucsd import UcsdVideo, ucsd_videos
 
-__all__ = ["UcsdVideo", "ucsd_videos"]
+__all__ = ["UcsdVideo", "ucsd_videos", "ImageSample", "folder_samples", "mvtec_samples", "magnetic_tile_samples"]

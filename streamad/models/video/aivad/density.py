@@ -8,14 +8,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 from streamad.errors import ModelError
 
-__all__ = ["GMMEstimator", "CombinedDensityEstimator"]
+__all__ = ["GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS"]
+
+#: Element-wise feature transforms applied before the GMM (streamad extension; anomalib uses the raw features).
+FEATURE_TRANSFORMS = ("none", "log1p")
 
 
 class GMMEstimator:
@@ -24,41 +28,73 @@ class GMMEstimator:
     Args:
         n_components: mixture components (anomalib ``n_components_velocity``).
         seed: random state of the EM initialisation (fits are reproducible).
-        reg_covar: added to the covariance diagonal (scikit-learn default 1e-6).
+        reg_covar: added to the covariance diagonal, in the squared units of the (transformed) features, e.g.
+            square pixels for velocity features (scikit-learn default 1e-6). streamad extension when changed: a
+            floor such as 0.01 px^2 (0.1 px standard deviation) keeps near-constant feature dimensions (regions
+            that barely move) from making the density infinitely sharp, so that flow noise of a tenth of a pixel
+            does not produce huge NLLs.
+        transform: ``"none"`` (anomalib) or ``"log1p"`` (streamad extension: ``log(1 + x)`` of every feature before
+            the GMM, which compresses large speeds; features must be > -1).
+
+    Raises:
+        ValueError: an unknown ``transform``.
     """
 
-    def __init__(self, n_components: int = 2, seed: int = 0, reg_covar: float = 1e-6) -> None:
+    def __init__(self, n_components: int = 2, seed: int = 0, reg_covar: float = 1e-6,
+                 transform: Literal["none", "log1p"] = "none") -> None:
+        if transform not in FEATURE_TRANSFORMS:
+            raise ValueError(f"GMMEstimator transform must be one of {FEATURE_TRANSFORMS}, got {transform!r}")
         self.n_components = n_components
         self.seed = seed
         self.reg_covar = reg_covar
+        self.transform = transform
         self.gmm: GaussianMixture | None = None
         self.min = 0.0
         self.max = 1.0
 
+    def _prepare(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"GMMEstimator expects (N, D) features, got shape {x.shape}")
+        return np.log1p(x) if self.transform == "log1p" else x
+
     def fit(self, features: np.ndarray) -> None:
         """Fit on ``(N, D) float32`` training features and set the min-max statistics of their NLL.
 
+        EM runs with one BLAS/OpenMP thread: the problem is small (a few thousand rows of a few columns) and idle
+        worker threads spinning on a busy 2-core machine made the fit 10-50x slower.
+
         Raises:
-            ValueError: fewer samples than components.
+            ValueError: fewer samples than components, or features that are not ``(N, D)``.
         """
-        x = np.asarray(features, np.float64)
+        x = self._prepare(features)
         if len(x) < self.n_components:
             raise ValueError(f"GMM with {self.n_components} components needs at least as many training regions, "
                              f"got {len(x)}")
         self.gmm = GaussianMixture(self.n_components, covariance_type="full", reg_covar=self.reg_covar,
                                    random_state=self.seed)
-        self.gmm.fit(x)
-        nll = -self.gmm.score_samples(x)
+        with threadpool_limits(limits=1):
+            self.gmm.fit(x)
+            nll = -self.gmm.score_samples(x)
         self.min, self.max = float(nll.min()), float(nll.max())
 
     def predict(self, features: np.ndarray, normalize: bool = True) -> np.ndarray:
         """``(M,) float32`` negative log-likelihood of ``(M, D)`` features, min-max normalised with the training
-        statistics (``(d - min) / (max - min)``, not clipped) when ``normalize``."""
+        statistics (``(d - min) / (max - min)``, not clipped) when ``normalize``.
+
+        Raises:
+            ModelError: not fitted, or ``D`` differs from the training features' width.
+        """
         if self.gmm is None:
             raise ModelError("GMMEstimator used before fit")
         if len(features) == 0:
             return np.zeros((0,), np.float32)
-        d = -self.gmm.score_samples(np.asarray(features, np.float64))
+        x = self._prepare(features)
+        dims = self.gmm.means_.shape[1]
+        if x.shape[1] != dims:
+            raise ModelError(f"GMMEstimator was fitted on {dims}-d features but got {x.shape[1]}-d: the feature "
+                             f"operators' settings differ from those the model was fitted with (refit the model)")
+        d = -self.gmm.score_samples(x)
         if normalize:
             d = (d - self.min) / max(self.max - self.min, 1e-12)
         return d.astype(np.float32)
@@ -69,15 +105,20 @@ class GMMEstimator:
         if g is None:
             raise ModelError("GMMEstimator has not been fitted")
         params = {"n_components": self.n_components, "seed": self.seed, "reg_covar": self.reg_covar,
-                  "min": self.min, "max": self.max}
+                  "transform": self.transform, "min": self.min, "max": self.max}
         arrays = {f"{prefix}.weights": g.weights_, f"{prefix}.means": g.means_,
                   f"{prefix}.covariances": g.covariances_, f"{prefix}.precisions_cholesky": g.precisions_cholesky_}
         return params, arrays
 
     @classmethod
     def from_state(cls, prefix: str, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GMMEstimator":
-        """Rebuild from :meth:`state`. Raises :class:`ModelError` when an array is missing."""
-        est = cls(int(params["n_components"]), int(params.get("seed", 0)), float(params.get("reg_covar", 1e-6)))
+        """Rebuild from :meth:`state`. Raises :class:`ModelError` when an array is missing or the transform is
+        unknown."""
+        try:
+            est = cls(int(params["n_components"]), int(params.get("seed", 0)), float(params.get("reg_covar", 1e-6)),
+                      params.get("transform", "none"))
+        except ValueError as exc:
+            raise ModelError(f"model weights for {prefix!r}: {exc}") from None
         try:
             g = GaussianMixture(est.n_components, covariance_type="full")
             g.weights_ = arrays[f"{prefix}.weights"]

@@ -30,22 +30,29 @@ __all__ = ["AiVad"]
 class AiVad(VideoModel):
     """AI-VAD density model over region attributes.
 
-    Config (anomalib names and meanings):
-        use_velocity_features: model the velocity attribute with a GMM.
-        use_pose_features, use_deep_features: not available in this version (a config error if true).
-        n_components_velocity: GMM components for velocity (anomalib ``AiVad`` 2, ``AiVadModel`` 5).
-        seed: random state of the GMM fit.
+    Config: see :class:`AiVad.Config`.
     """
 
     version = "1"
 
     class Config(PartConfig):
+        """Config of ``kind: aivad`` (anomalib names and meanings, plus streamad extensions)."""
+
         kind: Literal["aivad"] = "aivad"
-        use_velocity_features: bool = True
-        use_pose_features: bool = False
-        use_deep_features: bool = False
-        n_components_velocity: int = Field(2, ge=1)
-        seed: int = 0
+        use_velocity_features: bool = Field(True, description="Model the velocity attribute with a GMM (anomalib).")
+        use_pose_features: bool = Field(False, description="Not available in this version (a config error if true).")
+        use_deep_features: bool = Field(False, description="Not available in this version (a config error if true).")
+        n_components_velocity: int = Field(
+            2, ge=1, description="GMM components for velocity (anomalib AiVad default 2, AiVadModel default 5).")
+        reg_covar_velocity: float = Field(
+            1e-6, gt=0, description="streamad extension (anomalib/scikit-learn value 1e-6): added to the diagonal of "
+                                    "each velocity GMM covariance, in square pixels (squared feature units). 0.01 "
+                                    "px^2 means differences below about 0.1 px of flow do not matter, so regions "
+                                    "that barely move do not give a near-singular density.")
+        velocity_transform: Literal["none", "log1p"] = Field(
+            "none", description="streamad extension: element-wise transform of the velocity features before the GMM "
+                                "('none' = anomalib; 'log1p' = log(1 + x), compresses large speeds).")
+        seed: int = Field(0, description="Random state of the GMM fit (fits are reproducible).")
 
         @model_validator(mode="after")
         def _streams(self) -> "AiVad.Config":
@@ -69,10 +76,14 @@ class AiVad(VideoModel):
         for name in self.feature_streams:
             rows = [f[name] for f in features if name in f and len(f[name])]
             if not rows:
-                raise ValueError("No regions were extracted during training.")
+                raise ValueError(f"No regions were extracted during training. ({len(features)} training clips gave no "
+                                 f"{name!r} feature rows: check the training streams and the region operator's "
+                                 f"thresholds)")
             x = np.concatenate(rows)
             if name == "velocity":
-                est = GMMEstimator(self.config.n_components_velocity, seed=self.config.seed)
+                c = self.config
+                est = GMMEstimator(c.n_components_velocity, seed=c.seed, reg_covar=c.reg_covar_velocity,
+                                   transform=c.velocity_transform)
                 est.fit(x)
                 ests[name] = est
         self.estimator = CombinedDensityEstimator(ests)
@@ -86,6 +97,24 @@ class AiVad(VideoModel):
                              f"(velocity -> optical_flow + velocity_features) before 'score'")
         region, frame, contrib = self.estimator.predict(features)
         return RegionScores(region, frame, contrib)
+
+    def predict_batch(self, features: list[dict[str, np.ndarray]]) -> list[RegionScores]:
+        """Score several clips in one density call per feature stream (their regions concatenated), then split:
+        the same region scores, contributions and frame scores as :meth:`predict` per clip."""
+        if len(features) < 2:
+            return [self.predict(f) for f in features]
+        names = self.feature_streams
+        rows = {n: [np.asarray(f[n]) for f in features if len(f[n])] for n in names}
+        if not all(rows.values()):  # no clip has regions
+            return [self.predict(f) for f in features]
+        whole = self.predict({n: np.concatenate(r) for n, r in rows.items()})
+        bounds = np.cumsum([0] + [len(f[names[0]]) for f in features])
+        out = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            contrib = {n: c[a:b] for n, c in whole.contributions.items()}
+            frame = float(sum(float(c.max()) for c in contrib.values() if len(c)))  # as CombinedDensityEstimator
+            out.append(RegionScores(whole.region_scores[a:b], frame, contrib))
+        return out
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if self.estimator is None:

@@ -1,0 +1,163 @@
+"""Runs a fitted image model's network on frames, in torch or from an exported OpenVINO IR.
+
+Both runners take ``(N, H, W, 3) uint8`` RGB frames of any size and return ``(anomaly_map (N, 1, h, w) float32,
+score (N,) float32)`` raw model outputs; the graph is the same (:attr:`ImageModel.network`), so they agree to
+float rounding. :func:`open_runner` picks the IR when ``runtime`` is ``auto`` and ``MODEL_DIR/openvino/model.xml``
+exists and was exported from this fit (``export.json`` names the fit's ``created`` time).
+
+OpenVINO is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32`` (the CPU plugin would otherwise run bf16 on
+CPUs that have it, and scores would drift from torch) and ``PERFORMANCE_HINT=LATENCY``. The first few frame sizes
+seen each get a model reshaped to that static size (static shapes run faster); further sizes share one
+dynamic-shape compiled model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamad.errors import ModelError
+from streamad.models.image.base import ImageModel
+from streamad.models.image.preprocess import as_batch
+
+__all__ = ["Runner", "TorchRunner", "OpenVINORunner", "open_runner", "export_info"]
+
+log = logging.getLogger("streamad.models.image")
+
+_STATIC_SHAPES = 4
+
+
+class Runner(Protocol):
+    """Scores frames: ``runner(images) -> (maps, scores)``; ``name`` is ``torch`` or ``openvino``."""
+
+    name: str
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class TorchRunner:
+    """The model's torch network (``torch.inference_mode``)."""
+
+    name = "torch"
+
+    def __init__(self, model: ImageModel) -> None:
+        self.model = model
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H, W, 3) uint8`` (or one ``(H, W, 3)`` frame) -> ``(maps (N, 1, h, w), scores (N,))``."""
+        p = self.model.predict(images)
+        return p.anomaly_map, p.score
+
+
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+class OpenVINORunner:
+    """An OpenVINO IR (``model.xml``) on the CPU.
+
+    Args:
+        xml: the IR file. threads: ``INFERENCE_NUM_THREADS`` (``None``: OpenVINO's default, all cores).
+
+    Raises:
+        ModelError: the file is missing or not a readable IR.
+    """
+
+    name = "openvino"
+
+    def __init__(self, xml: str | Path, threads: int | None = None) -> None:
+        self.xml = Path(xml)
+        if not self.xml.is_file():
+            raise ModelError(f"{self.xml}: no OpenVINO IR here (run `streamad export MODEL_DIR --format openvino`)")
+        self.core = _core()
+        try:
+            self.ov_model = self.core.read_model(str(self.xml))
+        except RuntimeError as exc:
+            raise ModelError(f"{self.xml}: cannot read the IR: {str(exc).splitlines()[0]}") from None
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._requests: dict[tuple[int, ...] | None, Any] = {}
+        self._lock = threading.Lock()
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        req = self._requests.get(shape)
+        if req is not None:
+            return req
+        key: tuple[int, ...] | None = shape
+        model = self.ov_model
+        if len([k for k in self._requests if k is not None]) < _STATIC_SHAPES:
+            model = self.ov_model.clone()
+            model.reshape({model.inputs[0]: list(shape)})
+        else:
+            key = None
+            if key in self._requests:
+                return self._requests[key]
+        req = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        self._requests[key] = req
+        return req
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H, W, 3) uint8`` (or one ``(H, W, 3)`` frame) -> ``(maps (N, 1, h, w), scores (N,))``."""
+        batch = as_batch(images)
+        with self._lock:
+            req = self._request(tuple(batch.shape))
+            req.infer([batch])
+            amap = np.array(req.get_output_tensor(0).data, np.float32)
+            score = np.array(req.get_output_tensor(1).data, np.float32).reshape(-1)
+        return amap, score
+
+
+def export_info(model_dir: str | Path, fmt: str = "openvino") -> dict[str, Any] | None:
+    """``MODEL_DIR/<fmt>/export.json`` parsed, or ``None`` when there is no export."""
+    p = Path(model_dir) / fmt / "export.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{p}: unreadable export metadata: {exc}") from None
+
+
+def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[str, Any], runtime: str = "auto",
+                threads: int | None = None) -> Runner:
+    """The runner for a loaded model.
+
+    Args:
+        model: the fitted model (torch). model_dir: its directory (``None``: torch only).
+        metadata: its ``model.json`` (the fit's ``created`` time identifies the export).
+        runtime: ``torch``, ``openvino`` (the IR must exist and match this fit) or ``auto`` (the IR when it exists
+            and matches, else torch).
+        threads: OpenVINO inference threads.
+
+    Raises:
+        ModelError: ``runtime`` is ``openvino`` and there is no IR, or it was exported from another fit.
+        ValueError: unknown ``runtime``.
+    """
+    if runtime not in ("auto", "torch", "openvino"):
+        raise ValueError(f"runtime must be auto, torch or openvino, got {runtime!r}")
+    if runtime == "torch" or model_dir is None:
+        if runtime == "openvino":
+            raise ModelError("runtime openvino needs a model directory with an exported IR")
+        return TorchRunner(model)
+    info = export_info(model_dir)
+    xml = Path(model_dir) / "openvino" / "model.xml"
+    if info is None or not xml.is_file():
+        if runtime == "openvino":
+            raise ModelError(f"{model_dir}: no OpenVINO IR; run `streamad export {model_dir} --format openvino`")
+        return TorchRunner(model)
+    if info.get("model_created") != metadata.get("created"):
+        msg = (f"{xml} was exported from an earlier fit ({info.get('model_created')}) than model.json "
+               f"({metadata.get('created')}); run `streamad export {model_dir} --format openvino` again")
+        if runtime == "openvino":
+            raise ModelError(msg)
+        log.warning("%s; scoring with torch", msg)
+        return TorchRunner(model)
+    return OpenVINORunner(xml, threads)

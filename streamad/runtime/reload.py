@@ -1,0 +1,197 @@
+"""Config reload of ``streamad serve``: on SIGHUP or a change of the config file, the ``streams`` section is
+re-read and applied to the running pipeline.
+
+* A stream whose config entry did not change keeps running untouched: same source, connection, operator state
+  (windows, smoothing, open alert events). Entries are compared by their whole validated content and the data root
+  they resolve against.
+* A stream whose entry disappeared is drained and stopped (its open events end, as at the end of a file).
+* A new or changed entry starts a new stream (a changed one after the old one drained).
+* A new config that does not load (bad YAML, unknown key, missing file, unset variable) or whose streams cannot be
+  built is logged as an error and changes nothing: the running pipeline goes on as it was.
+* Changes to other sections (``operators``, ``sinks``, ``runtime`` ...) need a restart; reload says so in the log
+  and applies the stream changes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from streamad.config import PipelineConfig, load_config
+from streamad.errors import StreamadError
+from streamad.parts import BuildContext, PartConfig, Source
+from streamad.redact import redact
+from streamad.runtime.pipeline import Pipeline
+from streamad.runtime.ratecap import RateCap
+
+__all__ = ["StreamSet", "ReloadPlan", "ConfigReloader", "other_sections_changed"]
+
+log = logging.getLogger("streamad.reload")
+
+
+def _key(config: PartConfig, data_root: Path | None) -> str:
+    return json.dumps({"stream": config.model_dump(mode="json"), "data_root": str(data_root)}, sort_keys=True)
+
+
+@dataclass
+class _Entry:
+    key: str
+    stream_ids: list[str]
+
+
+@dataclass
+class ReloadPlan:
+    """What applying a new ``streams`` section does: ``removed`` stream ids, ``added`` ``(source, rate cap)``
+    pairs, ``kept`` stream ids (untouched), and the resulting entries."""
+
+    removed: list[str] = field(default_factory=list)
+    added: list[tuple[Source, RateCap | None]] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)
+
+
+class StreamSet:
+    """The stream config entries a pipeline serves, and the stream ids each one expanded to."""
+
+    def __init__(self) -> None:
+        self.entries: list[_Entry] = []
+
+    def build(self, configs: Sequence[PartConfig], ctx: BuildContext, where: str
+              ) -> list[tuple[Source, RateCap | None]]:
+        """Build every entry's streams (a dataset split is several) with its frame-rate cap; remember them.
+
+        Raises:
+            ConfigError, DataNotFoundError: from the entries' ``build``.
+        """
+        plan = self.plan(configs, ctx, where)
+        self.entries = plan.entries
+        return plan.added
+
+    def plan(self, configs: Sequence[PartConfig], ctx: BuildContext, where: str) -> ReloadPlan:
+        """Compare ``configs`` with the entries served now; build the sources of new and changed entries.
+
+        Nothing runs or stops here, so a plan that raises leaves the pipeline as it was.
+
+        Raises:
+            ConfigError, DataNotFoundError: a new entry cannot be built.
+            ValueError: two streams of the new section share an id.
+        """
+        old = {e.key: e for e in self.entries}
+        plan = ReloadPlan()
+        for i, cfg in enumerate(configs):
+            key = _key(cfg, ctx.data_root)
+            entry = old.pop(key, None)
+            if entry is not None:
+                plan.kept.extend(entry.stream_ids)
+                plan.entries.append(entry)
+                continue
+            sources = cfg.build(ctx, f"{where}[{i}]")  # type: ignore[attr-defined]
+            plan.added.extend((s, RateCap.of(cfg)) for s in sources)  # one cap (and its state) per stream
+            plan.entries.append(_Entry(key, [s.stream_id for s in sources]))
+        ids = plan.kept + [s.stream_id for s, _ in plan.added]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"{where}: stream ids must be unique; repeated: {', '.join(dup)}")
+        plan.removed = [sid for e in old.values() for sid in e.stream_ids]
+        return plan
+
+    def apply(self, plan: ReloadPlan, pipeline: Pipeline) -> None:
+        """Stop the removed streams, start the added ones (a changed stream restarts once its old self drained).
+
+        Raises:
+            TimeoutError: an old stream did not drain in time for its replacement to start.
+        """
+        for sid in plan.removed:
+            pipeline.remove_stream(sid)
+        self.entries = plan.entries
+        for src, cap in plan.added:
+            pipeline.add_source(src, cap)
+        log.info("streams: %d kept, %d stopped, %d started", len(plan.kept), len(plan.removed), len(plan.added))
+
+
+def other_sections_changed(old: PipelineConfig, new: PipelineConfig) -> list[str]:
+    """Top-level sections other than ``streams`` whose content differs (secrets compare as masked)."""
+    a = old.model.model_dump(mode="json")
+    b = new.model.model_dump(mode="json")
+    return sorted(k for k in set(a) | set(b) if k != "streams" and a.get(k) != b.get(k))
+
+
+def _fingerprint(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+class ConfigReloader:
+    """A thread that re-reads ``path`` on request (SIGHUP) or when its content changes, and hands each valid new
+    config to ``on_config``; a config that fails to load or apply is logged and ignored.
+
+    Args:
+        path: the pipeline.yaml being served.
+        on_config: applies a loaded config (raises :class:`StreamadError`, ``ValueError`` ... to reject it).
+        requests: an event set by the SIGHUP handler (cleared here); ``None`` = no signal requests.
+        watch_interval_s: check the file's content this often (seconds); ``None`` = only on request.
+
+    Attributes:
+        reloads: configs applied; failures: configs rejected (both counts since start).
+    """
+
+    def __init__(self, path: Path, on_config: Callable[[PipelineConfig], None],
+                 requests: threading.Event | None = None, watch_interval_s: float | None = 1.0) -> None:
+        self.path = Path(path)
+        self.on_config = on_config
+        self.requests = requests
+        self.watch_interval_s = watch_interval_s
+        self.reloads = 0
+        self.failures = 0
+        self._seen = _fingerprint(self.path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="config-reload", daemon=True)
+
+    def start(self) -> "ConfigReloader":
+        """Start watching; returns ``self``."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (waits for a reload in progress). Idempotent."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        next_check = time.monotonic() + (self.watch_interval_s or 0.0)
+        while not self._stop.wait(0.1):
+            reason = None
+            if self.requests is not None and self.requests.is_set():
+                self.requests.clear()
+                reason = "SIGHUP"
+            elif self.watch_interval_s is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.watch_interval_s
+                if _fingerprint(self.path) != self._seen:
+                    reason = "the file changed"
+            if reason is not None:
+                self.reload(reason)
+
+    def reload(self, reason: str = "request") -> bool:
+        """Load and apply the config now; ``True`` when it was applied."""
+        self._seen = _fingerprint(self.path)
+        try:
+            cfg = load_config(self.path)
+            self.on_config(cfg)
+        except (StreamadError, ValueError, TimeoutError, RuntimeError, OSError) as exc:
+            self.failures += 1
+            log.error("config reload (%s) from %s failed; the running pipeline goes on unchanged: %s", reason,
+                      self.path, redact(exc))
+            return False
+        self.reloads += 1
+        log.info("config reloaded (%s) from %s", reason, self.path)
+        return True
+
