@@ -17,7 +17,7 @@ from streamad.eval.metrics import aupr, aupro, auroc, frame_metrics, pixel_auroc
 from streamad.eval.plots import anomalous_runs, plot_clip_scores, plot_roc
 from streamad.eval.report import EvalReport, build_report, plot_file_name, write_plots
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from ped2_fixtures import DATA  # $STREAMAD_DATA or ../shared/data
 TILE_MASK = DATA / "magnetic_tile" / "MT_Blowhole" / "Imgs" / "exp1_num_290998.png"  # two separate blowholes
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
