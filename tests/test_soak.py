@@ -1,7 +1,7 @@
 """Bounded soak: a live source faster than the models, for ``STREAMAD_SOAK_S`` seconds (default 300, the CI
 length; set it lower to run locally, e.g. ``STREAMAD_SOAK_S=60``).
 
-The source is a GStreamer RTSP server encoding a live test pattern (a moving ball, 640x480) at 100 frames/s: four
+The source is a GStreamer RTSP server encoding a live test pattern (a moving ball, 640x480) at 200 frames/s: eight
 times the 25 frames/s of a real-time camera, and more than the models score on this machine. ``streamad serve``
 (a child process) keeps up by dropping the oldest frames. Resident memory (``VmRSS`` of the process) stays within
 10% of its level after the first minute (the median over the next minute; after the first quarter of a shorter
@@ -32,7 +32,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def test_soak_memory_stays_flat_and_drops_are_counted(start_rtsp, ped2_model: Path, tmp_path: Path) -> None:
-    server = start_rtsp(None, pattern="ball", fps=100, width=640, height=480)
+    server = start_rtsp(None, pattern="ball", fps=200, width=640, height=480)
     port = ServeProcess.port()
     cfg = pipeline_yaml(tmp_path / "soak.yaml", [{"kind": "live", "url": server.url, "id": "fast"}],
                         sinks=[{"kind": "jsonl", "path": "alerts.jsonl"}],
