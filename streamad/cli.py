@@ -1,4 +1,4 @@
-"""The ``streamad`` command line: ``fit``, ``eval``, ``serve``.
+"""The ``streamad`` command line: ``fit``, ``eval``, ``serve``, ``export``.
 
 Thin by design: parse arguments, load the config, call :mod:`streamad.runtime.jobs`, print the result. Errors the
 user can fix (bad config, missing data, missing model) print one message and exit non-zero without a traceback:
@@ -88,13 +88,16 @@ def fit(config: str, model_dir: str | None, quiet: bool) -> None:
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
               help="Fitted model directory (default: the config's model_dir).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Write the metrics as JSON (frame_auroc, frame_aupr, f1, frames, fps, ...).")
+              help="Write the metrics as JSON (frame_auroc, frame_aupr, f1, frames, fps, ...; image datasets: "
+                   "image_auroc, image_aupr, image_f1, pixel_auroc, pixel_aupro, ...).")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None,
-              help="Write roc.png and one score-over-time PNG per test clip here.")
+              help="Write roc.png and one score-over-time PNG per test clip here (image datasets: roc.png and "
+                   "heat-map PNGs of the worst cases).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_handle_errors
 def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir: str | None, quiet: bool) -> None:
-    """Score a labelled split and print frame-level AUROC, AUPR, F1, frames and frames/s."""
+    """Score a labelled split and print frame-level AUROC, AUPR, F1, frames and frames/s (image datasets:
+    image- and pixel-level AUROC, AUPR, F1 and pixel AUPRO)."""
     from streamad.runtime.jobs import evaluate
 
     cfg = _load(config)
@@ -147,6 +150,33 @@ def serve(config: str, model_dir: str | None) -> None:
         click.echo(f"stream {sid} failed: {err}", err=True)
     if st.errors:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["openvino", "onnx"]), default="openvino", show_default=True,
+              help="openvino: MODEL_DIR/openvino/model.xml (serve and eval use it); onnx: MODEL_DIR/onnx/model.onnx.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16 halves the file; int8 quantises the backbone with NNCF (needs --calibration).")
+@click.option("--calibration", "calibration", type=click.Path(dir_okay=False), default=None,
+              help="Config whose fit.train streams give int8 calibration frames.")
+@click.option("--calibration-frames", type=click.IntRange(1), default=300, show_default=True,
+              help="Frames read for int8 calibration.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Folder to write instead of MODEL_DIR/<format>.")
+@_handle_errors
+def export(model_dir: str, fmt: str, precision: str, calibration: str | None, calibration_frames: int,
+           output: str | None) -> None:
+    """Export the fitted image model in MODEL_DIR (preprocessing and anomaly-map head inside the graph)."""
+    from streamad.export import export_model
+    from streamad.runtime.jobs import calibration_frames as read_frames
+
+    frames = read_frames(_load(calibration), calibration_frames) if calibration else None
+    res = export_model(Path(model_dir), fmt, precision, frames, Path(output) if output else None)
+    c = res.info["check"]
+    click.echo(f"exported {res.info['model_kind']} ({fmt}, {precision}) to {res.path} in {res.seconds:.1f} s; "
+               f"largest difference to torch on {c['images']} images: {c['normalised_max_diff']:.2e} of the "
+               f"normalisation range")
 
 
 def main() -> None:

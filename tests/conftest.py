@@ -117,4 +117,4 @@ def alert_scores() -> Callable[..., list[Scores]]:
     """:func:`make_alert_scores`: scored frames carrying one alert lifecycle (start, updates, end)."""
     return make_alert_scores
 
-pytest_plugins = ["ped2_fixtures"]
+pytest_plugins = ["ped2_fixtures", "image_fixtures"]

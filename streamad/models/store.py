@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from streamad.models.base import VideoModel
 from streamad.models.image.base import IMAGE_MODELS, ImageModel
 from streamad.registry import MODELS
 
-__all__ = ["save_model", "load_model", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "load_model_of_kind", "read_metadata", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "streamad-model"
 FORMAT_VERSION = 1
@@ -65,6 +66,8 @@ def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postproces
     os.replace(tmp, d / "weights.npz")
     (d / "model.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=False), encoding="utf-8")
     os.replace(d / "model.json.tmp", d / "model.json")
+    for stale in ("openvino", "onnx"):  # exports of an earlier fit no longer match
+        shutil.rmtree(d / stale, ignore_errors=True)
     return d
 
 
@@ -112,4 +115,21 @@ def load_model(model_dir: str | Path) -> tuple[VideoModel | ImageModel, dict[str
     except (OSError, ValueError) as exc:
         raise ModelError(f"{wpath}: cannot read weights: {exc}") from None
     model.load_state(m["params"], arrays)
+    return model, meta
+
+
+def load_model_of_kind(model_dir: str | Path | None, kind: str, operator: str
+                       ) -> tuple[VideoModel | ImageModel, dict[str, Any]]:
+    """:func:`load_model` for an operator whose config names model ``kind``.
+
+    Raises:
+        ModelError: no directory given, what :func:`load_model` raises, or a model of another kind (names the
+            directory and ``operator``).
+    """
+    if model_dir is None:
+        raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
+    model, meta = load_model(model_dir)
+    if model.kind != kind:
+        raise ModelError(f"{model_dir}: holds a {model.kind!r} model but the config's {operator} operator uses "
+                         f"{kind!r}")
     return model, meta

@@ -30,7 +30,7 @@ from streamad.frames import Clip, Frame, Scores
 from streamad.models.image.base import IMAGE_MODELS, ImageModel
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.runner import Runner, TorchRunner, open_runner
-from streamad.models.store import load_model
+from streamad.models.store import load_model_of_kind
 from streamad.operators.score import scale_boxes
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
@@ -145,12 +145,7 @@ class ImageModelOp(Operator):
         """
         handle = ctx.shared.get("model")
         if handle is None:
-            if ctx.model_dir is None:
-                raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
-            model, meta = load_model(ctx.model_dir)
-            if model.kind != config.model.kind:
-                raise ModelError(f"{ctx.model_dir}: holds a {model.kind!r} model but the config's image_model "
-                                 f"operator uses {config.model.kind!r}")
+            model, meta = load_model_of_kind(ctx.model_dir, config.model.kind, "image_model")
             assert isinstance(model, ImageModel)
             runner = open_runner(model, ctx.model_dir, meta, config.runtime, config.threads)
             post = meta.get("postprocess") or {}
@@ -175,28 +170,22 @@ class ImageModelOp(Operator):
 
         return ImageFitter(model, handle)
 
-    def _score(self, frame: Frame) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    def _result(self, amap: np.ndarray, score: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """``(map, score, boxes, region scores)`` of one raw model output (boxes in map pixels)."""
         h: ImageModelHandle = self.shared
-        t0 = time.perf_counter()
-        maps, scores = h.runner(frame.image)
-        dt = time.perf_counter() - t0
-        frame.timings["model"] = dt
-        if h.inference is not None:
-            h.inference.observe(dt)
-        amap = maps[0, 0]
         c = self.config
         if h.pixel_threshold is None:
-            boxes, rscores = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-        else:
-            boxes, rscores = regions_from_map(amap, h.pixel_threshold, c.min_region_area, c.max_regions)
-        return amap, float(scores[0]), boxes, rscores
+            return amap, score, np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return (amap, score, *regions_from_map(amap, h.pixel_threshold, c.min_region_area, c.max_regions))
 
-    def process(self, msg: Frame | Clip) -> list[ImageScores]:
-        frames = [msg.target, *msg.extra_targets] if isinstance(msg, Clip) else [msg]
-        scored = self.count % self.config.every_n == 0 or self.last is None
-        if scored:
-            self.last = self._score(frames[0])
-        self.count += 1
+    @staticmethod
+    def _targets(msg: Frame | Clip) -> list[Frame]:
+        return [msg.target, *msg.extra_targets] if isinstance(msg, Clip) else [msg]
+
+    def _due(self) -> bool:
+        return self.count % self.config.every_n == 0 or self.last is None
+
+    def _emit(self, frames: list[Frame], scored: bool) -> list[ImageScores]:
         assert self.last is not None
         amap, score, boxes, rscores = self.last
         h: ImageModelHandle = self.shared
@@ -209,4 +198,54 @@ class ImageModelOp(Operator):
                 region_scores=rscores.copy(), label=f.label, video=f.video, timings=f.timings,
                 model={"name": h.name, "version": h.version}, width=size[0], height=size[1], anomaly_map=amap,
                 mask=f.mask, image=f.image, scored=scored))
+        return out
+
+    @staticmethod
+    def _observe(h: ImageModelHandle, frames: list[Frame], seconds: float) -> None:
+        for f in frames:
+            f.timings["model"] = seconds / len(frames)
+        if h.inference is not None:
+            h.inference.observe(seconds)
+
+    def process(self, msg: Frame | Clip) -> list[ImageScores]:
+        frames = self._targets(msg)
+        scored = self._due()
+        if scored:
+            t0 = time.perf_counter()
+            maps, scores = self.shared.runner(frames[0].image)
+            self._observe(self.shared, frames[:1], time.perf_counter() - t0)
+            self.last = self._result(maps[0, 0], float(scores[0]))
+        self.count += 1
+        return self._emit(frames, scored)
+
+    @classmethod
+    def process_batch(cls, ops: list[Operator], msgs: list[Any]) -> list[list[Any] | Exception]:
+        """Score the frames of several streams that are due in one model call per frame size (``runtime.batch_size``
+        > 1): the same results as :meth:`process` one by one. Raises what the model raises, having changed
+        nothing (the runtime then retries each message alone)."""
+        h: ImageModelHandle = ops[0].shared
+        plan = []
+        count = {id(op): op.count for op in ops}
+        has_last = {id(op): op.last is not None for op in ops}
+        for op, msg in zip(ops, msgs):  # a stream may have several messages in the batch: simulate its counter
+            due = count[id(op)] % op.config.every_n == 0 or not has_last[id(op)]  # type: ignore[attr-defined]
+            count[id(op)] += 1
+            has_last[id(op)] = has_last[id(op)] or due
+            plan.append((op, cls._targets(msg), due))
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for k, (_, frames, due) in enumerate(plan):
+            if due:
+                by_shape.setdefault(frames[0].image.shape, []).append(k)
+        raw: dict[int, tuple[np.ndarray, float]] = {}
+        for idx in by_shape.values():
+            t0 = time.perf_counter()
+            maps, scores = h.runner(np.stack([plan[k][1][0].image for k in idx]))
+            cls._observe(h, [plan[k][1][0] for k in idx], time.perf_counter() - t0)
+            raw.update({k: (maps[j, 0], float(scores[j])) for j, k in enumerate(idx)})
+        out: list[list[Any] | Exception] = []
+        for k, (op, frames, due) in enumerate(plan):
+            if due:
+                op.last = op._result(*raw[k])  # type: ignore[attr-defined]
+            op.count += 1  # type: ignore[attr-defined]
+            out.append(op._emit(frames, due))  # type: ignore[attr-defined]
         return out

@@ -3,7 +3,8 @@
 * :func:`fit`    run the training streams through the operators before the model operator (``score`` or
                  ``image_model``), fit the model, then score the validation streams to fit min-max statistics and
                  the thresholds; write the model directory.
-* :func:`evaluate` score labelled streams through the whole operator chain and compute frame-level metrics.
+* :func:`evaluate` score labelled streams through the whole operator chain and compute frame-level metrics
+                 (image datasets: image- and pixel-level metrics).
 * :func:`serve`  run the pipeline's streams into its sinks until files end or a signal stops it (live streams,
                  health endpoints, config reload, frame-rate caps).
 
@@ -24,10 +25,12 @@ from tqdm import tqdm
 
 from streamad.config import PipelineConfig
 from streamad.errors import ConfigError, ModelError
+from streamad.eval.image_plots import write_image_plots
+from streamad.eval.image_report import ImageEvalReport, ImageRecorder, build_image_report
 from streamad.eval.report import EvalReport, build_report, write_plots
 from streamad.frames import Clip, Scores
 from streamad.metrics import Metrics
-from streamad.models.store import save_model
+from streamad.models.store import read_metadata, save_model
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.registry import SINKS
 from streamad.runtime.fitters import fitter_for, model_operator
@@ -35,7 +38,8 @@ from streamad.runtime.ops import Health, OpsServer
 from streamad.runtime.pipeline import Pipeline, RunStats, StageSpec, build_stages
 from streamad.runtime.reload import ConfigReloader, StreamSet, other_sections_changed
 
-__all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "build_sources", "default_model_dir"]
+__all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "build_sources", "default_model_dir",
+           "calibration_frames"]
 
 log = logging.getLogger("streamad.jobs")
 
@@ -172,9 +176,9 @@ class _PassThrough(Operator):
 
 
 def _feed(cfg: PipelineConfig, sources: list[Source], ops: Sequence[PartConfig], ctx: BuildContext,
-          consumer: Callable[[Any], int], desc: str, quiet: bool) -> RunStats:
+          consumer: Callable[[Any], int], desc: str, quiet: bool, stop: threading.Event | None = None) -> RunStats:
     """Run ``sources`` through ``ops`` (or straight through when there are none) into ``consumer``, which returns
-    how many frames a message stood for (the progress bar's unit)."""
+    how many frames a message stood for (the progress bar's unit); ``stop`` ends the run early."""
     stages = build_stages(ops, ctx) or [StageSpec("read", _PassThrough, PartConfig(kind="read"))]
     r = cfg.runtime
     bar = _progress(desc, quiet)
@@ -182,7 +186,7 @@ def _feed(cfg: PipelineConfig, sources: list[Source], ops: Sequence[PartConfig],
                     queue_size=r.queue_size, live_policy=r.live_policy, max_active_streams=r.max_active_streams,
                     grace_period_s=r.grace_period_s)
     try:
-        return pipe.run()
+        return pipe.run(stop)
     finally:
         bar.close()
 
@@ -211,8 +215,11 @@ class _ScoreRecorder:
 
 
 def evaluate(cfg: PipelineConfig, model_dir: Path | None = None, plots_dir: Path | None = None,
-             quiet: bool = False, metrics: Metrics | None = None) -> tuple[EvalReport, RunStats]:
-    """Score the labelled streams (``eval.streams``, else ``streams``) and report frame-level metrics.
+             quiet: bool = False, metrics: Metrics | None = None
+             ) -> tuple[EvalReport | ImageEvalReport, RunStats]:
+    """Score the labelled streams (``eval.streams``, else ``streams``) and report frame-level metrics, or, when
+    every stream is an image dataset (``folder``, ``mvtec``, ``magnetic_tile``), image- and pixel-level metrics
+    (:mod:`streamad.eval.image_report`).
 
     Raises:
         ModelError: no fitted model. ValueError: the streams carry no labels.
@@ -221,19 +228,74 @@ def evaluate(cfg: PipelineConfig, model_dir: Path | None = None, plots_dir: Path
     ctx = _context(cfg, "eval", d, metrics)
     stream_cfgs = cfg.eval.streams if cfg.eval is not None else cfg.streams
     sources = build_sources(stream_cfgs, ctx, "eval.streams" if cfg.eval is not None else "streams")
-    rec = _ScoreRecorder()
+    images = bool(stream_cfgs) and all(getattr(c, "image_dataset", False) for c in stream_cfgs)
+    rec: _ScoreRecorder | ImageRecorder = ImageRecorder() if images else _ScoreRecorder()
     bar = _progress("eval", quiet)
     pipe = _pipeline(cfg, sources, cfg.operators, ctx, consumers=[rec, lambda m: bar.update(isinstance(m, Scores))])
     stats = pipe.run()
     bar.close()
     if not rec.records:
         raise ValueError("no labelled frame was scored: eval needs streams with ground truth (a dataset test split)")
+    if isinstance(rec, ImageRecorder):
+        post = _postprocess_of(pipe, d)
+        rec.records.sort(key=lambda r: (r.stream_id, r.index))
+        image_report = build_image_report(rec.records, post["pixel_threshold"], stats.fps)
+        if plots_dir is not None:
+            write_image_plots(rec.records, post["pixel_threshold"], post["min"], post["max"], plots_dir)
+        return image_report, stats
     threshold = _threshold_of(pipe)
     rec.records.sort(key=lambda r: (r["stream_id"], r["index"]))
     report = build_report(rec.records, threshold, stats.fps)
     if plots_dir is not None:
         write_plots(rec.records, threshold, plots_dir)
     return report, stats
+
+
+def _postprocess_of(pipe: Pipeline, model_dir: Path) -> dict[str, float]:
+    """``min``, ``max`` and ``pixel_threshold`` (raw units) the run used: the ``threshold`` stage's (with its
+    overrides), else ``model.json``'s; the pixel threshold falls back to the image threshold."""
+    for st in pipe.stages:
+        if st.cls.kind == "threshold":
+            s = st.shared
+            pix = s.pixel_threshold if s.pixel_threshold is not None else s.image_threshold
+            return {"min": s.min, "max": s.max, "pixel_threshold": float(pix)}
+    p = read_metadata(model_dir).get("postprocess") or {}
+    try:
+        return {"min": float(p["min"]), "max": float(p["max"]),
+                "pixel_threshold": float(p.get("pixel_threshold", p["image_threshold"]))}
+    except KeyError as exc:
+        raise ModelError(f"{model_dir}/model.json: postprocess lacks {exc.args[0]!r}; refit the model") from None
+
+
+def calibration_frames(cfg: PipelineConfig, limit: int, quiet: bool = True) -> list[np.ndarray]:
+    """Up to ``limit`` frames ``(H, W, 3) uint8`` of the config's ``fit.train`` streams as they reach its model
+    operator (for int8 calibration by ``streamad export``).
+
+    Raises:
+        ConfigError: no ``fit`` section or no model operator.
+    """
+    if cfg.fit is None:
+        raise ConfigError(f"{cfg.path}: no 'fit' section: calibration frames come from fit.train")
+    mi = model_operator(cfg.operators)
+    if mi is None:
+        raise ConfigError(f"{cfg.path}: operators: no 'score' or 'image_model' operator")
+    ctx = _context(cfg, "fit", None)
+    frames: list[np.ndarray] = []
+    stop = threading.Event()
+
+    def take(msg: Any) -> int:
+        target = msg.target if isinstance(msg, Clip) else msg
+        image = getattr(target, "image", None)
+        if image is None or len(frames) >= limit:
+            return 0
+        frames.append(image)
+        if len(frames) >= limit:
+            stop.set()
+        return 1
+
+    _feed(cfg, build_sources(cfg.fit.train, ctx, "fit.train"), cfg.operators[:mi], ctx, take,
+          "export: calibration frames", quiet, stop)
+    return frames
 
 
 def _threshold_of(pipe: Pipeline) -> float:

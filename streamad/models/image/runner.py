@@ -110,8 +110,8 @@ class OpenVINORunner:
         with self._lock:
             req = self._request(tuple(batch.shape))
             req.infer([batch])
-            amap = np.array(req.get_output_tensor(0).data, np.float32)
-            score = np.array(req.get_output_tensor(1).data, np.float32).reshape(-1)
+            amap = np.array(req.get_tensor("anomaly_map").data, np.float32)
+            score = np.array(req.get_tensor("score").data, np.float32).reshape(-1)
         return amap, score
 
 

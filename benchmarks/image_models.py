@@ -1,0 +1,94 @@
+"""The table of image models on the Magnetic Tile split: image AUROC, pixel AUROC, AUPRO, fit time and frames/s
+(torch and OpenVINO), as a Markdown table for README.md.
+
+    STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde]
+        [--work runs/bench_images] [--json out.json]
+
+Each model is fitted with examples/magnetic_tile_patchcore.yaml / magnetic_tile_padim.yaml (DFM and DFKDE: the
+PaDiM pipeline with that model and anomalib's default layer) on the 762 training images and calibrated on the
+whole test split, then evaluated on the 582 test images twice, scored by torch and by the exported FP32 OpenVINO
+IR. Metrics are the OpenVINO run's (the two agree within 1e-3, see tests/test_export_parity.py); frames/s is the
+evaluation pipeline's throughput (JPEG decoding of images of varying size, the model, post-processing), not the
+metric computation after it. Fit time is the whole `streamad fit` (training features, memory bank or statistics,
+and the calibration pass over the 582 test images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streamad.config import load_config_text
+from streamad.export import export_model
+from streamad.runtime.jobs import evaluate, fit
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS: dict[str, dict[str, Any] | None] = {
+    "patchcore": None,  # the examples' own model sections
+    "padim": None,
+    "dfm": {"kind": "dfm", "layers": ["layer3"], "input_size": [256, 256], "pooling_kernel_size": 4,
+            "pca_level": 0.97, "score_type": "fre"},
+    "dfkde": {"kind": "dfkde", "layers": ["layer4"], "input_size": [256, 256], "n_pca_components": 16},
+}
+
+
+def pipeline(kind: str, work: Path, runtime: str) -> Any:
+    """The example config of ``kind`` with its model directory under ``work`` and the given runtime."""
+    example = REPO / "examples" / f"magnetic_tile_{kind if kind in ('patchcore', 'padim') else 'padim'}.yaml"
+    data = yaml.safe_load(example.read_text(encoding="utf-8"))
+    data["data_root"] = os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
+    data["model_dir"] = str(work / kind / "model")
+    if MODELS[kind] is not None:
+        data["operators"][0]["model"] = MODELS[kind]
+    data["operators"][0]["runtime"] = runtime
+    data["sinks"] = []
+    return load_config_text(yaml.safe_dump(data), name=str(example), path=example)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_images")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = ap.parse_args()
+    work = args.work.resolve()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
+    for kind in args.models:
+        t0 = time.perf_counter()
+        res = fit(pipeline(kind, work, "torch"), quiet=True)
+        fit_s = time.perf_counter() - t0
+        export_model(res.model_dir, "openvino")
+        torch_report, torch_stats = evaluate(pipeline(kind, work, "torch"), quiet=True)
+        ov_report, ov_stats = evaluate(pipeline(kind, work, "openvino"), quiet=True)
+        row = {"model": kind, "image_auroc": ov_report.image_auroc, "pixel_auroc": ov_report.pixel_auroc,
+               "pixel_aupro": ov_report.pixel_aupro, "image_f1": ov_report.image_f1, "fit_s": fit_s,
+               "fps_torch": torch_stats.fps, "fps_openvino": ov_stats.fps,
+               "image_auroc_torch": torch_report.image_auroc,
+               "per_class_pixel_auroc": {k.split("/")[-1]: v["pixel_auroc"] for k, v in ov_report.per_stream.items()
+                                         if v["pixel_auroc"] is not None}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| model | image AUROC | pixel AUROC | AUPRO (0.3) | fit (s) | frames/s torch | frames/s OpenVINO |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        pix = "-" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.3f}"
+        pro = "-" if r["pixel_aupro"] is None else f"{r['pixel_aupro']:.3f}"
+        print(f"| {r['model']} | {r['image_auroc']:.3f} | {pix} | {pro} | {r['fit_s']:.0f} | {r['fps_torch']:.1f} | "
+              f"{r['fps_openvino']:.1f} |")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The epoch loop of gradient-trained image models (STFPM, FastFlow): batches of the training set in a seeded
+shuffled order, a tqdm bar showing the loss, and early stopping on a validation metric.
+
+A model's :meth:`~streamad.models.image.base.ImageModel.fit` supplies one optimisation ``step(batch) -> loss`` and,
+when a labelled validation set exists, ``validate() -> metric`` (higher = better, e.g.
+:meth:`~streamad.models.image.base.ImageModel.validation_metric`) and ``on_best()`` (keep a copy of the weights);
+:func:`train_epochs` runs epochs until ``max_epochs`` or until the metric has not improved for ``patience``
+epochs (anomalib trains these models with Lightning's ``EarlyStopping`` on ``pixel_AUROC`` / ``image_AUROC``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tqdm import tqdm
+
+from streamad.models.image.image_set import ImageBatch, ImageSet
+
+__all__ = ["TrainingLog", "train_epochs"]
+
+
+@dataclass
+class TrainingLog:
+    """What :func:`train_epochs` did.
+
+    Attributes:
+        epochs: epochs run. best_epoch: 1-based epoch of the best validation metric (the last epoch without
+            validation). best_metric: that metric (``None`` without validation). stopped_early: patience ran out.
+        losses: mean training loss per epoch. metrics: validation metric per epoch. seconds: wall time.
+    """
+
+    epochs: int = 0
+    best_epoch: int = 0
+    best_metric: float | None = None
+    stopped_early: bool = False
+    losses: list[float] = field(default_factory=list)
+    metrics: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        """For ``model.json``'s fit statistics."""
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
+                "stopped_early": self.stopped_early, "losses": [round(v, 6) for v in self.losses],
+                "metrics": [round(v, 6) for v in self.metrics], "seconds": round(self.seconds, 2)}
+
+
+def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_size: int, max_epochs: int,
+                 validate: Callable[[], float] | None = None, on_best: Callable[[], None] | None = None,
+                 patience: int = 3, progress: bool = False, seed: int = 0, desc: str = "train") -> TrainingLog:
+    """Run training epochs with early stopping.
+
+    Args:
+        step: one optimisation step on a batch; returns its loss (a float).
+        train: the training images. batch_size: images per step. max_epochs: upper bound on epochs.
+        validate: called after each epoch; higher is better. on_best: called when the metric improved (and after
+            every epoch without ``validate``).
+        patience: epochs without improvement before stopping. progress: show the tqdm bar (loss in its postfix).
+        seed: epoch ``e`` shuffles with ``seed + e``. desc: the bar's label.
+
+    Raises:
+        ValueError: ``max_epochs`` or ``patience`` below 1, an empty training set, or a loss that is not finite.
+    """
+    if max_epochs < 1 or patience < 1:
+        raise ValueError(f"{desc}: max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    if len(train) == 0:
+        raise ValueError(f"{desc}: no training image")
+    log = TrainingLog()
+    t0 = time.perf_counter()
+    since_best = 0
+    per_epoch = math.ceil(len(train) / batch_size)
+    for epoch in range(1, max_epochs + 1):
+        total, n = 0.0, 0
+        bar = tqdm(train.batches(batch_size, shuffle=True, seed=seed + epoch), total=per_epoch, unit="batch",
+                   desc=f"{desc} epoch {epoch}/{max_epochs}", disable=not progress, leave=False)
+        for batch in bar:
+            loss = float(step(batch))
+            if not math.isfinite(loss):
+                raise ValueError(f"{desc}: the loss became {loss} in epoch {epoch}; lower the learning rate")
+            total, n = total + loss, n + 1
+            bar.set_postfix(loss=f"{total / n:.4g}")
+        bar.close()
+        log.epochs = epoch
+        log.losses.append(total / max(n, 1))
+        if validate is None:
+            log.best_epoch = epoch
+            if on_best is not None:
+                on_best()
+            continue
+        metric = float(validate())
+        log.metrics.append(metric)
+        if log.best_metric is None or metric > log.best_metric:
+            log.best_metric, log.best_epoch, since_best = metric, epoch, 0
+            if on_best is not None:
+                on_best()
+        else:
+            since_best += 1
+            if since_best >= patience:
+                log.stopped_early = True
+                break
+    log.seconds = time.perf_counter() - t0
+    return log

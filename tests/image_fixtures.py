@@ -1,0 +1,96 @@
+"""Session fixtures around the Magnetic Tile set in ../shared/data: image models fitted once for the whole run.
+
+PatchCore and PaDiM are fitted with examples/magnetic_tile_{patchcore,padim}.yaml unchanged on the real training
+split (762 MT_Free images); only their calibration (min-max statistics and thresholds) reads 20 images per test
+class instead of the whole test split, to keep the CI cost down (AUROC and AUPRO do not depend on it). DFM and DFKDE
+are fitted on 200 training images: their tests check export parity, not accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("STREAMAD_DATA", REPO.parent / "shared" / "data")).resolve()
+CALIBRATION_PER_CLASS = 20
+
+
+def texture(rng: np.random.Generator, defect: bool = False) -> np.ndarray:
+    """A synthetic striped grey texture ``(80, 120, 3) uint8``; a defect is a bright blob centred at (85, 30)."""
+    h, w = 80, 120
+    x = np.arange(w)[None, :] + rng.normal(0, 1.0, (h, 1))
+    img = 110 + 25 * np.sin(x / 3.0 + rng.uniform(0, 6.28)) + rng.normal(0, 4, (h, w))
+    if defect:
+        cv2.circle(img, (85, 30), 9, 250, -1)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def defect_mask() -> np.ndarray:
+    """The ``(80, 120) bool`` ground truth of :func:`texture`'s defect."""
+    m = np.zeros((80, 120), np.uint8)
+    cv2.circle(m, (85, 30), 9, 1, -1)
+    return m > 0
+
+
+def mt_config(kind: str, train_frames: int | None = None, model: dict[str, Any] | None = None) -> Any:
+    """examples/magnetic_tile_<patchcore|padim>.yaml (``kind`` ``dfm`` / ``dfkde`` reuse the PaDiM example with that
+    model), calibrated on ``CALIBRATION_PER_CLASS`` images per test class; ``train_frames`` limits training."""
+    from streamad.config import load_config_text
+
+    example = REPO / "examples" / f"magnetic_tile_{kind if kind in ('patchcore', 'padim') else 'padim'}.yaml"
+    data = yaml.safe_load(example.read_text(encoding="utf-8"))
+    data["data_root"] = str(DATA)
+    data["fit"]["validation"] = [{"kind": "magnetic_tile", "split": "test", "max_frames": CALIBRATION_PER_CLASS}]
+    if train_frames is not None:
+        data["fit"]["train"][0]["max_frames"] = train_frames
+    if model is not None:
+        data["operators"][0]["model"] = model
+    data["sinks"] = []
+    return load_config_text(yaml.safe_dump(data), name=str(example), path=example)
+
+
+@pytest.fixture(scope="session")
+def mt_root() -> Path:
+    """The Magnetic Tile folder; fails loudly when absent."""
+    root = DATA / "magnetic_tile"
+    assert (root / "MT_Free" / "Imgs").is_dir(), f"Magnetic Tile not found under {DATA}: set STREAMAD_DATA"
+    return root
+
+
+def _fit(kind: str, tmp: pytest.TempPathFactory, **kw: Any) -> Path:
+    from streamad.runtime.jobs import fit
+
+    out = tmp.mktemp(f"mt_{kind}") / "model"
+    fit(mt_config(kind, **kw), out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mt_patchcore(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/magnetic_tile_patchcore.yaml fitted on the full training split; returns the model directory."""
+    return _fit("patchcore", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mt_padim(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/magnetic_tile_padim.yaml fitted on the full training split; returns the model directory."""
+    return _fit("padim", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mt_dfm(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DFM (fre, layer3, 256x256) fitted on 200 training images."""
+    return _fit("dfm", tmp_path_factory, train_frames=200, model={"kind": "dfm", "layers": ["layer3"]})
+
+
+@pytest.fixture(scope="session")
+def mt_dfkde(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DFKDE (layer4, 256x256) fitted on 200 training images."""
+    return _fit("dfkde", tmp_path_factory, train_frames=200, model={"kind": "dfkde", "layers": ["layer4"]})

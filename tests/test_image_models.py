@@ -1,0 +1,181 @@
+"""The image models on small synthetic images: outputs, anomaly localisation, persistence through the model store,
+PatchCore's score against a direct transcription of anomalib's, and the interface a gradient-trained model uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from image_fixtures import texture
+from streamad.errors import ModelError
+from streamad.models.image import IMAGE_MODELS, ImageModel, ImageModelConfig
+from streamad.models.image.fitting import ImageFitter
+from streamad.models.image.image_set import ImageSet
+from streamad.models.store import load_model, save_model
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def train_set() -> ImageSet:
+    rng = np.random.default_rng(0)
+    s = ImageSet(SIZE)
+    for i in range(40):
+        s.append(texture(rng), 0, name=f"t{i}")
+    yield s
+    s.close()
+
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "patchcore": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
+    "padim": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20},
+    "dfm": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.95},
+    "dfm_nll": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.9,
+                "score_type": "nll"},
+    "dfkde": {"kind": "dfkde", "layers": ["layer3"], "n_pca_components": 4},
+}
+
+
+def make(name: str) -> ImageModel:
+    cfg = dict(CONFIGS[name], input_size=list(SIZE))
+    cls = IMAGE_MODELS.get(cfg["kind"])
+    return cls(cls.Config.model_validate(cfg))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -> None:
+    model = make(name)
+    stats = model.fit(train_set)
+    assert stats and all(isinstance(v, (int, float, str)) for v in stats.values())
+    rng = np.random.default_rng(1)
+    normal = np.stack([texture(rng) for _ in range(6)])
+    bad = np.stack([texture(rng, defect=True) for _ in range(6)])
+    p_norm, p_bad = model.predict(normal), model.predict(bad)
+    assert p_norm.anomaly_map.shape == (6, 1, *SIZE) and p_norm.anomaly_map.dtype == np.float32
+    assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
+    if name in ("patchcore", "padim", "dfm"):  # local scores: every defect image above every normal one
+        assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
+    else:  # whole-image features (DFM nll, DFKDE) see a small blob less clearly
+        assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
+    if name in ("patchcore", "padim", "dfm"):  # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
+        y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
+        assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
+    one = model.predict(bad[0])  # a single frame of another size is resized inside the network
+    assert one.anomaly_map.shape == (1, 1, *SIZE)
+    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
+    loaded, meta = load_model(tmp_path / "m")
+    assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
+    again = loaded.predict(bad)
+    np.testing.assert_allclose(again.score, p_bad.score, rtol=1e-6)
+    np.testing.assert_allclose(again.anomaly_map, p_bad.anomaly_map, rtol=1e-5, atol=1e-5)
+
+
+def test_load_refuses_other_backbone_weights_and_broken_arrays(train_set: ImageSet, tmp_path: Path) -> None:
+    model = make("padim")
+    model.fit(train_set)
+    params, arrays = model.state()
+    other = make("padim")
+    with pytest.raises(ModelError, match="differ from those it was fitted with"):
+        other.load_state({**params, "weights_sha256": "0" * 64}, arrays)
+    with pytest.raises(ModelError, match="lacks array 'inv_covariance'"):
+        other.load_state(params, {k: v for k, v in arrays.items() if k != "inv_covariance"})
+    with pytest.raises(ModelError, match="do not fit"):
+        other.load_state(params, {**arrays, "mean": arrays["mean"][:5]})
+    with pytest.raises(ModelError, match="not fitted"):
+        make("dfkde").predict(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_patchcore_score_is_anomalibs(train_set: ImageSet) -> None:
+    """Transcription of anomalib's PatchcoreModel.forward (cdist, 1-NN, re-weighting) on the same memory bank."""
+    model = make("patchcore")
+    model.fit(train_set)
+    net = model.network
+    images = np.stack([texture(np.random.default_rng(2), defect=True), texture(np.random.default_rng(3))])
+    with torch.inference_mode():
+        x = torch.from_numpy(images)
+        emb = net.embed(net.preprocess(x))
+        n, d, h, w = emb.shape
+        e = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        bank = net.memory_bank
+        dist = torch.cdist(e, bank)
+        patch_scores, locations = dist.min(1)
+        patch_scores, locations = patch_scores.reshape(n, -1), locations.reshape(n, -1)
+        max_patches = torch.argmax(patch_scores, dim=1)
+        feats = e.reshape(n, h * w, -1)[torch.arange(n), max_patches]
+        score = patch_scores[torch.arange(n), max_patches]
+        nn_sample = bank[locations[torch.arange(n), max_patches], :]
+        _, support = torch.cdist(nn_sample, bank).topk(3, largest=False, dim=1)
+        distances = torch.cdist(feats.unsqueeze(1), bank[support]).squeeze(1)
+        ref_score = (1 - F.softmax(distances, 1)[..., 0]) * score
+        ref_map = net.blur(F.interpolate(patch_scores.reshape(n, 1, h, w), size=SIZE))
+        amap, out = net(x)
+    np.testing.assert_allclose(out.numpy(), ref_score.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(amap.numpy(), ref_map.numpy(), rtol=1e-4, atol=1e-4)
+
+
+class _Trained(ImageModel):
+    """A stand-in for a gradient-trained model (STFPM, FastFlow): records what the fit gave it."""
+
+    trainable = True
+
+    class Config(ImageModelConfig):
+        kind: str = "trained"
+
+    def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
+        self.seen = (len(train), None if validation is None else len(validation))
+        inner = make("padim")
+        inner.fit(train)
+        self.network = inner.network
+        return {"epochs": 1, "validation_auroc": self.validation_metric(validation)} if validation else {}
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {}, {}
+
+    def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> torch.nn.Module:
+        raise NotImplementedError
+
+
+def test_trained_model_gets_the_validation_set(train_set: ImageSet) -> None:
+    from streamad.frames import Frame
+
+    model = _Trained(_Trained.Config(input_size=SIZE, layers=["layer1", "layer2"]))
+    fitter = ImageFitter(model, lambda m: m)
+    assert fitter.needs_validation
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        fitter.collect(Frame("s", i, 0.0, 0.0, texture(rng), label=0))
+    for i in range(8):
+        bad = i % 2 == 1
+        fitter.collect_validation(Frame("v", i, 0.0, 0.0, texture(rng, defect=bad), label=int(bad)))
+    fitted, stats = fitter.fit(progress=False)
+    assert fitted.seen == (12, 8) and stats["train_images"] == 12
+    assert stats["validation_auroc"] == 1.0
+    fitter.close()
+    assert not fitter.train.dir.exists()
+
+
+def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet) -> None:
+    from streamad.models.image.training import train_epochs
+
+    metrics = iter([0.5, 0.7, 0.6, 0.65, 0.69, 0.9])
+    best: list[int] = []
+    seen: list[int] = []
+
+    def step(batch: Any) -> float:
+        seen.append(len(batch.images))
+        return 1.0 / len(seen)
+
+    log = train_epochs(step, train_set, 16, max_epochs=10, validate=lambda: next(metrics),
+                       on_best=lambda: best.append(len(seen)), patience=3)
+    assert log.epochs == 5 and log.stopped_early and log.best_epoch == 2 and log.best_metric == 0.7
+    assert sum(seen) == 5 * 40 and len(best) == 2  # each epoch saw every image; saved after epochs 1 and 2
+    assert log.losses[0] > log.losses[-1]
+    no_val = train_epochs(lambda b: 0.5, train_set, 16, max_epochs=2)
+    assert no_val.epochs == 2 and no_val.best_epoch == 2 and no_val.best_metric is None
+    with pytest.raises(ValueError, match="loss became nan"):
+        train_epochs(lambda b: float("nan"), train_set, 16, max_epochs=1)
