@@ -116,16 +116,34 @@ def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
               help="Fitted model directory (default: the config's model_dir).")
+# --- scale-out options (streamad.runtime.group) ---
+@click.option("--group", "group", default=None, metavar="NAME",
+              help="Run as one worker of group NAME: the config's streams are spread over the group's workers "
+                   "through the Kafka control topic streamad.control.NAME (README 'Scaling with --group').")
+@click.option("--bootstrap", default=None, metavar="HOST:PORT",
+              help="Kafka cluster of --group (default: the config's kafka sink's).")
+@click.option("--control-topic", default=None, help="Control topic of --group (default streamad.control.NAME).")
+@click.option("--session-timeout", "session_timeout_s", type=click.FloatRange(min=0.1), default=10.0,
+              show_default=True, help="--group: seconds without heartbeat before a worker's streams move.")
+# --- end of scale-out options ---
 @_handle_errors
-def serve(config: str, model_dir: str | None) -> None:
+def serve(config: str, model_dir: str | None, group: str | None = None, bootstrap: str | None = None,
+          control_topic: str | None = None, session_timeout_s: float = 10.0) -> None:
     """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush
     within runtime.grace_period_s). SIGHUP (or, with runtime.watch_config, a change of CONFIG) reloads the streams:
     unchanged streams keep running, removed ones drain, new ones start; an invalid config is logged and ignored.
+
+    With --group NAME it is one worker of a group and runs until SIGINT/SIGTERM (no config reload).
 
     Exits 1 when a stream ended with an error (the others were still served)."""
     from streamad.runtime.jobs import serve as run_serve
 
     cfg = _load(config)
+    group_options = None  # --group (streamad.runtime.group)
+    if group is not None:
+        from streamad.runtime.group import GroupOptions
+
+        group_options = GroupOptions.from_config(cfg, group, bootstrap, control_topic, session_timeout_s)
     stop = threading.Event()
     reload_requests = threading.Event()
 
@@ -140,7 +158,8 @@ def serve(config: str, model_dir: str | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
-    res = run_serve(cfg, Path(model_dir) if model_dir else None, stop=stop, reload_requests=reload_requests)
+    res = run_serve(cfg, Path(model_dir) if model_dir else None, stop=stop, reload_requests=reload_requests,
+                    group=group_options)
     st = res.stats
     click.echo(f"served {st.delivered} frames in {st.seconds:.1f} s ({st.fps:.1f} frames/s)"
                + ("" if st.drained else "; stopped before the queues drained"))
@@ -177,6 +196,43 @@ def export(model_dir: str, fmt: str, precision: str, calibration: str | None, ca
     click.echo(f"exported {res.info['model_kind']} ({fmt}, {precision}) to {res.path} in {res.seconds:.1f} s; "
                f"largest difference to torch on {c['images']} images: {c['normalised_max_diff']:.2e} of the "
                f"normalisation range")
+
+
+# --- streamad alerts (streamad.alerts_tail) ---
+@cli.group()
+def alerts() -> None:
+    """Read the alert events streamad published to Kafka."""
+
+
+@alerts.command()
+@click.option("--bootstrap", required=True, metavar="HOST:PORT[,HOST:PORT]", help="Kafka brokers.")
+@click.option("--topic", default="streamad.alerts", show_default=True, help="Alert topic.")
+@click.option("--stream", "stream", default=None, metavar="ID", help="Only this stream's events.")
+@click.option("--since", default=None, metavar="DURATION|TIME",
+              help="Start with the events since then: a duration back from now (30s, 10m, 2h, 1d) or an ISO 8601 "
+                   "time; default: only events from now on.")
+@click.option("--json", "json_out", is_flag=True, help="Print the alert JSON, one per line.")
+@click.option("--max-events", type=click.IntRange(min=1), default=None, help="Stop after this many events.")
+@click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop when no event arrived for this many seconds (default: run until Ctrl-C).")
+@_handle_errors
+def tail(bootstrap: str, topic: str, stream: str | None, since: str | None, json_out: bool,
+         max_events: int | None, idle_timeout_s: float | None) -> None:
+    """Print alert events as they arrive (duplicates dropped by event_id, type and seq) until Ctrl-C."""
+    from streamad.alerts_tail import parse_since, tail as run_tail
+
+    try:
+        start = parse_since(since) if since is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--since: "), param_hint="--since") from None
+    where = f"since {since}" if since is not None else "from now on"
+    try:
+        run_tail(bootstrap, topic, stream=stream, since=start, json_out=json_out, max_events=max_events,
+                 idle_timeout_s=idle_timeout_s, out=lambda line: click.echo(line),
+                 on_ready=lambda: click.echo(f"tailing {topic} {where} (Ctrl-C to stop)", err=True))
+    except KeyboardInterrupt:
+        pass
+# --- end of streamad alerts ---
 
 
 def main() -> None:

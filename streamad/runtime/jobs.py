@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -37,6 +37,9 @@ from streamad.runtime.fitters import fitter_for, model_operator
 from streamad.runtime.ops import Health, OpsServer
 from streamad.runtime.pipeline import Pipeline, RunStats, StageSpec, build_stages
 from streamad.runtime.reload import ConfigReloader, StreamSet, other_sections_changed
+
+if TYPE_CHECKING:
+    from streamad.runtime.group import GroupOptions
 
 __all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "build_sources", "default_model_dir",
            "calibration_frames"]
@@ -314,7 +317,8 @@ class ServeResult:
 
 
 def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Event | None = None,
-          metrics: Metrics | None = None, reload_requests: threading.Event | None = None) -> ServeResult:
+          metrics: Metrics | None = None, reload_requests: threading.Event | None = None,
+          group: "GroupOptions | None" = None) -> ServeResult:
     """Run the config's streams through its operators into its sinks until every file stream ended or ``stop``
     is set (then drain and flush the sinks within ``runtime.grace_period_s``).
 
@@ -326,17 +330,22 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
 
     When the streams carry ground truth (a dataset test split) the result includes the frame-level report.
 
+    With ``group`` the process is one worker of a group (:mod:`streamad.runtime.group`): it starts with no stream,
+    serves the streams of the control-topic partitions the Kafka group assigns to it, and runs until ``stop``;
+    config reload is off.
+
     Raises:
         ModelError: no fitted model. ConfigError: no streams, a stream or sink that cannot be built, an
             ``runtime.http`` address that cannot be bound. DataNotFoundError: a dataset is missing.
+            GroupError: the group's control topic cannot be set up.
     """
     d = _require_model_dir(cfg, model_dir)
     ctx = _context(cfg, "serve", d, metrics)
     health = Health()
     ctx.shared["http_routes"] = health.routes()
     streams = StreamSet()
-    built = streams.build(cfg.streams, ctx, "streams")
-    if not built:
+    built = streams.build(cfg.streams, ctx, "streams") if group is None else []  # group: streams come later
+    if not built and group is None:
         raise ConfigError(f"{cfg.path}: streams: nothing to serve (the list is empty)")
     sources = [src for src, _ in built]
     r = cfg.runtime
@@ -348,7 +357,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         rec = _ScoreRecorder()
         pipe = _pipeline(cfg, sources, cfg.operators, ctx, sinks=sinks, consumers=[rec],
                          rate_caps={src.stream_id: cap for src, cap in built if cap is not None},
-                         persistent=any(src.live for src in sources), batch_size=r.batch_size)
+                         persistent=group is not None or any(src.live for src in sources), batch_size=r.batch_size)
     except Exception:
         for s in sinks:
             s.close()
@@ -357,7 +366,20 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         raise
     health.attach(pipe)
     reloader = None
-    if cfg.path is not None:
+    worker = None  # --group (streamad.runtime.group): streams follow the Kafka group's partition assignment
+    if group is not None:
+        from streamad.runtime.group import GroupWorker
+
+        try:
+            worker = GroupWorker(group, cfg, streams, pipe, lambda: _context(cfg, "serve", d, ctx.metrics),
+                                 ctx.metrics or Metrics()).start()
+        except Exception:
+            for s in sinks:
+                s.close()
+            if ops is not None:
+                ops.stop()
+            raise
+    if cfg.path is not None and group is None:
         current = [cfg]
 
         def apply(new: PipelineConfig) -> None:
@@ -374,6 +396,8 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     try:
         stats = pipe.run(stop)
     finally:
+        if worker is not None:
+            worker.stop()
         if reloader is not None:
             reloader.stop()
         if ops is not None:

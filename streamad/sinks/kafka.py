@@ -26,8 +26,10 @@ import json
 import logging
 import random
 import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -237,12 +239,30 @@ class KafkaSink(Sink):
 
 
 def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str | None = None,
-                   stream: str | None = None, from_beginning: bool = True, timeout_s: float = 10.0,
+                   stream: str | None = None, from_beginning: bool = True, timeout_s: float | None = 10.0,
+                   since: float | None = None, on_ready: Callable[[], None] | None = None,
                    **consumer_options: Any) -> Iterator[dict[str, Any]]:
     """Read alert events from ``topic``, decoded, with duplicates dropped (an example for users' own consumers).
 
     Delivery is at least once, so an alert may arrive twice (after a broker or streamad restart); an alert is
-    identified by ``(event_id, type, seq)`` and yielded only the first time it is seen by this iterator.
+    identified by ``(event_id, type, seq)`` and yielded only the first time it is seen by this iterator (the last
+    100,000 identities are remembered, so a long-running consumer keeps bounded memory).
+
+    Where reading starts:
+
+    * ``group_id`` given and no ``since``: the group's committed offsets (the consumer joins the group; a restarted
+      consumer resumes), else the oldest message (``from_beginning``) or only new ones. A message's offset is
+      committed only once the caller asked for the next event (at most once a second, and when the iteration
+      ends normally): an event the caller was handling when it failed or stopped is read again by the next run
+      (at least once, end to end). Pass ``enable_auto_commit=True`` to get kafka-python's periodic commits
+      instead.
+    * no ``group_id``: every partition of the topic is assigned to this consumer and read from the oldest message
+      (``from_beginning``) or from its end (only messages produced from now on).
+    * ``since`` (Unix seconds): every partition is read from the first message at or after that time (Kafka
+      ``ListOffsets`` by timestamp, ``KafkaConsumer.offsets_for_times``); messages whose timestamp is older are
+      skipped as well, which also covers brokers that answer the time lookup loosely (tansu 0.6 answers
+      "offset 0" instead of "none" for a partition with no message after the time). With a ``group_id`` the
+      offsets are still committed but the group's committed offsets are not used.
 
     Args:
         bootstrap: ``host:port[,host:port...]``.
@@ -250,7 +270,11 @@ def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str
         group_id: consumer group (offsets are committed, so a restarted consumer resumes); ``None`` = no group.
         stream: only events whose key is this stream id.
         from_beginning: with no committed offset, start at the oldest message (else only new ones).
-        timeout_s: stop when no message arrived for this many seconds (includes joining the group).
+        timeout_s: stop when no message arrived for this many seconds (includes joining the group and waiting
+            for the topic to exist); ``None`` = never stop (until the caller stops iterating, e.g. Ctrl-C).
+        since: start at this time (Unix seconds, e.g. ``time.time() - 600`` for the last 10 minutes).
+        on_ready: called once the start positions are fixed (with a group: once subscribed), before the first
+            message is read: messages produced after it returned are seen.
         **consumer_options: passed to ``kafka.KafkaConsumer`` (e.g. ``session_timeout_ms``, security options).
 
     Yields:
@@ -261,13 +285,30 @@ def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str
     """
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=group_id,
+    manual_commit = group_id is not None and "enable_auto_commit" not in consumer_options
+    if manual_commit:
+        consumer_options["enable_auto_commit"] = False
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group_id,
                              auto_offset_reset="earliest" if from_beginning else "latest",
-                             consumer_timeout_ms=int(timeout_s * 1000), **consumer_options)
-    seen: set[tuple[str, str, int]] = set()
+                             consumer_timeout_ms=float("inf") if timeout_s is None else int(timeout_s * 1000),
+                             **consumer_options)
+    since_ms = None if since is None else int(since * 1000)
+    seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+    done = _Commits(consumer if manual_commit else None)
     try:
+        if group_id is not None and since is None:
+            consumer.subscribe([topic])
+        elif not _assign_all(consumer, topic, from_beginning, since_ms, timeout_s):
+            return  # the topic did not appear within timeout_s
+        if on_ready is not None:
+            on_ready()
         for message in consumer:
+            done.maybe_commit()
+            if since_ms is not None and 0 <= message.timestamp < since_ms:
+                done.add(message)
+                continue
             if stream is not None and (message.key or b"").decode("utf-8") != stream:
+                done.add(message)
                 continue
             try:
                 event = json.loads(message.value)
@@ -276,8 +317,76 @@ def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str
                 raise ValueError(f"topic {topic} partition {message.partition} offset {message.offset}: not an "
                                  f"alert event ({e})") from e
             if ident in seen:
+                done.add(message)
                 continue
-            seen.add(ident)
+            seen[ident] = None
+            if len(seen) > _DEDUP_WINDOW:
+                seen.popitem(last=False)
             yield event
+            done.add(message)  # the caller came back for more: this one was handled
     finally:
-        consumer.close()
+        try:
+            done.maybe_commit(force=True)  # what was handled; not an event the caller stopped or failed on
+        except Exception as e:  # broker gone: those are read again next time (at least once)
+            log.warning("consume_events: cannot commit offsets of group %s: %s", group_id, redact(e))
+        consumer.close(autocommit=not manual_commit)
+
+
+_DEDUP_WINDOW = 100_000  # alert identities consume_events remembers
+
+
+class _Commits:
+    """Offsets of the messages handled so far, committed at most once a second (``consumer=None``: off)."""
+
+    def __init__(self, consumer: Any, every_s: float = 1.0) -> None:
+        self.consumer = consumer
+        self.every_s = every_s
+        self.offsets: dict[Any, int] = {}
+        self.last = time.monotonic()
+
+    def add(self, message: Any) -> None:
+        if self.consumer is not None:
+            from kafka import TopicPartition
+
+            self.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+
+    def maybe_commit(self, force: bool = False) -> None:
+        if self.consumer is None or not self.offsets or (not force and time.monotonic() - self.last < self.every_s):
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        self.consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in self.offsets.items()})
+        self.offsets.clear()
+        self.last = time.monotonic()
+
+
+def _assign_all(consumer: Any, topic: str, from_beginning: bool, since_ms: int | None,
+                timeout_s: float | None) -> bool:
+    """Assign every partition of ``topic`` to ``consumer`` and fix its start positions (see
+    :func:`consume_events`); ``False`` when the topic did not appear within ``timeout_s`` seconds."""
+    from kafka import TopicPartition
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    if since_ms is not None:
+        found = consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = consumer.end_offsets(tps)
+        for tp in tps:
+            hit = found.get(tp)
+            # Kafka answers None when no message is at or after the time; tansu answers offset 0, timestamp -1
+            consumer.seek(tp, hit.offset if hit is not None and hit.timestamp >= 0 else ends[tp])
+    elif from_beginning:
+        consumer.seek_to_beginning(*tps)
+    else:
+        consumer.seek_to_end(*tps)
+    for tp in tps:
+        consumer.position(tp)  # resolve lazy resets now, so that on_ready means "positions fixed"
+    return True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Generator, Iterator, Literal
 
 import av
 import cv2  # noqa: F401  (load OpenCV's libpng/zlib before decord's bundled zlib 1.2.3; see _open_decord)
@@ -167,6 +167,8 @@ class VideoFileSource(FileSource):
         backend: ``"pyav"`` (FFmpeg via PyAV, threaded decoding) or ``"decord"``.
         fps: frame-rate override in frames per second (``None`` = the file's timestamps).
         realtime, max_frames: see :class:`~streamad.sources.pacing.FileSource`.
+        loop: replay the file from its start each time it ends, forever (until closed or ``max_frames``):
+            frame indices and ``pts`` keep increasing across replays, as a camera's would.
     """
 
     class Config(SourceConfig):
@@ -177,12 +179,15 @@ class VideoFileSource(FileSource):
             backend: ``pyav`` (default) or ``decord``.
             fps: frame-rate override (frames per second); timestamps become ``index / fps``.
             id: stream id; defaults to the file name without its extension.
+            loop: replay the file forever (a camera stand-in for demos and tests; indices and timestamps keep
+                increasing; ``max_frames`` still bounds it).
         """
 
         kind: Literal["video_file"] = "video_file"
         path: str
         backend: Literal["pyav", "decord"] = "pyav"
         fps: float | None = Field(None, gt=0)
+        loop: bool = False
 
         def build(self, ctx: BuildContext, where: str) -> list["VideoFileSource"]:
             """One stream of the file.
@@ -198,25 +203,40 @@ class VideoFileSource(FileSource):
                 raise ConfigError(f"{where}.path: {path} is a folder, expected a video file "
                                   f"(use kind: image_folder for a folder of frames)")
             return [VideoFileSource(self.id or path.stem, path, backend=self.backend, fps=self.fps,
-                                    realtime=self.realtime, max_frames=self.max_frames)]
+                                    realtime=self.realtime, max_frames=self.max_frames, loop=self.loop)]
 
     def __init__(self, stream_id: str, path: str | Path, *, backend: str = "pyav", fps: float | None = None,
-                 realtime: bool = False, max_frames: int | None = None) -> None:
+                 realtime: bool = False, max_frames: int | None = None, loop: bool = False) -> None:
         super().__init__(stream_id, realtime=realtime, max_frames=max_frames)
         if backend not in _BACKENDS:
             raise ValueError(f"{stream_id}: backend must be one of {sorted(_BACKENDS)}, got {backend!r}")
         self.path = Path(path)
         self.backend = backend
         self.fps = fps
+        self.loop = loop
 
     def decode(self) -> Iterator[Frame]:
-        """Decode the file in order.
+        """Decode the file in order (with ``loop``, again and again; a replay continues the indices and ``pts``
+        of the one before).
 
         Raises:
             SourceError: the file cannot be opened, a frame cannot be decoded, the frame rate is unknown while a
                 frame lacks a timestamp, or the file ends before its declared length ("truncated: decoded N of M
-                frames"); always naming the file, and raised after the frames that decoded were yielded.
+                frames"); always naming the file, and raised after the frames that decoded were yielded. A looped
+                file that decodes no frame ends its stream with "no frame to loop".
         """
+        first_index, pts_offset = 0, 0.0
+        while True:
+            decoded, end = yield from self._decode_once(first_index, pts_offset)
+            if not self.loop:
+                return
+            if decoded == 0:
+                raise SourceError(f"{self.path}: no frame to loop (the file decoded to no frame)")
+            first_index += decoded
+            pts_offset += end if end is not None else 0.0
+
+    def _decode_once(self, first_index: int, pts_offset: float) -> Generator[Frame, None, tuple[int, float | None]]:
+        """One pass over the file; returns ``(frames decoded, pts at the end of the pass from its start)``."""
         frames = _BACKENDS[self.backend](self.path)
         try:
             _, _, info = next(frames)
@@ -231,10 +251,11 @@ class VideoFileSource(FileSource):
                 else:
                     raise SourceError(f"{self.path}: frame {index} has no timestamp and the frame rate is unknown; "
                                       f"set fps in the config")
-                yield Frame(stream_id=self.stream_id, index=index, pts=pts, wall_time=time.time(), image=image,
-                            video=self.stream_id)
+                yield Frame(stream_id=self.stream_id, index=first_index + index, pts=pts_offset + pts,
+                            wall_time=time.time(), image=image, video=self.stream_id)
                 index += 1
                 end = pts + (1.0 / rate if rate else 0.0)
         finally:
             frames.close()
         _check_complete(self.path, index, end, info)
+        return index, end

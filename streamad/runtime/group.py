@@ -1,0 +1,409 @@
+"""Scale-out through Kafka: ``streamad serve CONFIG --group NAME`` runs one worker of a group.
+
+Design (README "Scaling with --group"):
+
+* **Control topic** ``streamad.control.<NAME>`` (``--control-topic``): partition ``i`` holds stream slot ``i``, the
+  ``i``-th entry of the config's ``streams`` as JSON (key = the entry's ``id``, else ``streams[i]``). A worker
+  creates the topic with one partition per entry when it does not exist (tansu and older clusters cannot add
+  partitions later, so the count is fixed up front), fails with :class:`GroupError` when it exists with fewer
+  partitions than entries, and then publishes every entry (a tombstone for partitions beyond the entries).
+  The latest record of a partition is its slot's config: a worker started with a changed config republishes and
+  every worker applies the change to the streams it holds.
+* **Assignment** is Kafka's consumer-group protocol: every worker subscribes to the control topic with
+  ``group_id = NAME``; the group coordinator (the broker) hands out partitions (sticky assignor: streams move only
+  when they must). A worker serves exactly the streams of the partitions it holds: after each assignment it reads
+  each new partition's latest record. When a worker joins, leaves or stops heart-beating (``--session-timeout``)
+  the group rebalances; streams of partitions a worker lost are stopped (drained: open alert events end), those of
+  partitions it gained are started, the rest run on untouched. Starting and stopping reuse config reload's
+  :class:`~streamad.runtime.reload.StreamSet`.
+* **What a worker holds** is shown by ``streamad_group_streams{group}`` (number of streams served) and
+  ``streamad_group_stream{group,stream}`` (1 while held, 0 after it moved away) on ``/metrics``, and by an INFO
+  log line ``group NAME: serving N stream(s) from partitions [...]: ...`` after every change.
+
+Limits: one config entry per partition (a dataset entry that expands to several videos moves as one); a dead
+worker's streams restart elsewhere after about the session timeout plus one rebalance; file streams restart
+from their beginning on the worker that takes them over; every worker must be able to read the paths (data,
+model directory) of every stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from prometheus_client import Gauge
+
+from streamad.config import PipelineConfig
+from streamad.errors import ConfigError
+from streamad.metrics import Metrics
+from streamad.parts import BuildContext, PartConfig
+from streamad.redact import redact
+from streamad.registry import SOURCES
+from streamad.runtime.pipeline import Pipeline
+from streamad.runtime.reload import StreamSet
+
+__all__ = ["GroupError", "GroupOptions", "GroupWorker", "slot_records", "ensure_control_topic"]
+
+log = logging.getLogger("streamad.group")
+
+_SECURITY_FIELDS = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile",
+                    "ssl_keyfile")
+
+
+class GroupError(ConfigError):
+    """The group cannot work with this config and cluster (no Kafka address, a control topic with too few
+    partitions, a control topic that cannot be created or written)."""
+
+
+@dataclass
+class GroupOptions:
+    """How a worker joins its group.
+
+    Attributes:
+        name: group name (the Kafka consumer group id).
+        bootstrap: ``host:port[,host:port...]`` of the Kafka cluster.
+        control_topic: the control topic (default ``streamad.control.<name>``).
+        session_timeout_s: a worker that sent no heartbeat for this long is considered dead and its streams move
+            (seconds; the broker bounds it, Kafka's default range is 6-300 s).
+        heartbeat_s: heartbeat interval (seconds; default a sixth of the session timeout).
+        client_options: extra ``kafka-python`` client options (security settings).
+    """
+
+    name: str
+    bootstrap: str
+    control_topic: str | None = None
+    session_timeout_s: float = 10.0
+    heartbeat_s: float | None = None
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        """The control topic's name."""
+        return self.control_topic or f"streamad.control.{self.name}"
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig, name: str, bootstrap: str | None = None,
+                    control_topic: str | None = None, session_timeout_s: float = 10.0) -> "GroupOptions":
+        """Options for group ``name``; the cluster is ``bootstrap``, else the one of the config's first ``kafka``
+        sink (with its security settings).
+
+        Raises:
+            GroupError: no ``bootstrap`` and no ``kafka`` sink, an empty group name, or a session timeout that
+                is not positive.
+        """
+        if not name.strip():
+            raise GroupError("--group: the group name is empty")
+        if not session_timeout_s > 0:
+            raise GroupError(f"--session-timeout: must be > 0 seconds, got {session_timeout_s}")
+        options: dict[str, Any] = {}
+        if bootstrap is None:
+            sink = next((s for s in cfg.sinks if s.kind == "kafka"), None)
+            if sink is None:
+                raise GroupError(f"{cfg.path}: --group {name} needs a Kafka cluster for its control topic: give "
+                                 f"--bootstrap HOST:PORT or add a kafka sink to the config")
+            bootstrap = sink.bootstrap_servers
+            options = {k: getattr(sink, k) for k in _SECURITY_FIELDS if getattr(sink, k, None) is not None}
+            if getattr(sink, "sasl_plain_password", None) is not None:
+                options["sasl_plain_password"] = sink.sasl_plain_password.get_secret_value()
+        return cls(name=name, bootstrap=bootstrap, control_topic=control_topic,
+                   session_timeout_s=session_timeout_s, client_options=options)
+
+
+def _slot_key(config: PartConfig, i: int) -> str:
+    return str(getattr(config, "id", None) or f"streams[{i}]")
+
+
+def slot_records(configs: Sequence[PartConfig]) -> list[tuple[str, bytes]]:
+    """``(key, value)`` of each stream slot's control record: the key names the slot (the entry's ``id``, else
+    ``streams[i]``), the value is ``{"slot": i, "stream": <the entry as JSON>}`` (utf-8)."""
+    return [(_slot_key(c, i), json.dumps({"slot": i, "stream": c.model_dump(mode="json")}, sort_keys=True)
+             .encode("utf-8")) for i, c in enumerate(configs)]
+
+
+def parse_slot(value: bytes | None, where: str) -> PartConfig | None:
+    """The stream config of a control record (``None`` for a tombstone: the slot is empty).
+
+    Raises:
+        GroupError: the record is not a stream config this streamad knows (names ``where``).
+    """
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)["stream"]
+        return SOURCES.get(data["kind"]).Config.model_validate(data)
+    except Exception as e:  # JSON, missing key, unknown kind, validation: all mean "not ours"
+        raise GroupError(f"{where}: not a stream config of this streamad version: {redact(str(e))}") from None
+
+
+def _admin_client(options: GroupOptions) -> Any:
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=options.bootstrap.split(","), **options.client_options)
+
+
+def ensure_control_topic(options: GroupOptions, slots: int, timeout_s: float = 30.0) -> int:
+    """Create the control topic with ``slots`` partitions unless it exists; return its partition count.
+
+    Raises:
+        GroupError: it exists with fewer than ``slots`` partitions (partitions cannot be added on every broker,
+            so the message says to delete it or use another ``--control-topic``), or it cannot be created or
+            described within ``timeout_s`` seconds.
+    """
+    from kafka import KafkaConsumer
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topic = options.topic
+    admin = _admin_client(options)
+    try:
+        try:
+            admin.create_topics([NewTopic(topic, max(1, slots), 1)])
+            log.info("group %s: created control topic %s with %d partitions", options.name, topic, slots)
+        except TopicAlreadyExistsError:
+            pass
+    except Exception as e:
+        raise GroupError(f"group {options.name}: cannot create control topic {topic} on "
+                         f"{redact(options.bootstrap)}: {redact(str(e))}") from None
+    finally:
+        admin.close()
+    probe = KafkaConsumer(bootstrap_servers=options.bootstrap.split(","), **options.client_options)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (partitions := probe.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise GroupError(f"group {options.name}: control topic {topic} has no partitions after "
+                                 f"{timeout_s:g} s")
+            time.sleep(0.2)
+            probe.topics()  # refresh metadata
+    finally:
+        probe.close()
+    if len(partitions) < slots:
+        raise GroupError(f"group {options.name}: control topic {topic} has {len(partitions)} partitions but the "
+                         f"config lists {slots} streams (one partition per stream); partitions cannot be added "
+                         f"on every broker: delete the topic (every worker of the group stopped) or pass "
+                         f"--control-topic with a new name")
+    return len(partitions)
+
+
+def publish_slots(options: GroupOptions, configs: Sequence[PartConfig], partitions: int,
+                  timeout_s: float = 30.0) -> None:
+    """Write each slot's config to its partition, and a tombstone to partitions beyond the slots.
+
+    Raises:
+        GroupError: the broker did not acknowledge within ``timeout_s`` seconds.
+    """
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=options.bootstrap.split(","), acks="all",
+                             enable_idempotence=False, **options.client_options)
+    try:
+        futures = [producer.send(options.topic, key=k.encode("utf-8"), value=v, partition=i)
+                   for i, (k, v) in enumerate(slot_records(configs))]
+        futures += [producer.send(options.topic, key=f"slot{i}".encode(), value=None, partition=i)
+                    for i in range(len(configs), partitions)]
+        for f in futures:
+            f.get(timeout=timeout_s)
+    except Exception as e:
+        raise GroupError(f"group {options.name}: cannot publish the streams to {options.topic}: "
+                         f"{redact(str(e))}") from None
+    finally:
+        producer.close(timeout=5)
+
+
+@dataclass
+class _Slot:
+    target: int | None = None  # offset of the latest record at assignment time (None: not looked up yet)
+    offset: int = -1  # offset of the record the config came from
+    config: PartConfig | None = None
+    ready: bool = False
+
+
+class GroupWorker:
+    """One worker of a group: publishes the config's stream slots, joins the consumer group and keeps the
+    pipeline serving exactly the streams of the partitions it holds (in a background thread).
+
+    Args:
+        options: the group.
+        cfg: the worker's pipeline config (its ``streams`` are the slots it publishes).
+        streams: the pipeline's :class:`StreamSet` (empty at start).
+        pipeline: the running (or about to run) pipeline.
+        make_context: a build context for the streams (``serve`` mode, the model directory).
+        metrics: where ``streamad_group_streams`` / ``streamad_group_stream`` go.
+    """
+
+    def __init__(self, options: GroupOptions, cfg: PipelineConfig, streams: StreamSet, pipeline: Pipeline,
+                 make_context: Callable[[], BuildContext], metrics: Metrics) -> None:
+        self.options = options
+        self.cfg = cfg
+        self.streams = streams
+        self.pipeline = pipeline
+        self.make_context = make_context
+        self._slots: dict[int, _Slot] = {}
+        self._assignment: set[int] | None = None  # set by the rebalance listener, consumed by the loop
+        self._applied: list[str] | None = None
+        self._retry_at = 0.0
+        self._held_ids: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"group-{options.name}", daemon=True)
+        reg = metrics.registry
+        self._count = Gauge("streamad_group_streams", "Streams this worker of the group serves", ["group"],
+                            registry=reg).labels(options.name)
+        self._held = Gauge("streamad_group_stream", "1 while this worker holds the stream, 0 after it moved",
+                           ["group", "stream"], registry=reg)
+        self.error: str | None = None
+
+    def start(self) -> "GroupWorker":
+        """Create the control topic if needed, publish the slots and start the worker thread.
+
+        Raises:
+            GroupError: see :func:`ensure_control_topic` and :func:`publish_slots`.
+            ConfigError, DataNotFoundError, ValueError: a stream of the config cannot be built on this worker, or
+                two share an id.
+        """
+        slots = list(self.cfg.streams)
+        if not slots:
+            raise GroupError(f"{self.cfg.path}: streams: nothing to serve (the list is empty)")
+        StreamSet().plan(slots, self.make_context(), "streams")  # the config's streams are valid here: fail now
+        partitions = ensure_control_topic(self.options, len(slots))
+        publish_slots(self.options, slots, partitions)
+        log.info("group %s: published %d stream slot(s) to %s (%d partitions)", self.options.name, len(slots),
+                 self.options.topic, partitions)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Leave the group (the others take the streams over at once) and stop the thread. Idempotent."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    # -- the consumer loop -----------------------------------------------------------------------------------
+    def _consumer(self) -> Any:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
+        from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+
+        o = self.options
+        session_ms = int(o.session_timeout_s * 1000)
+        heartbeat_ms = int((o.heartbeat_s or o.session_timeout_s / 6) * 1000)
+        consumer = KafkaConsumer(bootstrap_servers=o.bootstrap.split(","), group_id=o.name,
+                                 enable_auto_commit=False, auto_offset_reset="earliest",
+                                 session_timeout_ms=session_ms, heartbeat_interval_ms=max(100, heartbeat_ms),
+                                 max_poll_interval_ms=max(60_000, 2 * session_ms),
+                                 partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
+                                 **o.client_options)
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                pass  # eager protocol: everything is revoked first; streams move once the new assignment is known
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                worker._assignment = {tp.partition for tp in assigned}
+
+        consumer.subscribe([o.topic], listener=Listener())
+        return consumer
+
+    def _loop(self) -> None:
+        from kafka import TopicPartition
+
+        consumer = None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = self._consumer()
+                batches = consumer.poll(timeout_ms=300)
+                if self._assignment is not None:
+                    self._reassign(self._assignment)
+                    self._assignment = None
+                pending = [p for p, s in self._slots.items() if s.target is None]
+                if pending:
+                    tps = [TopicPartition(self.options.topic, p) for p in pending]
+                    for tp, end in consumer.end_offsets(tps).items():
+                        slot = self._slots[tp.partition]
+                        if end == 0:
+                            slot.target, slot.ready = -1, True  # never written: an empty slot
+                        else:
+                            slot.target = end - 1
+                            consumer.seek(tp, max(end - 1, slot.offset + 1))
+                for tp, records in batches.items():
+                    for r in records:
+                        self._record(r.partition, r.offset, r.value)
+                failures = 0
+            except Exception as e:  # broker unreachable, group errors: retry; the streams held go on meanwhile
+                failures += 1
+                self.error = redact(f"{type(e).__name__}: {e}")
+                log.error("group %s: %s; retrying", self.options.name, self.error)
+                if consumer is not None:
+                    try:
+                        consumer.close(autocommit=False)
+                    except Exception:
+                        pass
+                    consumer = None
+                self._stop.wait(min(10.0, 0.5 * 2 ** min(failures, 5)))
+                continue
+            if time.monotonic() >= self._retry_at:
+                try:
+                    self._apply()
+                except Exception as e:  # a stream that cannot start now: keep the group, try again shortly
+                    self._retry_at = time.monotonic() + 5.0
+                    log.error("group %s: applying the assignment failed (retrying in 5 s): %s", self.options.name,
+                              redact(f"{type(e).__name__}: {e}"))
+        if consumer is not None:
+            consumer.close(autocommit=False)  # leaves the group: the others rebalance at once
+
+    def _reassign(self, partitions: set[int]) -> None:
+        for p in list(self._slots):
+            if p not in partitions:
+                del self._slots[p]
+        for p in partitions:
+            if p in self._slots:
+                self._slots[p].target = None  # positions were reset by the rebalance: look the end up again
+            else:
+                self._slots[p] = _Slot()
+        log.info("group %s: assigned partitions %s of %s", self.options.name, sorted(partitions),
+                 self.options.topic)
+
+    def _record(self, partition: int, offset: int, value: bytes | None) -> None:
+        slot = self._slots.get(partition)
+        if slot is None or slot.target is None or offset < slot.target or offset <= slot.offset:
+            return
+        slot.offset = offset
+        slot.ready = True
+        try:
+            slot.config = parse_slot(value, f"{self.options.topic} partition {partition} offset {offset}")
+        except GroupError as e:
+            slot.config = None
+            log.error("group %s: %s; the slot is not served", self.options.name, e)
+
+    def _apply(self) -> None:
+        ready = sorted((p, s.config) for p, s in self._slots.items() if s.ready and s.config is not None)
+        wanted = [json.dumps(c.model_dump(mode="json"), sort_keys=True) for _, c in ready]
+        if wanted == self._applied:
+            return
+        ctx = self.make_context()
+        configs: list[PartConfig] = []
+        for p, c in ready:  # a stream that cannot be built here (file missing on this worker) must not block others
+            try:
+                c.build(ctx, f"{self.options.topic}[{p}]")  # type: ignore[attr-defined]
+                configs.append(c)
+            except Exception as e:
+                log.error("group %s: partition %d: cannot serve this stream: %s", self.options.name, p,
+                          redact(str(e)))
+        plan = self.streams.plan(configs, ctx, f"group {self.options.name}")
+        self.streams.apply(plan, self.pipeline)
+        self._applied = wanted
+        held = [sid for e in self.streams.entries for sid in e.stream_ids]
+        for sid in self._held_ids - set(held):
+            self._held.labels(self.options.name, sid).set(0)
+        for sid in held:
+            self._held.labels(self.options.name, sid).set(1)
+        self._held_ids = set(held)
+        self._count.set(len(held))
+        log.info("group %s: serving %d stream(s) from partitions %s: %s", self.options.name, len(held),
+                 [p for p, _ in ready], ", ".join(held) or "none")
