@@ -22,6 +22,8 @@ process never collide). The ``prometheus`` sink serves it over HTTP; the Grafana
 | ``streamad_sink_retries_total`` | counter | sink | delivery retries (e.g. Kafka unreachable) |
 | ``streamad_spool_depth`` | gauge | sink | alerts on local disk not yet acknowledged |
 | ``streamad_sink_errors_total`` | counter | sink | sink calls that failed (logged; the message is not retried) |
+| ``streamad_group_streams`` | gauge | group | streams this ``--group`` worker serves (:mod:`streamad.runtime.group`) |
+| ``streamad_group_stream`` | gauge | group, stream | 1 while this worker holds the stream, 0 after it moved |
 """
 
 from __future__ import annotations

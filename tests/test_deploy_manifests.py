@@ -285,3 +285,16 @@ def test_shipped_pipeline_serves_a_live_camera(start_rtsp, vtest_h264: Path, kaf
         assert first is not None and first["type"] == "start" and first["stream_id"] == "entrance", first
         wait_until(lambda: serve.value("streamad_spool_depth", sink="kafka") == 0, 20, "an empty spool")
         assert serve.stop(timeout_s=40) == 0, serve.log()[-3000:]
+
+
+def test_readme_describes_the_compose_services_and_the_files_of_deploy() -> None:
+    """The README's "Run in production" section names every compose service and every file of deploy/ it lists
+    exists (a renamed service or file would leave the quick start wrong)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Run in production"):]
+    services = set(compose()["services"])
+    assert services == {"streamad", "kafka", "prometheus", "grafana"}
+    for name in services:
+        assert f"`{name}`" in section, f"README 'Run in production' does not name the compose service {name}"
+    for path in re.findall(r"`(deploy/[\w./-]+)`", section):
+        assert (REPO / path).exists(), f"README names {path}, which does not exist"
