@@ -3,7 +3,7 @@
 PatchCore and PaDiM are fitted with examples/magnetic_tile_{patchcore,padim}.yaml unchanged on the real training
 split (762 MT_Free images); only their calibration (min-max statistics and thresholds) reads 20 images per test
 class instead of the whole test split, to keep the CI cost down (AUROC and AUPRO do not depend on it). DFM and DFKDE
-are fitted on 200 training images: their tests check export parity, not accuracy.
+are fitted on 200 training images, FastFlow briefly trained on 64: their tests check export parity, not accuracy.
 """
 
 from __future__ import annotations
@@ -94,3 +94,10 @@ def mt_dfm(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mt_dfkde(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DFKDE (layer4, 256x256) fitted on 200 training images."""
     return _fit("dfkde", tmp_path_factory, train_frames=200, model={"kind": "dfkde", "layers": ["layer4"]})
+
+
+@pytest.fixture(scope="session")
+def mt_fastflow(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FastFlow (128x128, at most 4 epochs, early stopping on the calibration images) trained on 64 training images."""
+    return _fit("fastflow", tmp_path_factory, train_frames=64,
+                model={"kind": "fastflow", "input_size": [128, 128], "batch_size": 4, "max_epochs": 4})

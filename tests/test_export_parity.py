@@ -23,7 +23,7 @@ from streamad.parts import BuildContext
 from streamad.sources.datasets.folder import magnetic_tile_samples
 from streamad.sources.image_folder import read_rgb
 
-MODELS = ["mt_patchcore", "mt_padim", "mt_dfm", "mt_dfkde"]
+MODELS = ["mt_patchcore", "mt_padim", "mt_dfm", "mt_dfkde", "mt_fastflow"]  # STFPM: tests/test_image_trained.py
 
 
 @pytest.fixture(scope="module")

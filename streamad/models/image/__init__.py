@@ -6,6 +6,8 @@
 | ``padim`` | :class:`~streamad.models.image.padim.Padim` | Mahalanobis distance per position | map max |
 | ``dfm`` | :class:`~streamad.models.image.dfm.Dfm` | PCA reconstruction error (``fre``) | FRE or NLL |
 | ``dfkde`` | :class:`~streamad.models.image.dfkde.Dfkde` | (the image score) | KDE probability |
+| ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
+| ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -13,7 +15,10 @@ Every model implements :class:`~streamad.models.image.base.ImageModel`.
 from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig, ImagePrediction
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
+from streamad.models.image.fastflow import Fastflow
 from streamad.models.image.padim import Padim
 from streamad.models.image.patchcore import Patchcore
+from streamad.models.image.stfpm import Stfpm
 
-__all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde"]
+__all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
+           "Stfpm", "Fastflow"]

@@ -1,0 +1,163 @@
+"""STFPM (Wang, Wu, Cui, Yuan, Yu, "Student-Teacher Feature Pyramid Matching for Anomaly Detection", BMVC 2021,
+arXiv 2103.04257), following anomalib's ``STFPMModel`` / ``STFPMLoss`` / ``AnomalyMapGenerator``.
+
+* Teacher: the pretrained backbone, frozen. Student: the same architecture, randomly initialised (seeded), trained
+  on normal images only (:mod:`streamad.models.image.stfpm.student`).
+* Loss (paper eq. 1, anomalib ``STFPMLoss``): for every layer, both feature maps are L2-normalised along the
+  channels and ``0.5 / (h w) * sum((t - s)^2)`` is summed over the batch and the positions; the layer losses add up.
+  SGD with anomalib's settings (lr 0.4, momentum 0.9, weight decay 1e-3).
+* Anomaly map: per layer ``0.5 * |t/|t| - s/|s||^2`` at every position, bilinearly upsampled to the input size; the
+  layer maps are multiplied; then the Gaussian blur sigma 4 shared by every streamad image model (anomalib does not
+  blur STFPM's map). Image score: the map's maximum (anomalib's post-processor).
+* Training: :func:`~streamad.models.image.training.train_epochs`; with a labelled validation set, early stopping on
+  :meth:`~streamad.models.image.base.ImageModel.validation_metric` and the student of the best epoch is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from streamad.models.components.backbone import FeatureExtractor
+from streamad.models.components.gaussian_blur import GaussianBlur2d
+from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig
+from streamad.models.image.image_set import ImageBatch, ImageSet
+from streamad.models.image.preprocess import Preprocess
+from streamad.models.components.module_arrays import load_module_arrays, module_arrays
+from streamad.models.image.stfpm.student import Student
+from streamad.models.image.training import train_epochs
+
+__all__ = ["Stfpm", "StfpmNetwork", "stfpm_loss", "stfpm_layer_map"]
+
+
+def stfpm_layer_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """``(N, C, h, w)`` x2 -> ``(N, 1, h, w)``: half the squared distance of the channel-normalised features."""
+    diff = F.normalize(teacher, dim=1) - F.normalize(student, dim=1)
+    return 0.5 * (diff * diff).sum(1, keepdim=True)
+
+
+def stfpm_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]) -> torch.Tensor:
+    """anomalib's ``STFPMLoss``: sum over layers of ``0.5 / (h w) * sum over batch, channels, positions of
+    (t/|t| - s/|s|)^2`` (a 0-d tensor)."""
+    total = torch.zeros(())
+    for layer, t in teacher.items():
+        h, w = t.shape[-2:]
+        diff = F.normalize(t, dim=1) - F.normalize(student[layer], dim=1)
+        total = total + (0.5 / (h * w)) * (diff * diff).sum()
+    return total
+
+
+class StfpmNetwork(nn.Module):
+    """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
+
+    Args:
+        size: input ``(h, w)``. teacher: the frozen backbone. student: the trained :class:`Student`.
+        sigma: Gaussian blur of the map (4).
+    """
+
+    def __init__(self, size: tuple[int, int], teacher: FeatureExtractor, student: Student,
+                 sigma: float = 4.0) -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.preprocess = Preprocess(size)
+        self.teacher = teacher
+        self.student = student
+        self.blur = GaussianBlur2d(sigma)
+
+    def features(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(N, 3, h, w)`` 0-255 -> (teacher features without gradient, student features)."""
+        with torch.no_grad():
+            t = self.teacher(x)
+        return t, self.student(x)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t, s = self.features(self.preprocess(images))
+        amap = None
+        for layer, tf in t.items():
+            m = F.interpolate(stfpm_layer_map(tf, s[layer]), size=self.size, mode="bilinear", align_corners=False)
+            amap = m if amap is None else amap * m
+        amap = self.blur(amap)
+        return amap, amap.flatten(1).amax(1)
+
+
+@IMAGE_MODELS.register("stfpm")
+class Stfpm(ImageModel):
+    """STFPM with anomalib's parameters (see the module doc and ``README.md`` beside this file).
+
+    Config:
+        layers: default ``[layer1, layer2, layer3]`` (stride 4, 8, 16; anomalib's default).
+        lr, momentum, weight_decay: SGD (anomalib 0.4, 0.9, 1e-3).
+        max_epochs: upper bound on training epochs (anomalib's config: 100).
+        patience: epochs without a better validation metric before stopping (anomalib's config: 3).
+    """
+
+    version = "1"
+    trainable = True
+    score_meaning = ("largest product over layers of the student's distance to the teacher's normalised features, "
+                     "in [0, 2^layers]")
+
+    class Config(ImageModelConfig):
+        kind: Literal["stfpm"] = "stfpm"
+        layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
+        batch_size: int = Field(32, ge=1)
+        lr: float = Field(0.4, gt=0)
+        momentum: float = Field(0.9, ge=0, lt=1)
+        weight_decay: float = Field(1e-3, ge=0)
+        max_epochs: int = Field(100, ge=1)
+        patience: int = Field(3, ge=1)
+
+    def _network(self, student: Student) -> StfpmNetwork:
+        return StfpmNetwork(self.input_size, self.extractor, student)
+
+    def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
+        c = self.config
+        if len(train) < 1:
+            raise ValueError("stfpm: no training image")
+        t0 = time.perf_counter()
+        net = self._network(Student(self.extractor, c.seed))
+        self.network = net
+        student = net.student
+        opt = torch.optim.SGD(student.parameters(), lr=c.lr, momentum=c.momentum, dampening=0.0,
+                              weight_decay=c.weight_decay)
+        best: dict[str, torch.Tensor] = {}
+
+        def step(batch: ImageBatch) -> float:
+            student.train(True)
+            t, s = net.features(net.preprocess(torch.from_numpy(batch.images)))
+            loss = stfpm_loss(t, s)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+
+        def validate() -> float:
+            student.train(False)
+            return self.validation_metric(validation)
+
+        def keep() -> None:
+            best.clear()
+            best.update({k: v.detach().clone() for k, v in student.state_dict().items()})
+
+        use_val = validation is not None and len(validation) > 0
+        log = train_epochs(step, train, c.batch_size, c.max_epochs, validate if use_val else None, keep,
+                           patience=c.patience, progress=progress, seed=c.seed, desc="stfpm")
+        student.load_state_dict(best)
+        student.train(False)
+        net.eval()
+        return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
+
+    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        net = self.require_network()
+        arrays = module_arrays(net.student, "student.")
+        return {"student_arrays": len(arrays)}, arrays
+
+    def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
+        student = Student(self.extractor, self.config.seed)
+        load_module_arrays(student, arrays, "student.", "stfpm")
+        return self._network(student)
