@@ -316,6 +316,14 @@ class ServeResult:
     report: EvalReport | None
 
 
+def _close_outputs(sinks: list[Sink], ops: OpsServer | None) -> None:
+    """Close the sinks and stop the HTTP endpoint of a serve run that failed to start."""
+    for s in sinks:
+        s.close()
+    if ops is not None:
+        ops.stop()
+
+
 def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Event | None = None,
           metrics: Metrics | None = None, reload_requests: threading.Event | None = None,
           group: "GroupOptions | None" = None) -> ServeResult:
@@ -359,10 +367,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
                          rate_caps={src.stream_id: cap for src, cap in built if cap is not None},
                          persistent=group is not None or any(src.live for src in sources), batch_size=r.batch_size)
     except Exception:
-        for s in sinks:
-            s.close()
-        if ops is not None:
-            ops.stop()
+        _close_outputs(sinks, ops)
         raise
     health.attach(pipe)
     reloader = None
@@ -374,10 +379,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
             worker = GroupWorker(group, cfg, streams, pipe, lambda: _context(cfg, "serve", d, ctx.metrics),
                                  ctx.metrics or Metrics()).start()
         except Exception:
-            for s in sinks:
-                s.close()
-            if ops is not None:
-                ops.stop()
+            _close_outputs(sinks, ops)
             raise
     if cfg.path is not None and group is None:
         current = [cfg]

@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+from torch import nn
 from tqdm import tqdm
 
 from streamad.models.image.image_set import ImageBatch, ImageSet
 
-__all__ = ["TrainingLog", "train_epochs"]
+__all__ = ["TrainingLog", "train_epochs", "train_module"]
 
 
 @dataclass
@@ -101,4 +103,45 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
                 log.stopped_early = True
                 break
     log.seconds = time.perf_counter() - t0
+    return log
+
+
+def train_module(module: nn.Module, optimizer: torch.optim.Optimizer, loss_of: Callable[[ImageBatch], torch.Tensor],
+                 train: ImageSet, validate: Callable[[], float] | None, *, batch_size: int, max_epochs: int,
+                 patience: int, seed: int, progress: bool, desc: str) -> TrainingLog:
+    """Train ``module`` (the trainable part of a model: STFPM's student, FastFlow's norms and flows) with
+    :func:`train_epochs` and leave it holding the weights of the best epoch, in eval mode.
+
+    Args:
+        module: what ``optimizer`` updates; put in train mode for each step, eval mode for ``validate``.
+        loss_of: the scalar loss tensor of a batch (``(N, H, W, 3) uint8`` images in ``batch.images``).
+        validate: the early-stopping metric (higher = better), or ``None`` to keep the last epoch.
+        batch_size, max_epochs, patience, seed, progress, desc: as :func:`train_epochs`.
+
+    Raises:
+        ValueError: as :func:`train_epochs`.
+    """
+    best: dict[str, torch.Tensor] = {}
+
+    def step(batch: ImageBatch) -> float:
+        module.train(True)
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def metric() -> float:
+        module.train(False)
+        assert validate is not None
+        return validate()
+
+    def keep() -> None:
+        best.clear()
+        best.update({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+    log = train_epochs(step, train, batch_size, max_epochs, metric if validate is not None else None, keep,
+                       patience=patience, progress=progress, seed=seed, desc=desc)
+    module.load_state_dict(best)
+    module.train(False)
     return log

@@ -35,7 +35,7 @@ from streamad.models.image.fastflow.flow import FlowBlock
 from streamad.models.image.image_set import ImageBatch, ImageSet
 from streamad.models.image.preprocess import Preprocess
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
-from streamad.models.image.training import train_epochs
+from streamad.models.image.training import train_module
 
 __all__ = ["Fastflow", "FastflowNetwork", "fastflow_loss"]
 
@@ -138,29 +138,14 @@ class Fastflow(ImageModel):
         self.network = net
         heads = nn.ModuleList([norms, flows])
         opt = torch.optim.Adam(heads.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        best: dict[str, torch.Tensor] = {}
-
-        def step(batch: ImageBatch) -> float:
-            heads.train(True)
-            zs, lds = net.hidden(net.preprocess(torch.from_numpy(batch.images)))
-            loss = fastflow_loss(zs, lds)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return float(loss.detach())
-
-        def validate() -> float:
-            heads.train(False)
-            return self.validation_metric(validation)
-
-        def keep() -> None:
-            best.clear()
-            best.update({k: v.detach().clone() for k, v in heads.state_dict().items()})
-
         use_val = validation is not None and len(validation) > 0
-        log = train_epochs(step, train, c.batch_size, c.max_epochs, validate if use_val else None, keep,
-                           patience=c.patience, progress=progress, seed=c.seed, desc="fastflow")
-        heads.load_state_dict(best)
+        def loss_of(b: ImageBatch) -> torch.Tensor:
+            return fastflow_loss(*net.hidden(net.preprocess(torch.from_numpy(b.images))))
+
+        log = train_module(heads, opt, loss_of,
+                           train, (lambda: self.validation_metric(validation)) if use_val else None,
+                           batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience, seed=c.seed,
+                           progress=progress, desc="fastflow")
         net.eval()
         return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -31,7 +31,7 @@ from streamad.models.image.image_set import ImageBatch, ImageSet
 from streamad.models.image.preprocess import Preprocess
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
 from streamad.models.image.stfpm.student import Student
-from streamad.models.image.training import train_epochs
+from streamad.models.image.training import train_module
 
 __all__ = ["Stfpm", "StfpmNetwork", "stfpm_loss", "stfpm_layer_map"]
 
@@ -125,30 +125,14 @@ class Stfpm(ImageModel):
         student = net.student
         opt = torch.optim.SGD(student.parameters(), lr=c.lr, momentum=c.momentum, dampening=0.0,
                               weight_decay=c.weight_decay)
-        best: dict[str, torch.Tensor] = {}
-
-        def step(batch: ImageBatch) -> float:
-            student.train(True)
-            t, s = net.features(net.preprocess(torch.from_numpy(batch.images)))
-            loss = stfpm_loss(t, s)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return float(loss.detach())
-
-        def validate() -> float:
-            student.train(False)
-            return self.validation_metric(validation)
-
-        def keep() -> None:
-            best.clear()
-            best.update({k: v.detach().clone() for k, v in student.state_dict().items()})
-
         use_val = validation is not None and len(validation) > 0
-        log = train_epochs(step, train, c.batch_size, c.max_epochs, validate if use_val else None, keep,
-                           patience=c.patience, progress=progress, seed=c.seed, desc="stfpm")
-        student.load_state_dict(best)
-        student.train(False)
+        def loss_of(b: ImageBatch) -> torch.Tensor:
+            return stfpm_loss(*net.features(net.preprocess(torch.from_numpy(b.images))))
+
+        log = train_module(student, opt, loss_of,
+                           train, (lambda: self.validation_metric(validation)) if use_val else None,
+                           batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience, seed=c.seed,
+                           progress=progress, desc="stfpm")
         net.eval()
         return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
 
