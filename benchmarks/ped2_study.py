@@ -211,19 +211,21 @@ def _crop(flow: np.ndarray, box: np.ndarray) -> np.ndarray:
     return flow[ya: yb + 1, xa: xb + 1].reshape(-1, 2)
 
 
-def _dirfrac4(flow: np.ndarray, boxes: np.ndarray, clip_length: int) -> np.ndarray:
-    """Fraction of the box's pixels moving faster than 0.5 px/frame in each of 4 direction bins."""
-    out = np.zeros((len(boxes), 4), np.float32)
-    for i, b in enumerate(boxes):
-        f, n = _moving(flow, b, clip_length)
-        out[i] = np.bincount(_direction_bins(f, 4), minlength=4) / max(n, 1)
-    return out
+def _per_box(width: int, one: Callable[[np.ndarray, np.ndarray], np.ndarray]
+             ) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+    """A feature ``(flow (H, W, 2), boxes (R, 4), clip_length) -> (R, width) float32`` from ``one(pixels, moving)``:
+    a box's flow vectors ``(P, 2)`` and those of them moving faster than 0.5 px/frame ``(M, 2)``."""
+    def feature(flow: np.ndarray, boxes: np.ndarray, clip_length: int) -> np.ndarray:
+        out = np.zeros((len(boxes), width), np.float32)
+        for i, b in enumerate(boxes):
+            f = _crop(flow, b)
+            out[i] = one(f, f[_magnitude(f) > 0.5 * (clip_length - 1)])
+        return out
+    return feature
 
 
-def _moving(flow: np.ndarray, box: np.ndarray, clip_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flow vectors of the box's pixels moving faster than 0.5 px/frame, and the box's pixel count."""
-    f = _crop(flow, box)
-    return f[np.hypot(f[:, 0], f[:, 1]) > 0.5 * (clip_length - 1)], len(f)
+def _magnitude(f: np.ndarray) -> np.ndarray:
+    return np.hypot(f[:, 0], f[:, 1])
 
 
 def _direction_bins(f: np.ndarray, n_bins: int) -> np.ndarray:
@@ -231,36 +233,21 @@ def _direction_bins(f: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(((theta + np.pi) / (2 * np.pi) * n_bins).astype(np.int64), 0, n_bins - 1)
 
 
-def _dens8(flow: np.ndarray, boxes: np.ndarray, clip_length: int) -> np.ndarray:
-    """Sum of the magnitudes per direction bin (8) divided by the box's pixel count (sums to the mean magnitude)."""
-    out = np.zeros((len(boxes), 8), np.float32)
-    for i, b in enumerate(boxes):
-        f = _crop(flow, b)
-        out[i] = np.bincount(_direction_bins(f, 8), np.hypot(f[:, 0], f[:, 1]), 8) / max(len(f), 1)
-    return out
+def _bin_means(m: np.ndarray, n_bins: int) -> np.ndarray:
+    """anomalib's histogram: mean magnitude per direction bin (0 for an empty bin)."""
+    idx = _direction_bins(m, n_bins)
+    counts = np.bincount(idx, minlength=n_bins)
+    return np.where(counts > 0, np.bincount(idx, _magnitude(m), n_bins) / np.maximum(counts, 1), 0.0)
 
 
-def _meanvec(flow: np.ndarray, boxes: np.ndarray, clip_length: int) -> np.ndarray:
-    """Mean (x, y) flow of the moving pixels, pixels."""
-    out = np.zeros((len(boxes), 2), np.float32)
-    for i, b in enumerate(boxes):
-        f, _ = _moving(flow, b, clip_length)
-        if len(f):
-            out[i] = f.mean(0)
-    return out
-
-
-def _movhist4(flow: np.ndarray, boxes: np.ndarray, clip_length: int) -> np.ndarray:
-    """anomalib's histogram (mean magnitude per direction bin, 4 bins) over the moving pixels only."""
-    out = np.zeros((len(boxes), 4), np.float32)
-    for i, b in enumerate(boxes):
-        f, _ = _moving(flow, b, clip_length)
-        if len(f):
-            idx = _direction_bins(f, 4)
-            sums = np.bincount(idx, np.hypot(f[:, 0], f[:, 1]), 4)
-            counts = np.bincount(idx, minlength=4)
-            out[i] = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-    return out
+#: fraction of the box's pixels moving faster than 0.5 px/frame in each of 4 direction bins
+_dirfrac4 = _per_box(4, lambda f, m: np.bincount(_direction_bins(m, 4), minlength=4) / max(len(f), 1))
+#: sum of the magnitudes per direction bin (8) divided by the box's pixel count (sums to the mean magnitude)
+_dens8 = _per_box(8, lambda f, m: np.bincount(_direction_bins(f, 8), _magnitude(f), 8) / max(len(f), 1))
+#: mean (x, y) flow of the moving pixels, pixels
+_meanvec = _per_box(2, lambda f, m: m.mean(0) if len(m) else np.zeros(2))
+#: anomalib's histogram (mean magnitude per direction bin, 4 bins) over the moving pixels only
+_movhist4 = _per_box(4, lambda f, m: _bin_means(m, 4))
 
 
 def _geometry(flow: np.ndarray, boxes: np.ndarray, clip_length: int) -> np.ndarray:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from streamad.models.image.image_set import ImageBatch, ImageSet
+
+if TYPE_CHECKING:
+    from streamad.models.image.base import ImageModel
 
 __all__ = ["TrainingLog", "train_epochs", "train_module"]
 
@@ -106,21 +109,22 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
     return log
 
 
-def train_module(module: nn.Module, optimizer: torch.optim.Optimizer, loss_of: Callable[[ImageBatch], torch.Tensor],
-                 train: ImageSet, validate: Callable[[], float] | None, *, batch_size: int, max_epochs: int,
-                 patience: int, seed: int, progress: bool, desc: str) -> TrainingLog:
-    """Train ``module`` (the trainable part of a model: STFPM's student, FastFlow's norms and flows) with
-    :func:`train_epochs` and leave it holding the weights of the best epoch, in eval mode.
+def train_module(model: "ImageModel", module: nn.Module, optimizer: torch.optim.Optimizer,
+                 loss_of: Callable[[ImageBatch], torch.Tensor], train: ImageSet, validation: ImageSet | None,
+                 progress: bool) -> TrainingLog:
+    """Train ``module``, the trainable part of ``model`` (STFPM's student, FastFlow's norms and flows), with
+    :func:`train_epochs` under the model config's ``batch_size``, ``max_epochs``, ``patience`` and ``seed``, early
+    stopping on :meth:`ImageModel.validation_metric` of ``validation`` when it holds images; leaves ``module``
+    holding the weights of the best epoch (the last one without validation), in eval mode.
 
     Args:
-        module: what ``optimizer`` updates; put in train mode for each step, eval mode for ``validate``.
-        loss_of: the scalar loss tensor of a batch (``(N, H, W, 3) uint8`` images in ``batch.images``).
-        validate: the early-stopping metric (higher = better), or ``None`` to keep the last epoch.
-        batch_size, max_epochs, patience, seed, progress, desc: as :func:`train_epochs`.
+        loss_of: the scalar loss tensor of a batch (``batch.images``: ``(N, H, W, 3) uint8`` RGB).
+        progress: show the epoch bar with the loss.
 
     Raises:
         ValueError: as :func:`train_epochs`.
     """
+    c = model.config
     best: dict[str, torch.Tensor] = {}
 
     def step(batch: ImageBatch) -> float:
@@ -133,15 +137,16 @@ def train_module(module: nn.Module, optimizer: torch.optim.Optimizer, loss_of: C
 
     def metric() -> float:
         module.train(False)
-        assert validate is not None
-        return validate()
+        assert validation is not None
+        return model.validation_metric(validation)
 
     def keep() -> None:
         best.clear()
         best.update({k: v.detach().clone() for k, v in module.state_dict().items()})
 
-    log = train_epochs(step, train, batch_size, max_epochs, metric if validate is not None else None, keep,
-                       patience=patience, progress=progress, seed=seed, desc=desc)
+    validate = metric if validation is not None and len(validation) > 0 else None
+    log = train_epochs(step, train, c.batch_size, c.max_epochs, validate, keep,  # type: ignore[attr-defined]
+                       patience=c.patience, progress=progress, seed=c.seed, desc=model.kind)  # type: ignore[attr-defined]
     module.load_state_dict(best)
     module.train(False)
     return log

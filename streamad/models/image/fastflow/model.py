@@ -138,14 +138,10 @@ class Fastflow(ImageModel):
         self.network = net
         heads = nn.ModuleList([norms, flows])
         opt = torch.optim.Adam(heads.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        use_val = validation is not None and len(validation) > 0
         def loss_of(b: ImageBatch) -> torch.Tensor:
             return fastflow_loss(*net.hidden(net.preprocess(torch.from_numpy(b.images))))
 
-        log = train_module(heads, opt, loss_of,
-                           train, (lambda: self.validation_metric(validation)) if use_val else None,
-                           batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience, seed=c.seed,
-                           progress=progress, desc="fastflow")
+        log = train_module(self, heads, opt, loss_of, train, validation, progress)
         net.eval()
         return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -125,14 +125,10 @@ class Stfpm(ImageModel):
         student = net.student
         opt = torch.optim.SGD(student.parameters(), lr=c.lr, momentum=c.momentum, dampening=0.0,
                               weight_decay=c.weight_decay)
-        use_val = validation is not None and len(validation) > 0
         def loss_of(b: ImageBatch) -> torch.Tensor:
             return stfpm_loss(*net.features(net.preprocess(torch.from_numpy(b.images))))
 
-        log = train_module(student, opt, loss_of,
-                           train, (lambda: self.validation_metric(validation)) if use_val else None,
-                           batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience, seed=c.seed,
-                           progress=progress, desc="stfpm")
+        log = train_module(self, student, opt, loss_of, train, validation, progress)
         net.eval()
         return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
 
