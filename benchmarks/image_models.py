@@ -1,10 +1,10 @@
 """The table of image models on the Magnetic Tile split: image AUROC, pixel AUROC, AUPRO, fit time and frames/s
 (torch and OpenVINO), as a Markdown table for README.md.
 
-    STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde]
+    STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow]
         [--work runs/bench_images] [--json out.json]
 
-Each model is fitted with examples/magnetic_tile_patchcore.yaml / magnetic_tile_padim.yaml (DFM and DFKDE: the
+Each model is fitted with its example, examples/magnetic_tile_<kind>.yaml (DFM and DFKDE: the
 PaDiM pipeline with that model and anomalib's default layer) on the 762 training images and calibrated on the
 whole test split, then evaluated on the 582 test images twice, scored by torch and by the exported FP32 OpenVINO
 IR. Metrics are the OpenVINO run's (the two agree within 1e-3, see tests/test_export_parity.py); frames/s is the
@@ -37,12 +37,14 @@ MODELS: dict[str, dict[str, Any] | None] = {
     "dfm": {"kind": "dfm", "layers": ["layer3"], "input_size": [256, 256], "pooling_kernel_size": 4,
             "pca_level": 0.97, "score_type": "fre"},
     "dfkde": {"kind": "dfkde", "layers": ["layer4"], "input_size": [256, 256], "n_pca_components": 16},
+    "stfpm": None,  # examples/magnetic_tile_stfpm.yaml (trained, 128x128)
+    "fastflow": None,  # examples/magnetic_tile_fastflow.yaml (trained, 128x128)
 }
 
 
 def pipeline(kind: str, work: Path, runtime: str) -> Any:
     """The example config of ``kind`` with its model directory under ``work`` and the given runtime."""
-    example = REPO / "examples" / f"magnetic_tile_{kind if kind in ('patchcore', 'padim') else 'padim'}.yaml"
+    example = REPO / "examples" / f"magnetic_tile_{kind if MODELS[kind] is None else 'padim'}.yaml"
     data = yaml.safe_load(example.read_text(encoding="utf-8"))
     data["data_root"] = os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
     data["model_dir"] = str(work / kind / "model")
