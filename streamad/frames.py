@@ -130,6 +130,8 @@ class Clip:
         regions: regions found on the clip (set by a region operator), boxes in ``target``-frame pixels.
         flow: ``(H, W, 2) float32`` optical flow from the first to the last frame in pixels (set by a flow operator).
         features: per-stream region features, e.g. ``{"velocity": (M, D) float32}`` (set by feature operators).
+        keypoints: ``(M, 17, 3) float32`` COCO-17 keypoints of each region (x, y pixels, score), set by
+            ``pose_features``; ``None`` without it.
         extra_targets: further frames this clip's result is attributed to: the frames at a stream's edges that no
             clip targets (``clip_window`` with ``pad_edges``), or every frame with ``target_frame: all``.
     """
@@ -140,6 +142,7 @@ class Clip:
     regions: Regions | None = None
     flow: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    keypoints: np.ndarray | None = None
     extra_targets: list[Frame] = field(default_factory=list)
 
     @property
@@ -187,6 +190,11 @@ class Scores:
         events: alert events that this frame caused (set by the ``alert`` operator).
         model: ``{"name": ..., "version": ...}`` of the model that scored the frame.
         width, height: size of the source frame in pixels.
+        image: ``(H, W, 3) uint8 RGB`` pixels of the scored target frame at the pipeline's frame size (after any
+            ``resize``), a reference to the frame's array, not a copy; ``None`` when the producer had none.
+            ``boxes`` are in source pixels (``width`` x ``height``): scale them by ``W / width`` and
+            ``H / height`` to draw on it. For drawing sinks only: never serialised (alerts are
+            :class:`Event` objects, whose JSON holds no pixels).
     """
 
     stream_id: str
@@ -207,13 +215,16 @@ class Scores:
     model: dict[str, str] = field(default_factory=dict)
     width: int = 0
     height: int = 0
+    image: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
 class Event:
     """One alert message of an event's lifecycle (``start``, ``update``, ``end``).
 
-    The JSON form (:meth:`to_json`) is the alert schema documented in README.md.
+    The JSON form (:meth:`to_json`) is the alert schema documented in README.md. ``regions`` are dicts with
+    ``box``, ``score``, ``contributions`` and ``reasons``; ``reasons`` is their union in words
+    (:mod:`streamad.explain`), largest contribution first.
     """
 
     event_id: str
@@ -233,6 +244,7 @@ class Event:
     model: dict[str, str]
     regions: list[dict[str, Any]]
     frames: int
+    reasons: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The alert as a JSON-serialisable dict (field order fixed)."""

@@ -1,9 +1,16 @@
 """The alert event lifecycle: start after min_frames, updates at most every update_interval_s, end after
-cooldown_frames, end at end of stream."""
+cooldown_frames, end at end of stream; the reasons in words that regions and events carry."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+
 from helpers import run_operator, scores
+from streamad.explain import event_reasons, region_reasons
+from streamad.frames import Scores
+from streamad.sinks.jsonl import event_json
 
 
 def events_of(outputs):
@@ -26,7 +33,7 @@ def test_start_needs_min_frames_and_end_needs_cooldown() -> None:
     assert start.event_id == end.event_id and (start.seq, end.seq) == (0, 1)
     assert start.peak_score == 0.9 and start.threshold == 0.5
     assert start.regions and start.regions[0]["box"] == [1.0, 2.0, 5.0, 6.0]
-    assert "velocity" in start.regions[0]["contributions"]
+    assert "velocity" in start.regions[0]["contributions"] and start.regions[0]["reasons"] == ["fast"]
     assert start.time.endswith("Z") and start.start_time <= end.time
 
 
@@ -43,3 +50,47 @@ def test_open_event_ends_with_the_stream() -> None:
     assert [e.type for e in ev] == ["start", "end"]
     assert ev[1].frame == 6 and ev[1].end_frame == 6
     assert out[-1].index == 6 and out[-1].events[-1].type == "end"
+
+
+def _regions_frame(i: int, contributions: dict[str, list[float]], normalized: float = 0.9) -> Scores:
+    """A scored frame whose regions have the given per-stream contributions (region score = their sum)."""
+    contrib = {k: np.array(v, np.float32) for k, v in contributions.items()}
+    n = len(next(iter(contrib.values())))
+    return Scores(stream_id="s", index=i, pts=i / 10, wall_time=1_700_000_000.0 + i / 10, raw_score=1.0, score=1.0,
+                  boxes=np.array([[10 * k, 10, 10 * k + 8, 30] for k in range(n)], np.float32),
+                  region_scores=np.sum(list(contrib.values()), axis=0), contributions=contrib,
+                  normalized=normalized, anomalous=normalized >= 0.5, model={"name": "aivad", "version": "t"},
+                  width=320, height=240)
+
+
+def test_region_reasons_name_the_streams_beyond_normal_training_values() -> None:
+    assert region_reasons({"velocity": 0.2, "deep": 1.4}) == ["unusual object"]
+    assert region_reasons({"velocity": 1.1, "pose": 1.6, "deep": 0.4}) == ["unusual pose", "fast"]
+    assert region_reasons({"velocity": 0.3, "pose": 0.7}) == ["unusual pose"]  # none reaches 1.0: the largest
+    assert region_reasons({"velocity": np.float32(1.0)}) == ["fast"]  # the threshold itself counts
+    assert region_reasons({"velocity": 0.3, "pose": 0.7}, threshold=0.25) == ["unusual pose", "fast"]
+    assert region_reasons({"audio": 2.0}) == ["unusual audio"]
+    assert region_reasons({}) == []  # no per-stream scores (image models): no reason is invented
+    assert event_reasons([{"velocity": 1.2, "deep": 0.1}, {"velocity": 0.2, "deep": 1.9}]) == ["unusual object",
+                                                                                             "fast"]
+
+
+def test_alert_regions_and_event_carry_reasons_in_words() -> None:
+    # region 0: deep 1.4 + velocity 0.2 (score 1.6); region 1: velocity 1.1 + deep 1.3 (2.4); region 2: 0.3 + 0.1
+    def frames() -> list[Scores]:
+        return [_regions_frame(i, {"velocity": [0.2, 1.1, 0.3], "deep": [1.4, 1.3, 0.1]}) for i in range(3)]
+
+    ev = [e for s in run_operator("alert", frames(), min_frames=1, update_interval_s=0) for e in s.events]
+    assert [e.type for e in ev] == ["start", "end"]
+    regions = ev[0].regions  # highest region score first
+    assert [r["reasons"] for r in regions] == [["unusual object", "fast"], ["unusual object"], ["fast"]]
+    assert regions[1]["contributions"] == {"velocity": 0.2, "deep": 1.4} and regions[1]["box"] == [0.0, 10.0, 8.0,
+                                                                                                   30.0]
+    assert ev[0].reasons == ["unusual object", "fast"]  # deep peaked at 1.4, velocity at 1.1
+    line = json.loads(event_json(ev[0]))
+    assert line["reasons"] == ["unusual object", "fast"] and line["regions"][2]["reasons"] == ["fast"]
+
+    strict = run_operator("alert", frames(), min_frames=1, update_interval_s=0, explain_threshold=1.35)
+    first = next(e for s in strict for e in s.events)
+    assert [r["reasons"] for r in first.regions] == [["unusual object"], ["unusual object"], ["fast"]]
+    assert first.reasons == ["unusual object", "fast"]  # velocity is named only by the third region's fallback

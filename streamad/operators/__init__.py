@@ -5,8 +5,11 @@
 | ``resize`` | resize.py | frame resize / grayscale |
 | ``clip_window`` | window.py | anomalib clip windowing (``clip_length_in_frames``, ``frames_between_clips``, target frame) |
 | ``foreground_regions`` | regions.py | AI-VAD foreground boxes from frame differences |
-| ``optical_flow`` | flow.py | OpenCV DIS optical flow |
+| ``object_regions`` | object_regions.py | AI-VAD region extractor: object detector + foreground boxes |
+| ``optical_flow`` | flow.py | OpenCV DIS optical flow (torchvision RAFT with local weights) |
 | ``velocity_features`` | features.py | AI-VAD velocity histograms per region |
+| ``pose_features`` | pose.py | AI-VAD pose: MoveNet COCO-17 keypoints normalised to each region |
+| ``deep_features`` | appearance.py | AI-VAD deep (appearance) vectors per region from a CNN backbone |
 | ``score`` | score.py | runs the video model |
 | ``image_model`` | image_model.py | runs an image model per frame (anomaly map, score, region boxes) |
 | ``smooth`` | smooth.py | temporal Gaussian smoothing of the frame score |
@@ -15,4 +18,5 @@
 """
 
 from streamad.operators import (  # noqa: F401
-    alert, features, flow, image_model, regions, resize, score, smooth, threshold, window)
+    alert, appearance, features, flow, image_model, object_regions, pose, regions, resize, score, smooth, threshold,
+    window)

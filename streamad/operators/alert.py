@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from streamad.explain import DEFAULT_THRESHOLD, event_reasons, region_reasons
 from streamad.frames import Event, Scores
 from streamad.parts import Operator, PartConfig
 from streamad.registry import OPERATORS
@@ -50,7 +51,8 @@ class Alert(Operator):
     of stream time; ``end`` after ``cooldown_frames`` consecutive frames below the threshold (``end_frame`` is the last
     anomalous frame), or when the stream ends. Each message carries peak and mean normalised score over the event
     so far and the regions of the peak frame (top ``max_regions`` by score, boxes in source pixels, with each
-    feature stream's contribution).
+    feature stream's contribution and ``reasons``: the words of the streams that drove the region, see
+    :mod:`streamad.explain`), and the event's ``reasons`` (their union, largest contribution first).
 
     Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them. Each
     frame is passed on when the next one arrives (one frame of delay), so that the ``end`` of an event still open
@@ -61,6 +63,9 @@ class Alert(Operator):
         min_frames, cooldown_frames: frames.
         update_interval_s: seconds of stream time between updates (0 disables updates).
         max_regions: regions listed per message.
+        explain_threshold: contribution (min-max normalised on training regions, so 1.0 = the largest value of a
+            normal training region) from which a feature stream is named as a region's reason; when no stream
+            reaches it, the largest contributor is named.
     """
 
     class Config(PartConfig):
@@ -70,6 +75,7 @@ class Alert(Operator):
         cooldown_frames: int = Field(10, ge=1)
         update_interval_s: float = Field(5.0, ge=0)
         max_regions: int = Field(5, ge=0)
+        explain_threshold: float = Field(DEFAULT_THRESHOLD, ge=0)
 
     def __init__(self, config: "Alert.Config", shared: object, stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
@@ -84,11 +90,15 @@ class Alert(Operator):
         peak = o.peak
         order = np.argsort(-np.asarray(peak.region_scores))[: self.config.max_regions]
         regions: list[dict[str, Any]] = []
+        listed: list[dict[str, float]] = []
         for i in order:
+            contributions = {k: float(v[i]) for k, v in peak.contributions.items()}
+            listed.append(contributions)
             regions.append({
                 "box": [round(float(v), 1) for v in peak.boxes[i]],
                 "score": round(float(peak.region_scores[i]), 4),
-                "contributions": {k: round(float(v[i]), 4) for k, v in peak.contributions.items()},
+                "contributions": {k: round(v, 4) for k, v in contributions.items()},
+                "reasons": region_reasons(contributions, self.config.explain_threshold),
             })
         ev = Event(
             event_id=o.event_id, stream_id=self.stream_id, type=kind, seq=o.seq,
@@ -97,6 +107,7 @@ class Alert(Operator):
             end_frame=end_frame, peak_score=round(float(peak.normalized or 0.0), 4),
             mean_score=round(o.sum / max(o.frames, 1), 4), threshold=self.config.threshold,
             model=dict(s.model or peak.model), regions=regions, frames=o.frames,
+            reasons=event_reasons(listed, self.config.explain_threshold),
         )
         o.seq += 1
         o.last_sent_pts = s.pts

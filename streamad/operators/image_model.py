@@ -43,19 +43,18 @@ ImageModelConfigs = Annotated[Union[_CONFIGS], Field(discriminator="kind")]  # t
 
 @dataclass
 class ImageScores(Scores):
-    """:class:`~streamad.frames.Scores` of an image model, with what image metrics and plots need.
+    """:class:`~streamad.frames.Scores` of an image model, with what image metrics and plots need (the frame's
+    pixels are in the inherited ``image``).
 
     Attributes:
         anomaly_map: ``(h, w) float32`` raw anomaly map at the model's input size (model units; normalise with
             ``postprocess`` ``min`` / ``max`` / ``pixel_threshold``).
         mask: ``(H, W) bool`` ground truth of the frame when the source has it.
-        image: the frame's ``(H, W, 3) uint8`` pixels (a reference, not a copy).
         scored: False when the result was repeated from an earlier frame (``every_n > 1``).
     """
 
     anomaly_map: np.ndarray | None = None
     mask: np.ndarray | None = None
-    image: np.ndarray | None = None
     scored: bool = True
 
 

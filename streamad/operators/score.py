@@ -118,6 +118,6 @@ class Score(Operator):
                 region_scores=result.region_scores, contributions=result.contributions, label=frame.label,
                 video=frame.video, timings=frame.timings, model={"name": handle.name, "version": handle.version},
                 width=(frame.source_size or (frame.width, frame.height))[0],
-                height=(frame.source_size or (frame.width, frame.height))[1],
+                height=(frame.source_size or (frame.width, frame.height))[1], image=frame.image,
             ))
         return out

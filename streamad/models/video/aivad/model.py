@@ -3,11 +3,14 @@ Anomaly Detection", arXiv 2212.00789; anomalib ``AiVadModel``).
 
 Regions of a clip are described by attributes (velocity, pose, deep appearance), each attribute's density is
 estimated on normal training regions, and a region's score is the sum of its normalised per-attribute scores.
-Feature extraction is done by pipeline operators (``foreground_regions``, ``optical_flow``,
-``velocity_features``); this class holds the density estimators.
+Feature extraction is done by pipeline operators (``object_regions`` or ``foreground_regions``, ``optical_flow``,
+``velocity_features``, ``pose_features``, ``deep_features``); this class holds the density estimators: a GMM for
+velocity (:class:`~streamad.models.video.aivad.density.GMMEstimator`) and grouped kNN for pose and deep features
+(:class:`~streamad.models.video.aivad.knn.GroupedKNNEstimator`), combined as anomalib ``CombinedDensityEstimator``.
 
-This version implements the velocity stream (:class:`~streamad.models.video.aivad.density.GMMEstimator`);
-``use_pose_features`` / ``use_deep_features`` are rejected until their extractors exist.
+Each stream is switched on with its anomalib flag. Unlike anomalib, ``use_pose_features`` and ``use_deep_features``
+default to false, because each needs its operator (and network file) in the pipeline; the examples
+``*_aivad.yaml`` switch all three on.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from pydantic import Field, model_validator
 from streamad.errors import ModelError
 from streamad.models.base import RegionScores, VideoModel
 from streamad.models.video.aivad.density import CombinedDensityEstimator, GMMEstimator
+from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.parts import PartConfig
 from streamad.registry import MODELS
 
 __all__ = ["AiVad"]
+
+_OPERATOR_OF = {"velocity": "optical_flow + velocity_features", "pose": "pose_features", "deep": "deep_features"}
 
 
 @MODELS.register("aivad")
@@ -40,8 +46,19 @@ class AiVad(VideoModel):
 
         kind: Literal["aivad"] = "aivad"
         use_velocity_features: bool = Field(True, description="Model the velocity attribute with a GMM (anomalib).")
-        use_pose_features: bool = Field(False, description="Not available in this version (a config error if true).")
-        use_deep_features: bool = Field(False, description="Not available in this version (a config error if true).")
+        use_pose_features: bool = Field(
+            False, description="Model the pose attribute with grouped kNN (anomalib; needs pose_features).")
+        use_deep_features: bool = Field(
+            False, description="Model the deep (appearance) attribute with grouped kNN (anomalib; needs "
+                                "deep_features).")
+        n_neighbors_pose: int = Field(1, ge=1, description="k of the pose kNN (anomalib default 1).")
+        n_neighbors_deep: int = Field(1, ge=1, description="k of the deep kNN (anomalib default 1).")
+        bank_size: int = Field(
+            0, ge=0, description="streamad extension: at most this many training regions kept per kNN memory bank "
+                                 "(0 = all, anomalib); bounds the scoring cost, which is linear in it.")
+        bank_sampling: Literal["random", "kcenter"] = Field(
+            "kcenter", description="streamad extension: how bank_size rows are chosen: a seeded random subset or "
+                                   "the k-center greedy coreset (PatchCore's).")
         n_components_velocity: int = Field(
             2, ge=1, description="GMM components for velocity (anomalib AiVad default 2, AiVadModel default 5).")
         reg_covar_velocity: float = Field(
@@ -56,11 +73,9 @@ class AiVad(VideoModel):
 
         @model_validator(mode="after")
         def _streams(self) -> "AiVad.Config":
-            if self.use_pose_features or self.use_deep_features:
-                raise ValueError("pose and deep features are not available in this version: set "
-                                 "use_pose_features and use_deep_features to false")
-            if not self.use_velocity_features:
-                raise ValueError("at least one feature stream must be enabled (use_velocity_features)")
+            if not (self.use_velocity_features or self.use_pose_features or self.use_deep_features):
+                raise ValueError("at least one feature stream must be enabled (use_velocity_features, "
+                                 "use_pose_features, use_deep_features)")
             return self
 
     def __init__(self, config: "AiVad.Config") -> None:
@@ -69,23 +84,37 @@ class AiVad(VideoModel):
 
     @property
     def feature_streams(self) -> list[str]:
-        return ["velocity"] if self.config.use_velocity_features else []
+        c = self.config
+        flags = {"velocity": c.use_velocity_features, "pose": c.use_pose_features, "deep": c.use_deep_features}
+        return [name for name, on in flags.items() if on]
+
+    def _new_estimator(self, name: str) -> Any:
+        c = self.config
+        if name == "velocity":
+            return GMMEstimator(c.n_components_velocity, seed=c.seed, reg_covar=c.reg_covar_velocity,
+                                transform=c.velocity_transform)
+        k = c.n_neighbors_pose if name == "pose" else c.n_neighbors_deep
+        return GroupedKNNEstimator(k, c.bank_size, c.bank_sampling if c.bank_size else "none", seed=c.seed)
 
     def fit(self, features: list[dict[str, np.ndarray]], groups: list[str]) -> None:
         ests: dict[str, Any] = {}
         for name in self.feature_streams:
-            rows = [f[name] for f in features if name in f and len(f[name])]
-            if not rows:
+            missing = sum(1 for f in features if name not in f)
+            if missing:
+                raise ValueError(f"{missing} of {len(features)} training clips have no {name!r} features: add the "
+                                 f"{_OPERATOR_OF[name]} operator before 'score' or switch use_{name}_features off")
+            keep = [i for i, f in enumerate(features) if len(f[name])]
+            if not keep:
                 raise ValueError(f"No regions were extracted during training. ({len(features)} training clips gave no "
                                  f"{name!r} feature rows: check the training streams and the region operator's "
                                  f"thresholds)")
-            x = np.concatenate(rows)
+            x = np.concatenate([features[i][name] for i in keep])
+            est = self._new_estimator(name)
             if name == "velocity":
-                c = self.config
-                est = GMMEstimator(c.n_components_velocity, seed=c.seed, reg_covar=c.reg_covar_velocity,
-                                   transform=c.velocity_transform)
                 est.fit(x)
-                ests[name] = est
+            else:
+                est.fit(x, np.concatenate([[groups[i]] * len(features[i][name]) for i in keep]))
+            ests[name] = est
         self.estimator = CombinedDensityEstimator(ests)
 
     def predict(self, features: dict[str, np.ndarray]) -> RegionScores:
@@ -93,8 +122,8 @@ class AiVad(VideoModel):
             raise ModelError("AI-VAD model used before fit or load")
         missing = [n for n in self.feature_streams if n not in features]
         if missing:
-            raise ModelError(f"AI-VAD needs features {missing}: add the matching operators "
-                             f"(velocity -> optical_flow + velocity_features) before 'score'")
+            raise ModelError(f"AI-VAD needs features {missing}: add the matching operators before 'score' "
+                             f"({', '.join(f'{n} -> {_OPERATOR_OF[n]}' for n in missing)})")
         region, frame, contrib = self.estimator.predict(features)
         return RegionScores(region, frame, contrib)
 
@@ -123,7 +152,7 @@ class AiVad(VideoModel):
         arrays: dict[str, np.ndarray] = {}
         for name, est in self.estimator.estimators.items():
             p, a = est.state(name)
-            params["estimators"][name] = {"type": "gmm", **p}
+            params["estimators"][name] = {"type": "gmm" if isinstance(est, GMMEstimator) else "knn", **p}
             arrays.update(a)
         return params, arrays
 
@@ -133,5 +162,6 @@ class AiVad(VideoModel):
             p = params.get("estimators", {}).get(name)
             if p is None:
                 raise ModelError(f"model directory has no fitted estimator for feature stream {name!r}")
-            ests[name] = GMMEstimator.from_state(name, p, arrays)
+            cls = GMMEstimator if p.get("type", "gmm") == "gmm" else GroupedKNNEstimator
+            ests[name] = cls.from_state(name, p, arrays)
         self.estimator = CombinedDensityEstimator(ests)

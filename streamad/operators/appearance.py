@@ -1,0 +1,52 @@
+"""``deep_features``: AI-VAD's deep (appearance) attribute of every region, from a pretrained CNN
+(:class:`~streamad.models.components.region_appearance.RegionAppearance`; EfficientNet-Lite0 ImageNet weights by
+default), standing in for anomalib's CLIP ``DeepExtractor``, whose weights cannot be had offline."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from streamad.frames import Clip
+from streamad.models.components.region_appearance import RegionAppearance
+from streamad.parts import BuildContext, Operator, PartConfig
+from streamad.registry import OPERATORS
+
+__all__ = ["DeepFeatures"]
+
+
+@OPERATORS.register("deep_features")
+class DeepFeatures(Operator):
+    """Appearance vectors of the clip's regions. Needs ``clip.regions``; sets ``clip.features["deep"]``
+    ``(M, D) float32`` (``D`` = the layers' channels summed: 432 for EfficientNet-Lite0 ``layer3`` + ``layer4``)."""
+
+    class Config(PartConfig):
+        """Config of ``kind: deep_features``."""
+
+        kind: Literal["deep_features"] = "deep_features"
+        backbone: str = Field("efficientnet_lite0", description="CNN backbone (the image models' names).")
+        weights: str | None = Field(None, description="Local backbone weights; None = packaged EfficientNet-Lite0.")
+        layers: list[str] = Field(default_factory=lambda: ["layer3", "layer4"],
+                                  description="Backbone layers pooled and concatenated per region.")
+        method: Literal["crop", "roi_align"] = Field(
+            "crop", description="'crop': backbone on each region's crop; 'roi_align': backbone once on the frame, "
+                                "feature maps pooled inside each box.")
+        crop_size: int = Field(64, ge=16, description="Crop side in pixels (method: crop).")
+        roi_output: int = Field(2, ge=1, description="Pooling bins per side (method: roi_align).")
+        normalize: bool = Field(True, description="Scale each vector to unit L2 norm.")
+        frame: Literal["first", "last"] = Field(
+            "last", description="Frame the appearance is read from ('first' = anomalib; see pose_features).")
+
+    @classmethod
+    def create_shared(cls, config: "DeepFeatures.Config", ctx: BuildContext) -> Any:
+        return RegionAppearance(config.backbone, config.layers, config.method, config.crop_size, config.roi_output,
+                                config.normalize, config.weights)
+
+    def process(self, clip: Clip) -> list[Clip]:
+        if clip.regions is None:
+            raise ValueError(f"stream {self.stream_id}: deep_features needs a region operator (object_regions) "
+                             "before it in the pipeline")
+        image = (clip.first if self.config.frame == "first" else clip.last).image
+        clip.features["deep"] = self.shared(image, clip.regions.boxes)
+        return [clip]

@@ -1,0 +1,82 @@
+"""``object_regions``: AI-VAD's region extractor: an object detector on the clip's last frame plus foreground boxes
+outside its detections, then anomalib's area and overlap filters (anomalib ``RegionExtractor``).
+
+Detectors (``detector``):
+
+* ``centernet`` (default): CenterNet MobileNetV3 COCO, ONNX run with OpenVINO
+  (:class:`~streamad.models.components.centernet.CenterNetDetector`); ``weights`` is the ``.onnx`` file
+  (``../shared/models/centernet.onnx``). Its scores are low by design, so ``box_score_thresh`` defaults to 0.3.
+* ``maskrcnn``: torchvision ``maskrcnn_resnet50_fpn_v2`` as anomalib, from a local state dict given as ``weights``
+  (use anomalib's ``box_score_thresh`` of 0.7 / 0.8 with it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from streamad.frames import Clip, Regions
+from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
+from streamad.operators.regions import filter_boxes, foreground_boxes
+from streamad.parts import BuildContext, Operator, PartConfig
+from streamad.registry import OPERATORS
+
+__all__ = ["ObjectRegions", "FOREGROUND_SCORE"]
+
+#: Score given to foreground boxes (anomalib).
+FOREGROUND_SCORE = 0.5
+
+
+@OPERATORS.register("object_regions")
+class ObjectRegions(Operator):
+    """Regions of a clip: detections on the last frame, plus (``enable_foreground_detections``) the connected
+    components of the first/last frame difference that fall outside every detection, filtered as anomalib.
+
+    Output: ``clip.regions`` with boxes in the clip's frame pixels, detector scores, COCO category ids (1 = person);
+    foreground boxes get label 0 and score 0.5.
+    """
+
+    class Config(PartConfig):
+        """Config of ``kind: object_regions`` (anomalib ``RegionExtractor`` names and defaults)."""
+
+        kind: Literal["object_regions"] = "object_regions"
+        detector: Literal["centernet", "maskrcnn"] = Field(
+            "centernet", description="'centernet' (ONNX with OpenVINO) or 'maskrcnn' (torchvision, local weights).")
+        weights: str = Field(description="Detector file: centernet.onnx, or a maskrcnn_resnet50_fpn_v2 state dict.")
+        box_score_thresh: float = Field(
+            0.3, ge=0, le=1, description="Detections below this confidence are dropped (anomalib 0.7 / 0.8 for "
+                                         "Mask R-CNN; CenterNet's scores are lower, 0.3-0.6 for pedestrians).")
+        persons_only: bool = Field(False, description="Keep only regions labelled person (anomalib).")
+        min_bbox_area: float = Field(100, ge=0, description="Boxes of this area or less (square pixels) are dropped.")
+        max_bbox_overlap: float = Field(
+            0.65, ge=0, le=1, description="A box whose intersection with a larger box, divided by its own area, "
+                                          "exceeds this fraction is dropped (anomalib).")
+        enable_foreground_detections: bool = Field(
+            True, description="Add boxes around moving pixels that no detection covers (anomalib).")
+        foreground_kernel_size: int = Field(3, ge=1, description="Gaussian blur kernel (pixels) of the frame difference.")
+        foreground_binary_threshold: int = Field(
+            18, ge=0, le=255, description="Threshold on the 0-255 grayscale frame difference (anomalib).")
+        threads: int = Field(1, ge=1, description="CPU threads of one detector call (OpenVINO).")
+
+    @classmethod
+    def create_shared(cls, config: "ObjectRegions.Config", ctx: BuildContext) -> Any:
+        if config.detector == "maskrcnn":
+            from streamad.models.components.maskrcnn import MaskRcnnDetector
+
+            return MaskRcnnDetector(config.weights)
+        return CenterNetDetector(config.weights, threads=config.threads)
+
+    def process(self, clip: Clip) -> list[Clip]:
+        c = self.config
+        boxes, scores, labels = self.shared(clip.last.image, c.box_score_thresh)
+        if c.enable_foreground_detections:
+            fg = foreground_boxes(clip.first.image, clip.last.image, c.foreground_kernel_size,
+                                  c.foreground_binary_threshold, exclude=boxes)
+            boxes = np.concatenate([boxes, fg]).astype(np.float32)
+            scores = np.concatenate([scores, np.full(len(fg), FOREGROUND_SCORE, np.float32)])
+            labels = np.concatenate([labels, np.zeros(len(fg), np.int64)])
+        clip.regions = filter_boxes(Regions(boxes, scores.astype(np.float32), labels.astype(np.int64)),
+                                    c.min_bbox_area, c.max_bbox_overlap, c.persons_only, PERSON_LABEL)
+        return [clip]

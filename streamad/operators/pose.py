@@ -1,0 +1,72 @@
+"""``pose_features``: AI-VAD's pose attribute of every region: COCO-17 keypoints normalised to the region's box
+(anomalib ``PoseExtractor``: ``(keypoint - box_xy1) / (box_xy2 - box_xy1)``, flattened to 34 values).
+
+Keypoints come from MoveNet MultiPose Lightning (ONNX with OpenVINO,
+:class:`~streamad.models.components.movenet.MoveNetPose`) run on each region's square crop, in place of anomalib's
+torchvision Keypoint R-CNN head (no offline weights). Like anomalib, every region gets a pose vector (a detector
+box of a bicycle too: an implausible skeleton is itself unusual); a region where MoveNet finds nobody gets zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from streamad.frames import Clip
+from streamad.models.components.movenet import MoveNetPose
+from streamad.parts import BuildContext, Operator, PartConfig
+from streamad.registry import OPERATORS
+
+__all__ = ["PoseFeatures", "pose_vectors"]
+
+
+def pose_vectors(keypoints: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """AI-VAD pose features: ``(M, 34) float32`` keypoint x, y relative to each box (0-1 inside it), COCO-17 order
+    interleaved ``x0, y0, x1, y1, ...``.
+
+    Args:
+        keypoints: ``(M, 17, 3) float32`` x, y in pixels and score (all zero = nobody found: the row is zeros).
+        boxes: ``(M, 4)`` xyxy pixels.
+    """
+    kp = np.asarray(keypoints, np.float32).reshape(-1, 17, 3)
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    wh = np.maximum(b[:, 2:] - b[:, :2], 1.0)[:, None, :]
+    f = (kp[:, :, :2] - b[:, None, :2]) / wh
+    f[~kp.any(axis=(1, 2))] = 0.0
+    return f.reshape(len(f), 34).astype(np.float32)
+
+
+@OPERATORS.register("pose_features")
+class PoseFeatures(Operator):
+    """Pose features of the clip's regions. Needs ``clip.regions``; sets ``clip.features["pose"]``
+    ``(M, 34) float32`` (:func:`pose_vectors`) and ``clip.keypoints`` ``(M, 17, 3)`` (pixels, score)."""
+
+    class Config(PartConfig):
+        """Config of ``kind: pose_features``."""
+
+        kind: Literal["pose_features"] = "pose_features"
+        weights: str = Field(description="MoveNet MultiPose ONNX file (../shared/models/movenet-multipose.onnx).")
+        crop_size: int = Field(96, ge=32, description="Side of each region's crop in pixels, a multiple of 32 "
+                                                      "(96: 2.2 ms a region on one core; 128: 4.6 ms).")
+        enlarge: float = Field(1.4, ge=1, description="Crop side / the box's longer side (context for MoveNet).")
+        frame: Literal["first", "last"] = Field(
+            "last", description="Frame of the clip the keypoints are read from: 'last' (where the regions were "
+                                "detected) or 'first' (anomalib, which reads pose and appearance from the clip's "
+                                "first frame and detects on the last).")
+        threads: int = Field(1, ge=1, description="CPU threads of one MoveNet call (OpenVINO).")
+
+    @classmethod
+    def create_shared(cls, config: "PoseFeatures.Config", ctx: BuildContext) -> Any:
+        return MoveNetPose(config.weights, config.crop_size, config.enlarge, config.threads)
+
+    def process(self, clip: Clip) -> list[Clip]:
+        if clip.regions is None:
+            raise ValueError(f"stream {self.stream_id}: pose_features needs a region operator (object_regions) "
+                             "before it in the pipeline")
+        image = (clip.first if self.config.frame == "first" else clip.last).image
+        kp = self.shared(image, clip.regions.boxes)
+        clip.features["pose"] = pose_vectors(kp, clip.regions.boxes)
+        clip.keypoints = kp
+        return [clip]

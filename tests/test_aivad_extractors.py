@@ -1,0 +1,186 @@
+"""AI-VAD's extractors on real frames: the CenterNet detector (object_regions), MoveNet pose (pose_features) and
+EfficientNet-Lite0 appearance vectors (deep_features), with the networks of ../shared/models and the packaged
+ImageNet weights. (The velocity histogram on a known synthetic motion is tested in test_velocity.py.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from helpers import frame
+from ped2_fixtures import DATA
+from streamad.errors import ModelError
+from streamad.frames import Clip, Frame
+from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
+from streamad.models.components.movenet import MoveNetPose
+from streamad.models.components.region_appearance import RegionAppearance
+from streamad.operators.appearance import DeepFeatures
+from streamad.operators.object_regions import ObjectRegions
+from streamad.operators.pose import PoseFeatures, pose_vectors
+from streamad.operators.regions import box_area
+from streamad.sources.datasets.ucsd import ucsd_videos
+from streamad.sources.image_folder import read_rgb
+
+MODELS = DATA.parent / "models"
+CENTERNET = MODELS / "centernet.onnx"
+MOVENET = MODELS / "movenet-multipose.onnx"
+
+
+def _vtest(index: int) -> np.ndarray:
+    with av.open(str(DATA / "opencv" / "vtest.avi")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == index:
+                return f.to_ndarray(format="rgb24")
+    raise AssertionError("vtest.avi is shorter than expected")
+
+
+@pytest.fixture(scope="module")
+def vtest_frame() -> np.ndarray:
+    return _vtest(120)
+
+
+@pytest.fixture(scope="module")
+def detector() -> CenterNetDetector:
+    return CenterNetDetector(CENTERNET)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (box_area(a[None])[0] + box_area(b[None])[0] - inter)
+
+
+def test_detector_finds_the_walking_people_of_vtest(vtest_frame: np.ndarray, detector: CenterNetDetector) -> None:
+    boxes, scores, labels = detector(vtest_frame, 0.3)
+    people = boxes[labels == PERSON_LABEL]
+    h, w = vtest_frame.shape[:2]
+    # frame 120 of vtest.avi shows at least five pedestrians, nearly all upright (taller than wide; a person cut by
+    # another is not), all inside the image
+    assert len(people) >= 5, (boxes, scores, labels)
+    assert np.mean(people[:, 3] - people[:, 1] > 1.5 * (people[:, 2] - people[:, 0])) >= 0.7
+    assert np.all((people[:, [0, 2]] >= 0) & (people[:, [0, 2]] <= w - 1))
+    assert np.all((people[:, [1, 3]] >= 0) & (people[:, [1, 3]] <= h - 1))
+    assert np.all(np.diff(scores) <= 0) and scores.min() >= 0.3
+
+
+def test_pose_keypoints_fall_inside_the_person_boxes(vtest_frame: np.ndarray, detector: CenterNetDetector) -> None:
+    boxes, _, labels = detector(vtest_frame, 0.3)
+    people = boxes[labels == PERSON_LABEL]
+    kp = MoveNetPose(MOVENET, crop_size=96)(vtest_frame, people)
+    assert kp.shape == (len(people), 17, 3)
+    found = kp[:, :, 2].max(axis=1) > 0.3
+    assert found.mean() >= 0.8  # a skeleton for (nearly) every pedestrian
+    for box, points in zip(people[found], kp[found]):
+        w, h = box[2] - box[0], box[3] - box[1]
+        pad = np.array([-0.15 * w, -0.15 * h, 0.15 * w, 0.15 * h])
+        x1, y1, x2, y2 = box + pad
+        sure = points[points[:, 2] > 0.3]
+        inside = (sure[:, 0] >= x1) & (sure[:, 0] <= x2) & (sure[:, 1] >= y1) & (sure[:, 1] <= y2)
+        assert inside.mean() >= 0.8, (box, sure)
+        # head above feet: nose (0) above the ankles (15, 16) in image coordinates
+        if points[0, 2] > 0.3 and points[15, 2] > 0.3:
+            assert points[0, 1] < points[15, 1]
+    feats = pose_vectors(kp, people)
+    assert feats.shape == (len(people), 34)
+    assert np.all(np.abs(feats[found]) < 1.5)  # normalised to the box: near 0-1
+
+
+@pytest.mark.parametrize("method", ["crop", "roi_align"])
+def test_deep_vectors_of_one_person_in_consecutive_frames_are_closer_than_of_other_people(
+        detector: CenterNetDetector, method: str) -> None:
+    enc = RegionAppearance(method=method)  # EfficientNet-Lite0 layer3 + layer4, unit norm
+    hits, pairs, ratios = 0, 0, []
+    for t in (120, 300):
+        a, b = _vtest(t), _vtest(t + 1)
+        ba, _, la = detector(a, 0.3)
+        bb, _, lb = detector(b, 0.3)
+        ba, bb = ba[la == PERSON_LABEL], bb[lb == PERSON_LABEL]
+        va, vb = enc(a, ba), enc(b, bb)
+        assert va.shape == (len(ba), 432)
+        np.testing.assert_allclose(np.linalg.norm(va, axis=1), 1.0, atol=1e-5)
+        dist = np.linalg.norm(va[:, None] - vb[None], axis=2)
+        for i, box in enumerate(ba):
+            ious = [_iou(box, other) for other in bb]
+            j = int(np.argmax(ious))
+            if ious[j] > 0.6:  # the same person one frame later
+                pairs += 1
+                hits += int(np.argmin(dist[i]) == j)
+                ratios.append(dist[i, j] / np.median(np.delete(dist[i], j)))
+    assert pairs >= 10
+    assert hits / pairs >= 0.85  # each person's nearest vector in the next frame is (nearly always) its own
+    assert np.mean(ratios) < 0.6  # and much nearer than the other people's
+
+
+def test_roi_align_method_gives_vectors_of_the_same_width() -> None:
+    img = _vtest(120)
+    boxes = np.array([[10, 10, 60, 90], [100, 50, 140, 160]], np.float32)
+    v = RegionAppearance(method="roi_align")(img, boxes)
+    assert v.shape == (2, 432) and np.all(np.isfinite(v))
+    assert RegionAppearance()(img, np.zeros((0, 4), np.float32)).shape == (0, 432)
+
+
+def _ped2_clip(name: str, index: int, length: int = 4) -> Clip:
+    video = next(v for v in ucsd_videos(DATA / "UCSD_Anomaly_Dataset.v1p2", "UCSDped2", "test") if v.name == name)
+    frames = [Frame("ped2", i, i / 10, 0.0, read_rgb(video.frame_paths[i])) for i in range(index - length + 1, index + 1)]
+    return Clip("ped2", frames, frames[-1])
+
+
+def test_object_regions_pose_and_deep_operators_on_a_ped2_clip_with_a_cyclist() -> None:
+    # Test004 frame 100: a cyclist among pedestrians
+    clip = _ped2_clip("Test004", 100)
+    cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET))
+    regions_op = ObjectRegions(cfg, ObjectRegions.create_shared(cfg, None), "ped2")  # type: ignore[arg-type]
+    clip = regions_op.process(clip)[0]
+    r = clip.regions
+    assert r is not None and len(r) >= 3
+    assert np.all(box_area(r.boxes) > 100)
+    assert (r.labels == PERSON_LABEL).sum() >= 2  # detector boxes (COCO ids)
+    assert set(np.unique(r.labels)) <= set(range(0, 91))
+    pcfg = PoseFeatures.Config(kind="pose_features", weights=str(MOVENET))
+    clip = PoseFeatures(pcfg, PoseFeatures.create_shared(pcfg, None), "ped2").process(clip)[0]  # type: ignore[arg-type]
+    dcfg = DeepFeatures.Config(kind="deep_features")
+    clip = DeepFeatures(dcfg, DeepFeatures.create_shared(dcfg, None), "ped2").process(clip)[0]  # type: ignore[arg-type]
+    assert clip.features["pose"].shape == (len(r), 34)
+    assert clip.features["deep"].shape == (len(r), 432)
+    assert clip.keypoints is not None and clip.keypoints.shape == (len(r), 17, 3)
+
+
+def test_persons_only_keeps_person_detections_only() -> None:
+    clip = _ped2_clip("Test004", 100)
+    cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), persons_only=True)
+    out = ObjectRegions(cfg, ObjectRegions.create_shared(cfg, None), "ped2").process(clip)[0]  # type: ignore[arg-type]
+    assert len(out.regions) >= 2 and np.all(out.regions.labels == PERSON_LABEL)
+
+
+def test_missing_network_files_name_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="nothing is downloaded"):
+        CenterNetDetector(tmp_path / "centernet.onnx")
+    with pytest.raises(ModelError, match="multiple of 32"):
+        MoveNetPose(MOVENET, crop_size=100)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a network")
+    with pytest.raises(ModelError, match="bad.onnx"):
+        CenterNetDetector(bad)
+
+
+def test_maskrcnn_loads_a_local_state_dict_strictly(tmp_path: Path) -> None:
+    # Mask R-CNN's COCO weights cannot be had offline here: a randomly initialised state dict of the same
+    # architecture stands in, to show the detector loads a local file strictly and returns COCO-labelled boxes.
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
+    from streamad.models.components.maskrcnn import MaskRcnnDetector
+
+    torch.manual_seed(0)
+    path = tmp_path / "maskrcnn.pth"
+    torch.save(maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict(), path)
+    det = MaskRcnnDetector(path)
+    boxes, scores, labels = det(_vtest(120)[:120, :160], 0.0)
+    assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(labels)
+    torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ModelError, match="not a maskrcnn_resnet50_fpn_v2 state dict"):
+        MaskRcnnDetector(tmp_path / "wrong.pth")
