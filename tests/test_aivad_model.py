@@ -1,5 +1,7 @@
-"""The AI-VAD model (velocity stream): fit on real Ped2 features, save/load round trip through the model store,
-the streamad GMM options, and its errors."""
+"""The AI-VAD model: the velocity stream fitted on real Ped2 features, save/load round trips through the model store
+(velocity alone, and all three streams on real CenterNet / DIS / MoveNet / EfficientNet-Lite0 features), the
+streamad GMM options, how the three streams' scores combine (anomalib ``CombinedDensityEstimator``), and its
+errors."""
 
 from __future__ import annotations
 
@@ -10,14 +12,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from ped2_fixtures import DATA
 from streamad.errors import ModelError
 from streamad.eval.metrics import auroc
 from streamad.frames import Clip, Frame
 from streamad.models.store import load_model, save_model
 from streamad.models.video.aivad.density import GMMEstimator
+from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.models.video.aivad.model import AiVad
+from streamad.operators.appearance import DeepFeatures
 from streamad.operators.features import VelocityFeatures
 from streamad.operators.flow import OpticalFlow
+from streamad.operators.object_regions import ObjectRegions
+from streamad.operators.pose import PoseFeatures
 from streamad.operators.regions import ForegroundRegions
 from streamad.sources.datasets.ucsd import UcsdVideo, ucsd_videos
 from streamad.sources.image_folder import read_rgb
@@ -117,7 +124,150 @@ def test_errors_name_the_problem(ped2_features: dict) -> None:
         model.predict({"velocity": np.zeros((2, 8), np.float32)})
     empty = model.predict({"velocity": np.zeros((0, 4), np.float32)})
     assert empty.frame_score == 0.0 and empty.region_scores.shape == (0,)  # no region -> lowest score
-    with pytest.raises(ValidationError, match="not available"):
-        AiVad.Config(use_pose_features=True)
+    with pytest.raises(ValidationError, match="at least one feature stream"):
+        AiVad.Config(use_velocity_features=False)
     with pytest.raises(ValidationError, match="reg_covar_velocity"):
         AiVad.Config(reg_covar_velocity=0)
+
+
+# --- three streams: how they combine (synthetic features), and the save/load round trip on real features ---
+
+THREE = {"use_pose_features": True, "use_deep_features": True}
+WIDTH = {"velocity": 4, "pose": 34, "deep": 8}
+
+
+def _synthetic(n_videos: int = 3, clips: int = 8, regions: int = 3, seed: int = 0) -> tuple[list[dict], list[str]]:
+    """Normal training features of every stream: ``clips`` clips of ``regions`` regions per video."""
+    rng = np.random.default_rng(seed)
+    feats, groups = [], []
+    for v in range(n_videos):
+        for _ in range(clips):
+            feats.append({n: np.abs(rng.normal(1.0, 0.2, (regions, d))).astype(np.float32) for n, d in WIDTH.items()})
+            groups.append(f"Train{v + 1:03d}")
+    return feats, groups
+
+
+def test_three_streams_add_up_as_anomalib_combined_density() -> None:
+    train, groups = _synthetic()
+    model = AiVad(AiVad.Config(**THREE, n_neighbors_pose=2, n_components_velocity=2))
+    model.fit(train, groups)
+    assert model.feature_streams == ["velocity", "pose", "deep"]
+    # each stream's contribution is its own estimator's normalised score, fitted on that stream's rows
+    stack = {n: np.concatenate([f[n] for f in train]) for n in WIDTH}
+    rows = np.repeat(groups, 3)
+    velocity = GMMEstimator(2)
+    velocity.fit(stack["velocity"])
+    pose, deep = GroupedKNNEstimator(2), GroupedKNNEstimator(1)
+    pose.fit(stack["pose"], rows)
+    deep.fit(stack["deep"], rows)
+    # a test clip of 3 regions: a normal one, one with an odd pose only, one with an odd appearance only
+    rng = np.random.default_rng(7)
+    test = {n: np.abs(rng.normal(1.0, 0.2, (3, d))).astype(np.float32) for n, d in WIDTH.items()}
+    test["pose"][1] += 3.0
+    test["deep"][2] += 3.0
+    r = model.predict(test)
+    for name, est in (("velocity", velocity), ("pose", pose), ("deep", deep)):
+        np.testing.assert_array_equal(r.contributions[name], est.predict(test[name]))
+    # region score = sum of the per-stream contributions
+    np.testing.assert_allclose(r.region_scores, sum(r.contributions.values()), rtol=1e-6)
+    assert int(np.argmax(r.contributions["pose"])) == 1 and int(np.argmax(r.contributions["deep"])) == 2
+    # frame score = sum over streams of each stream's maximum (not the maximum region score): the odd pose and the
+    # odd appearance, in different regions, both count
+    assert r.frame_score == pytest.approx(sum(float(c.max()) for c in r.contributions.values()))
+    assert r.frame_score > float(r.region_scores.max()) + 1.0
+    # several clips at once give the same scores as one by one; a clip without regions scores 0
+    empty = {n: np.zeros((0, d), np.float32) for n, d in WIDTH.items()}
+    batch = model.predict_batch([test, empty, train[0]])
+    for got, f in zip(batch, [test, empty, train[0]]):
+        want = model.predict(f)
+        np.testing.assert_allclose(got.region_scores, want.region_scores, rtol=1e-6)
+        assert got.frame_score == pytest.approx(want.frame_score)
+    assert batch[1].frame_score == 0.0 and batch[1].region_scores.shape == (0,)
+
+
+@pytest.mark.parametrize("stream, operator", [("pose", "pose_features"), ("deep", "deep_features")])
+def test_a_missing_stream_names_the_operator_to_add(stream: str, operator: str) -> None:
+    train, groups = _synthetic()
+    broken = [dict(f) for f in train]
+    del broken[4][stream]
+    with pytest.raises(ValueError, match=rf"1 of 24 training clips have no '{stream}' features: add the {operator} "
+                                         rf"operator"):
+        AiVad(AiVad.Config(**THREE)).fit(broken, groups)
+    model = AiVad(AiVad.Config(**THREE))
+    model.fit(train, groups)
+    clip = {n: f for n, f in train[0].items() if n != stream}
+    with pytest.raises(ModelError, match=rf"{stream} -> {operator}"):
+        model.predict(clip)
+    with pytest.raises(ModelError, match=rf"GroupedKNNEstimator was fitted on {WIDTH[stream]}-d"):
+        model.predict({**train[0], stream: np.zeros((3, 5), np.float32)})
+
+
+MODELS_DIR = DATA.parent / "models"
+TRAIN_VIDEOS = ("Train001", "Train002", "Train003")
+
+
+def _clip(video: UcsdVideo, last: int) -> Clip:
+    """The clip of frames ``last - 3 .. last`` of a Ped2 video (``clip_window`` with 4 frames, target = last)."""
+    frames = [Frame(video.name, i, i / 10, 0.0, read_rgb(video.frame_paths[i])) for i in range(last - L + 1, last + 1)]
+    return Clip(video.name, frames, frames[-1])
+
+
+@pytest.fixture(scope="module")
+def ped2_three_streams() -> dict[str, object]:
+    """All three streams' features from the real operators: object_regions (CenterNet), optical_flow (DIS),
+    velocity_features, pose_features (MoveNet), deep_features (EfficientNet-Lite0), of clips ending at frames
+    3, 13, ..., 53 of Train001-003 and at frames 40, 80, 120, 160 of Test001."""
+    root = DATA / "UCSD_Anomaly_Dataset.v1p2"
+    parts = [(ObjectRegions, ObjectRegions.Config(weights=str(MODELS_DIR / "centernet.onnx"))),
+             (OpticalFlow, OpticalFlow.Config()), (VelocityFeatures, VelocityFeatures.Config()),
+             (PoseFeatures, PoseFeatures.Config(weights=str(MODELS_DIR / "movenet-multipose.onnx"))),
+             (DeepFeatures, DeepFeatures.Config())]
+    shared = [(cls, c, cls.create_shared(c, None)) for cls, c in parts]  # type: ignore[arg-type]
+
+    def features(video: UcsdVideo, lasts: range | tuple[int, ...]) -> list[dict[str, np.ndarray]]:
+        ops = [cls(c, sh, video.name) for cls, c, sh in shared]  # one stream per video
+        out = []
+        for last in lasts:
+            clip = _clip(video, last)
+            for op in ops:
+                clip = op.process(clip)[0]
+            out.append(clip.features)
+        return out
+
+    train = {v.name: v for v in ucsd_videos(root, "UCSDped2", "train")}
+    test = next(v for v in ucsd_videos(root, "UCSDped2", "test") if v.name == "Test001")
+    tf, groups = [], []
+    for name in TRAIN_VIDEOS:
+        clips = features(train[name], range(L - 1, 60, 10))
+        tf += clips
+        groups += [name] * len(clips)
+    return {"train": tf, "groups": groups, "test": features(test, (40, 80, 120, 160))}
+
+
+def test_three_stream_model_saved_and_loaded_gives_identical_scores(ped2_three_streams: dict, tmp_path: Path) -> None:
+    """Issue requirement: a model fitted, saved and loaded again gives identical scores (real Ped2 features of all
+    three streams, kNN banks subsampled with k-center)."""
+    data = ped2_three_streams
+    n_rows = sum(len(f["pose"]) for f in data["train"])
+    model = AiVad(AiVad.Config(**THREE, n_components_velocity=2, n_neighbors_deep=2, bank_size=64,
+                               bank_sampling="kcenter", reg_covar_velocity=0.01))
+    model.fit(data["train"], data["groups"])
+    assert n_rows > 64
+    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
+    loaded, _ = load_model(tmp_path / "m")
+    assert isinstance(loaded, AiVad) and loaded.config == model.config
+    for name in ("pose", "deep"):  # the subsampled banks (at most bank_size rows) are what was saved
+        assert 0 < loaded.estimator.estimators[name].bank.shape[0] <= 64
+        np.testing.assert_array_equal(loaded.estimator.estimators[name].bank, model.estimator.estimators[name].bank)
+    assert all(len(f["velocity"]) for f in data["test"])
+    for f in data["test"]:
+        a, b = model.predict(f), loaded.predict(f)
+        np.testing.assert_array_equal(a.region_scores, b.region_scores)
+        assert set(a.contributions) == set(b.contributions) == {"velocity", "pose", "deep"}
+        for name in a.contributions:
+            np.testing.assert_array_equal(a.contributions[name], b.contributions[name])
+        assert a.frame_score == b.frame_score
+        assert np.all(np.isfinite(a.region_scores))
+    for a, b in zip(model.predict_batch(data["test"]), loaded.predict_batch(data["test"])):
+        np.testing.assert_array_equal(a.region_scores, b.region_scores)
+        assert a.frame_score == b.frame_score

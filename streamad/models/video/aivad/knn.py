@@ -98,7 +98,7 @@ class GroupedKNNEstimator:
         if self.bank_sampling == "random":
             idx = np.sort(np.random.default_rng(self.seed).choice(len(x), self.bank_size, replace=False))
         else:
-            idx = k_center_greedy(x, self.bank_size / len(x), seed=self.seed)
+            idx = np.sort(k_center_greedy(x, (self.bank_size + 0.5) / len(x), seed=self.seed))
         return np.ascontiguousarray(x[idx])
 
     def predict(self, features: np.ndarray, normalize: bool = True) -> np.ndarray:

@@ -120,12 +120,16 @@ class AiVad(VideoModel):
     def predict(self, features: dict[str, np.ndarray]) -> RegionScores:
         if self.estimator is None:
             raise ModelError("AI-VAD model used before fit or load")
+        self._check_streams(features)
+        region, frame, contrib = self.estimator.predict(features)
+        return RegionScores(region, frame, contrib)
+
+    def _check_streams(self, features: dict[str, np.ndarray]) -> None:
+        """Raises :class:`ModelError` naming the operators to add when a feature stream is missing."""
         missing = [n for n in self.feature_streams if n not in features]
         if missing:
             raise ModelError(f"AI-VAD needs features {missing}: add the matching operators before 'score' "
                              f"({', '.join(f'{n} -> {_OPERATOR_OF[n]}' for n in missing)})")
-        region, frame, contrib = self.estimator.predict(features)
-        return RegionScores(region, frame, contrib)
 
     def predict_batch(self, features: list[dict[str, np.ndarray]]) -> list[RegionScores]:
         """Score several clips in one density call per feature stream (their regions concatenated), then split:
@@ -133,6 +137,8 @@ class AiVad(VideoModel):
         if len(features) < 2:
             return [self.predict(f) for f in features]
         names = self.feature_streams
+        for f in features:
+            self._check_streams(f)
         rows = {n: [np.asarray(f[n]) for f in features if len(f[n])] for n in names}
         if not all(rows.values()):  # no clip has regions
             return [self.predict(f) for f in features]
