@@ -271,3 +271,27 @@ def test_three_stream_model_saved_and_loaded_gives_identical_scores(ped2_three_s
     for a, b in zip(model.predict_batch(data["test"]), loaded.predict_batch(data["test"])):
         np.testing.assert_array_equal(a.region_scores, b.region_scores)
         assert a.frame_score == b.frame_score
+
+
+def test_regions_without_a_pose_get_no_pose_contribution() -> None:
+    # pose_features with persons_only gives NaN rows for regions that are not people: they are left out of the
+    # pose density (fit and predict), get 0 pose contribution and do not count in the frame's pose maximum
+    rng = np.random.default_rng(0)
+    feats, groups = [], []
+    for i in range(20):
+        pose = rng.normal(0, 0.1, (3, 34)).astype(np.float32)
+        pose[2] = np.nan  # the third region of every clip is not a person
+        feats.append({"velocity": rng.uniform(1, 2, (3, 2)).astype(np.float32), "pose": pose})
+        groups.append(f"v{i % 4}")
+    model = AiVad(AiVad.Config(kind="aivad", use_pose_features=True))
+    model.fit(feats, groups)
+    test_pose = np.full((2, 34), np.nan, np.float32)
+    test_pose[0] = 5.0  # a person in an unheard-of pose
+    out = model.predict({"velocity": np.ones((2, 2), np.float32), "pose": test_pose})
+    assert out.contributions["pose"][1] == 0.0 and out.contributions["pose"][0] > 1.0
+    np.testing.assert_allclose(out.region_scores, out.contributions["velocity"] + out.contributions["pose"])
+    assert out.frame_score == pytest.approx(out.contributions["velocity"].max() + out.contributions["pose"][0])
+    batch = model.predict_batch([{"velocity": np.ones((2, 2), np.float32), "pose": test_pose}] * 2)
+    assert batch[1].frame_score == pytest.approx(out.frame_score)
+    all_nan = {"velocity": np.ones((1, 2), np.float32), "pose": np.full((1, 34), np.nan, np.float32)}
+    assert model.predict(all_nan).frame_score == pytest.approx(float(model.predict(all_nan).contributions["velocity"][0]))

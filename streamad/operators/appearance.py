@@ -35,13 +35,15 @@ class DeepFeatures(Operator):
         crop_size: int = Field(64, ge=16, description="Crop side in pixels (method: crop).")
         roi_output: int = Field(2, ge=1, description="Pooling bins per side (method: roi_align).")
         normalize: bool = Field(True, description="Scale each vector to unit L2 norm.")
+        context: float = Field(1.0, ge=1, description="Grow each box about its centre by this factor (clipped to "
+                                                      "the frame) before taking its vector: surroundings included.")
         frame: Literal["first", "last"] = Field(
             "last", description="Frame the appearance is read from ('first' = anomalib; see pose_features).")
 
     @classmethod
     def create_shared(cls, config: "DeepFeatures.Config", ctx: BuildContext) -> Any:
         return RegionAppearance(config.backbone, config.layers, config.method, config.crop_size, config.roi_output,
-                                config.normalize, config.weights)
+                                config.normalize, config.weights, config.context)
 
     def process(self, clip: Clip) -> list[Clip]:
         if clip.regions is None:

@@ -5,6 +5,9 @@ Keypoints come from MoveNet MultiPose Lightning (ONNX with OpenVINO,
 :class:`~streamad.models.components.movenet.MoveNetPose`) run on each region's square crop, in place of anomalib's
 torchvision Keypoint R-CNN head (no offline weights). Like anomalib, every region gets a pose vector (a detector
 box of a bicycle too: an implausible skeleton is itself unusual); a region where MoveNet finds nobody gets zeros.
+With ``persons_only`` (streamad extension) only regions the detector labelled person get a pose; the others get a
+row of NaN, which the AI-VAD model reads as "no pose attribute" (no pose contribution). It is faster (MoveNet runs
+on people only) and the pose density is not spread over fragments of background motion.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from streamad.frames import Clip
+from streamad.models.components.centernet import PERSON_LABEL
 from streamad.models.components.movenet import MoveNetPose
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
@@ -55,6 +59,9 @@ class PoseFeatures(Operator):
             "last", description="Frame of the clip the keypoints are read from: 'last' (where the regions were "
                                 "detected) or 'first' (anomalib, which reads pose and appearance from the clip's "
                                 "first frame and detects on the last).")
+        persons_only: bool = Field(
+            False, description="streamad extension: pose only for regions labelled person (others: NaN rows, no "
+                               "pose contribution); anomalib computes a pose for every region.")
         threads: int = Field(1, ge=1, description="CPU threads of one MoveNet call (OpenVINO).")
 
     @classmethod
@@ -66,7 +73,13 @@ class PoseFeatures(Operator):
             raise ValueError(f"stream {self.stream_id}: pose_features needs a region operator (object_regions) "
                              "before it in the pipeline")
         image = (clip.first if self.config.frame == "first" else clip.last).image
-        kp = self.shared(image, clip.regions.boxes)
-        clip.features["pose"] = pose_vectors(kp, clip.regions.boxes)
+        boxes = clip.regions.boxes
+        chosen = (clip.regions.labels == PERSON_LABEL if self.config.persons_only
+                  else np.ones(len(boxes), bool))
+        kp = np.zeros((len(boxes), 17, 3), np.float32)
+        kp[chosen] = self.shared(image, boxes[chosen])
+        feats = pose_vectors(kp, boxes)
+        feats[~chosen] = np.nan
+        clip.features["pose"] = feats
         clip.keypoints = kp
         return [clip]

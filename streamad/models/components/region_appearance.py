@@ -38,6 +38,8 @@ class RegionAppearance:
         crop_size: side of the region crops in pixels (``crop``).
         roi_output: bins per side of the feature-map pooling (``roi_align``).
         normalize: scale each vector to unit L2 norm.
+        context: each box is grown about its centre by this factor (clipped to the image) before its vector is
+            taken: 1.5 gives the region's surroundings (a bicycle's rider and wheels, a cart's pusher) too.
         weights: local weights file of the backbone (``None``: the packaged EfficientNet-Lite0 ImageNet weights).
 
     Raises:
@@ -46,12 +48,13 @@ class RegionAppearance:
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: Sequence[str] = ("layer3", "layer4"),
                  method: Literal["crop", "roi_align"] = "crop", crop_size: int = 64, roi_output: int = 2,
-                 normalize: bool = True, weights: str | Path | None = None) -> None:
+                 normalize: bool = True, weights: str | Path | None = None, context: float = 1.0) -> None:
         self.net = build_feature_extractor(backbone, layers, weights)
         self.method = method
         self.crop_size = crop_size
         self.roi_output = roi_output
         self.normalize = normalize
+        self.context = context
         self.dims = int(sum(self.net.channels[layer] for layer in self.net.layers))
 
     @torch.inference_mode()
@@ -64,6 +67,11 @@ class RegionAppearance:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if not len(boxes):
             return np.zeros((0, self.dims), np.float32)
+        if self.context != 1.0:
+            h, w = image.shape[:2]
+            centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) * self.context / 2
+            boxes = np.clip(np.concatenate([centre - half, centre + half], axis=1), 0,
+                            [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
         frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
         rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(boxes)], dim=1)
         if self.method == "crop":

@@ -4,6 +4,8 @@
   with the training features' own NLL (anomalib ``GMMEstimator``).
 * :class:`CombinedDensityEstimator`: one estimator per feature stream; region score = sum over streams of the
   normalised stream scores; frame score = sum over streams of the per-stream maximum (0 without regions).
+  A feature row of NaN means "this region has no such attribute" (e.g. no pose for a region that is not a
+  person, with ``pose_features.persons_only``): the row gets 0 from that stream and does not count in its maximum.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from threadpoolctl import threadpool_limits
 
 from streamad.errors import ModelError
 
-__all__ = ["GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS"]
+__all__ = ["GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS", "rows_with_attribute"]
 
 #: Element-wise feature transforms applied before the GMM (streamad extension; anomalib uses the raw features).
 FEATURE_TRANSFORMS = ("none", "log1p")
+
+
+def rows_with_attribute(features: np.ndarray) -> np.ndarray:
+    """``(M,) bool``: the rows of ``(M, D)`` features that are not NaN (the regions that have the attribute)."""
+    x = np.asarray(features)
+    return ~np.isnan(x).any(axis=1) if x.ndim == 2 else np.ones(len(x), bool)
 
 
 class GMMEstimator:
@@ -148,11 +156,16 @@ class CombinedDensityEstimator:
         """Region scores ``(M,) float32`` (sum over streams), frame score (sum over streams of the per-stream
         maximum; 0 without regions) and per-stream region scores."""
         contributions: dict[str, np.ndarray] = {}
+        frame = 0.0
         m = None
         for name, est in self.estimators.items():
-            s = est.predict(features[name])
+            x = np.asarray(features[name])
+            has = rows_with_attribute(x)
+            s = np.zeros(len(x), np.float32)
+            if has.any():
+                s[has] = est.predict(x[has])
+                frame += float(s[has].max())
             contributions[name] = s
             m = len(s)
         region = np.sum(list(contributions.values()), axis=0).astype(np.float32) if m else np.zeros(0, np.float32)
-        frame = float(sum(float(s.max()) for s in contributions.values() if len(s)))
         return region, frame, contributions

@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from streamad.errors import ModelError
 from streamad.models.base import RegionScores, VideoModel
-from streamad.models.video.aivad.density import CombinedDensityEstimator, GMMEstimator
+from streamad.models.video.aivad.density import CombinedDensityEstimator, GMMEstimator, rows_with_attribute
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.parts import PartConfig
 from streamad.registry import MODELS
@@ -109,11 +109,16 @@ class AiVad(VideoModel):
                                  f"{name!r} feature rows: check the training streams and the region operator's "
                                  f"thresholds)")
             x = np.concatenate([features[i][name] for i in keep])
+            g = np.concatenate([[groups[i]] * len(features[i][name]) for i in keep])
+            has = rows_with_attribute(x)
+            if not has.any():
+                raise ValueError(f"No training region has {name!r} features (every row is NaN): with "
+                                 f"persons_only, the training streams must show people")
             est = self._new_estimator(name)
             if name == "velocity":
-                est.fit(x)
+                est.fit(x[has])
             else:
-                est.fit(x, np.concatenate([[groups[i]] * len(features[i][name]) for i in keep]))
+                est.fit(x[has], g[has])
             ests[name] = est
         self.estimator = CombinedDensityEstimator(ests)
 
@@ -145,9 +150,10 @@ class AiVad(VideoModel):
         whole = self.predict({n: np.concatenate(r) for n, r in rows.items()})
         bounds = np.cumsum([0] + [len(f[names[0]]) for f in features])
         out = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for f, a, b in zip(features, bounds[:-1], bounds[1:]):
             contrib = {n: c[a:b] for n, c in whole.contributions.items()}
-            frame = float(sum(float(c.max()) for c in contrib.values() if len(c)))  # as CombinedDensityEstimator
+            has = {n: rows_with_attribute(f[n]) for n in contrib}
+            frame = float(sum(float(c[has[n]].max()) for n, c in contrib.items() if has[n].any()))
             out.append(RegionScores(whole.region_scores[a:b], frame, contrib))
         return out
 

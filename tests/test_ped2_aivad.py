@@ -1,0 +1,62 @@
+"""AI-VAD in full (velocity + pose + deep) on UCSD Ped2 from ../shared/data, end to end through ``streamad fit`` and
+``streamad eval`` with examples/ped2_aivad.yaml: frame-level AUROC, per-stream contributions, and alerts whose regions
+say why they are anomalous."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "examples" / "ped2_aivad.yaml"
+
+
+@pytest.fixture(scope="module")
+def aivad_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+    tmp = tmp_path_factory.mktemp("ped2_aivad")
+    env = {**os.environ, "STREAMAD_DATA": str(data_root), "STREAMAD_MODELS": str(data_root.parent / "models"),
+           "OMP_NUM_THREADS": "1"}
+    model = tmp / "model"
+    fit = subprocess.run([sys.executable, "-m", "streamad.cli", "fit", str(CONFIG), "-o", str(model), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=1500, cwd=tmp)
+    assert fit.returncode == 0, fit.stderr
+    out = tmp / "eval.json"
+    ev = subprocess.run([sys.executable, "-m", "streamad.cli", "eval", str(CONFIG), "--model", str(model),
+                         "--json", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=1500,
+                        cwd=tmp)
+    assert ev.returncode == 0, ev.stderr
+    return json.loads(out.read_text()), model, tmp
+
+
+def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> None:
+    m, model, _ = aivad_run
+    print(f"Ped2 AI-VAD (velocity + pose + deep) frame AUROC smoothed {m['frame_auroc']:.4f} "
+          f"raw {m['frame_auroc_raw']:.4f}, {m['fps']:.1f} frames/s")
+    assert m["frames"] == 2010
+    # measured 0.96x smoothed; issue 3's target is 0.97 (see streamad/models/video/aivad/README.md)
+    assert m["frame_auroc"] >= 0.96
+    assert m["frame_auroc_raw"] >= 0.93
+    meta = json.loads((model / "model.json").read_text())
+    assert set(meta["model"]["params"]["estimators"]) == {"velocity", "pose", "deep"}
+    assert meta["model"]["params"]["estimators"]["deep"]["type"] == "knn"
+
+
+def test_full_aivad_alerts_name_regions_and_reasons(aivad_run: tuple[dict, Path, Path]) -> None:
+    _, _, run_dir = aivad_run
+    lines = (run_dir / "runs" / "ped2_aivad" / "alerts.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    starts = [e for e in events if e["type"] == "start"]
+    assert len(starts) >= 6  # Ped2's test clips hold 12 anomalous events (bicycles, carts, skateboards)
+    for e in starts:
+        assert e["regions"] and e["reasons"]
+        top = e["regions"][0]
+        assert set(top["contributions"]) == {"velocity", "pose", "deep"}
+        assert len(top["box"]) == 4 and top["reasons"]
+        assert set(top["reasons"]) <= {"fast", "unusual pose", "unusual object"}
+    # bicycles and carts look like nothing in the training clips: appearance drives some alerts
+    assert any("unusual object" in e["reasons"] for e in starts)
