@@ -184,3 +184,15 @@ def test_maskrcnn_loads_a_local_state_dict_strictly(tmp_path: Path) -> None:
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(ModelError, match="not a maskrcnn_resnet50_fpn_v2 state dict"):
         MaskRcnnDetector(tmp_path / "wrong.pth")
+
+
+def test_openvino_appearance_matches_torch() -> None:
+    img = _vtest(120)
+    boxes = CenterNetDetector(CENTERNET)(img, 0.3)[0]
+    kw = dict(layers=["layer3"], crop_size=48, context=1.5)
+    a = RegionAppearance(**kw)(img, boxes)  # type: ignore[arg-type]
+    b = RegionAppearance(**kw, runtime="openvino")(img, boxes)  # type: ignore[arg-type]
+    assert a.shape == b.shape == (len(boxes), 112)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    with pytest.raises(ModelError, match="needs method 'crop'"):
+        RegionAppearance(method="roi_align", runtime="openvino")

@@ -39,11 +39,14 @@ class DeepFeatures(Operator):
                                                       "the frame) before taking its vector: surroundings included.")
         frame: Literal["first", "last"] = Field(
             "last", description="Frame the appearance is read from ('first' = anomalib; see pose_features).")
+        runtime: Literal["torch", "openvino"] = Field(
+            "torch", description="'openvino' (method crop only): the backbone and pooling converted once to "
+                                 "OpenVINO at start-up; the same vectors within float32 rounding, faster.")
 
     @classmethod
     def create_shared(cls, config: "DeepFeatures.Config", ctx: BuildContext) -> Any:
         return RegionAppearance(config.backbone, config.layers, config.method, config.crop_size, config.roi_output,
-                                config.normalize, config.weights, config.context)
+                                config.normalize, config.weights, config.context, config.runtime)
 
     def process(self, clip: Clip) -> list[Clip]:
         if clip.regions is None:
