@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 from streamad.errors import ModelError
@@ -18,13 +17,23 @@ __all__ = ["GroupedKNNEstimator", "BANK_SAMPLING"]
 BANK_SAMPLING = ("none", "random", "kcenter")
 
 
-def _knn_distance(bank: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
-    """``(M,) float64`` mean Euclidean distance of each row of ``x`` to its ``k`` nearest rows of ``bank``."""
+def _knn_distance(bank: np.ndarray, x: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
+    """``(M,) float64`` mean Euclidean distance of each row of ``x`` to its ``k`` nearest rows of ``bank``.
+
+    Squared distances by the expansion ``|x|^2 - 2 x.b + |b|^2`` (one matrix product per ``chunk`` query rows, as
+    scikit-learn's brute-force neighbours and ``torch.cdist`` compute them), clipped at 0.
+    """
     k = min(k, len(bank))
-    nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(bank)
+    b = np.asarray(bank, np.float32)
+    bb = np.einsum("ij,ij->i", b, b)
+    out = np.empty(len(x), np.float64)
     with threadpool_limits(limits=1):
-        d, _ = nn.kneighbors(x, return_distance=True)
-    return d.mean(axis=1)
+        for a in range(0, len(x), chunk):
+            q = np.asarray(x[a:a + chunk], np.float32)
+            d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ b.T) + bb[None, :]
+            near = np.partition(d2, k - 1, axis=1)[:, :k] if k < len(b) else d2
+            out[a:a + chunk] = np.sqrt(np.maximum(near, 0.0)).mean(axis=1)
+    return out
 
 
 class GroupedKNNEstimator:
@@ -63,7 +72,6 @@ class GroupedKNNEstimator:
         self.bank: np.ndarray | None = None
         self.min = 0.0
         self.max = 1.0
-        self._nn: NearestNeighbors | None = None
 
     def fit(self, features: np.ndarray, groups: np.ndarray) -> None:
         """Fit on ``(N, D) float32`` training features; ``groups`` ``(N,)`` names the video of each row.
@@ -90,7 +98,6 @@ class GroupedKNNEstimator:
                 dist[own] = _knn_distance(x[~own], x[own], self.n_neighbors)
         self.min, self.max = float(dist.min()), float(dist.max())
         self.bank = self._subsample(x)
-        self._nn = None
 
     def _subsample(self, x: np.ndarray) -> np.ndarray:
         if self.bank_size <= 0 or self.bank_sampling == "none" or len(x) <= self.bank_size:
@@ -117,12 +124,7 @@ class GroupedKNNEstimator:
             raise ModelError(f"GroupedKNNEstimator was fitted on {self.bank.shape[1]}-d features but got shape "
                              f"{x.shape}: the feature operators' settings differ from those the model was fitted "
                              f"with (refit the model)")
-        if self._nn is None:
-            self._nn = NearestNeighbors(n_neighbors=min(self.n_neighbors, len(self.bank)), algorithm="brute",
-                                        metric="euclidean").fit(self.bank)
-        with threadpool_limits(limits=1):
-            d, _ = self._nn.kneighbors(x, return_distance=True)
-        d = d.mean(axis=1)
+        d = _knn_distance(self.bank, x, self.n_neighbors)
         if normalize:
             d = (d - self.min) / max(self.max - self.min, 1e-12)
         return d.astype(np.float32)
