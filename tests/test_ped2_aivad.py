@@ -19,8 +19,7 @@ CONFIG = REPO / "examples" / "ped2_aivad.yaml"
 @pytest.fixture(scope="module")
 def aivad_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
     tmp = tmp_path_factory.mktemp("ped2_aivad")
-    env = {**os.environ, "STREAMAD_DATA": str(data_root), "STREAMAD_MODELS": str(data_root.parent / "models"),
-           "OMP_NUM_THREADS": "1"}
+    env = _env(data_root)
     model = tmp / "model"
     fit = subprocess.run([sys.executable, "-m", "streamad.cli", "fit", str(CONFIG), "-o", str(model), "--quiet"],
                          env=env, capture_output=True, text=True, timeout=1500, cwd=tmp)
@@ -31,6 +30,11 @@ def aivad_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
                         cwd=tmp)
     assert ev.returncode == 0, ev.stderr
     return json.loads(out.read_text()), model, tmp
+
+
+def _env(data_root: Path) -> dict[str, str]:
+    return {**os.environ, "STREAMAD_DATA": str(data_root), "STREAMAD_MODELS": str(data_root.parent / "models"),
+            "OMP_NUM_THREADS": "1"}
 
 
 def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> None:
@@ -46,8 +50,12 @@ def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> N
     assert meta["model"]["params"]["estimators"]["deep"]["type"] == "knn"
 
 
-def test_full_aivad_alerts_name_regions_and_reasons(aivad_run: tuple[dict, Path, Path]) -> None:
-    _, _, run_dir = aivad_run
+def test_full_aivad_alerts_name_regions_and_reasons(aivad_run: tuple[dict, Path, Path], data_root: Path) -> None:
+    _, model, run_dir = aivad_run
+    res = subprocess.run([sys.executable, "-m", "streamad.cli", "serve", str(CONFIG), "--model", str(model)],
+                         env=_env(data_root), capture_output=True, text=True, timeout=1500, cwd=run_dir)
+    assert res.returncode == 0, res.stderr
+    assert "served 2010 frames" in res.stdout
     lines = (run_dir / "runs" / "ped2_aivad" / "alerts.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     starts = [e for e in events if e["type"] == "start"]

@@ -17,7 +17,7 @@ from servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 FIELDS = {"event_id", "stream_id", "type", "seq", "start_time", "time", "start_pts", "pts", "start_frame", "frame",
-          "end_frame", "peak_score", "mean_score", "threshold", "model", "regions", "frames"}
+          "end_frame", "peak_score", "mean_score", "threshold", "model", "regions", "frames", "reasons"}
 
 
 def test_ped2_alerts_reach_kafka_in_order_and_match_jsonl(kafka_broker, ped2_model: Path, data_root: Path,
