@@ -182,7 +182,7 @@ def test_maskrcnn_loads_a_local_state_dict_strictly(tmp_path: Path) -> None:
     boxes, scores, labels = det(_vtest(120)[:120, :160], 0.0)
     assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(labels)
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
-    with pytest.raises(ModelError, match="not a maskrcnn_resnet50_fpn_v2 state dict"):
+    with pytest.raises(ModelError, match="wrong.pth does not match the architecture"):
         MaskRcnnDetector(tmp_path / "wrong.pth")
 
 

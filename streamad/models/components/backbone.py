@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamad.errors import ModelError
+from streamad.models.components.state_dict import load_strict
 
 __all__ = ["FeatureExtractor", "EfficientNetLite0", "build_feature_extractor", "efficientnet_lite0_weights",
            "BACKBONES"]
@@ -198,37 +199,10 @@ class _Lite0Body(nn.Module):
         return out
 
 
-def _load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise ModelError(f"backbone {what}: weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a state dict
-        raise ModelError(f"backbone {what}: cannot read weights {path}: {exc}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ModelError(f"backbone {what}: {path} holds a {type(sd).__name__}, expected a state dict")
-    return sd
-
-
-def _strict_load(module: nn.Module, sd: dict[str, torch.Tensor], what: str, path: Path) -> None:
-    try:
-        module.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise ModelError(f"backbone {what}: {path} does not match the architecture: {' '.join(first)}") from None
-
-
 def _lite0(layers: Sequence[str], weights: str | Path | None) -> FeatureExtractor:
     path = Path(weights) if weights is not None else efficientnet_lite0_weights()
     net = EfficientNetLite0()
-    _strict_load(net, _load_state_dict(path, "efficientnet_lite0"), "efficientnet_lite0", path)
+    load_strict(net, path, "backbone efficientnet_lite0")
     stage_channels = [s[5] for s in _LITE0_STAGES]
     stage_strides = [2, 4, 8, 16, 16, 32, 32]
     taps: dict[int, list[str]] = {}
@@ -263,7 +237,7 @@ def _torchvision(name: str, layers: Sequence[str], weights: str | Path | None) -
 
     net = getattr(torchvision.models, name)(weights=None)
     path = Path(weights)
-    _strict_load(net, _load_state_dict(path, name), name, path)
+    load_strict(net, path, f"backbone {name}")
     known = {"layer1", "layer2", "layer3", "layer4"}
     bad = [layer for layer in layers if layer not in known]
     if bad:

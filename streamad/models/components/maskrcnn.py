@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamad.errors import ModelError
+from streamad.models.components.state_dict import load_strict
 
 __all__ = ["MaskRcnnDetector"]
 
@@ -29,18 +29,9 @@ class MaskRcnnDetector:
     def __init__(self, path: str | Path) -> None:
         from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
 
-        p = Path(path)
-        if not p.is_file():
-            raise ModelError(f"Mask R-CNN detector: weights file {p} not found (give a local state dict of "
-                             f"maskrcnn_resnet50_fpn_v2; nothing is downloaded)")
         self.net = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, box_score_thresh=0.0,
                                             rpn_nms_thresh=0.3)
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-            self.net.load_state_dict(state, strict=True)
-        except Exception as exc:
-            raise ModelError(f"Mask R-CNN detector: {p} is not a maskrcnn_resnet50_fpn_v2 state dict: "
-                             f"{str(exc).splitlines()[0]}") from None
+        load_strict(self.net, path, "Mask R-CNN detector (maskrcnn_resnet50_fpn_v2)")
         self.net.eval()
         self._lock = threading.Lock()
 

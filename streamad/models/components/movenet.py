@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamad.errors import ModelError
 from streamad.models.components.openvino_net import OpenVinoNet
 
 __all__ = ["MoveNetPose", "square_crop_box"]
@@ -42,8 +43,6 @@ class MoveNetPose:
     """
 
     def __init__(self, path: str | Path, crop_size: int = 96, enlarge: float = 1.4, threads: int = 1) -> None:
-        from streamad.errors import ModelError
-
         if crop_size <= 0 or crop_size % 32:
             raise ModelError(f"MoveNet pose: crop_size must be a positive multiple of 32 pixels, got {crop_size}")
         self.crop_size = crop_size

@@ -14,6 +14,7 @@ import torch
 import torchvision.transforms.functional as F  # noqa: N812
 
 from streamad.errors import ModelError
+from streamad.models.components.state_dict import load_strict
 
 __all__ = ["RaftFlow", "RAFT_MODELS"]
 
@@ -50,18 +51,8 @@ class RaftFlow:
             raise ModelError(f"RAFT flow: size must be (H, W) positive multiples of 8 pixels, got {tuple(size)}")
         self.size = (h, w)
         builder, weights = RAFT_MODELS[model]
-        p = Path(path)
-        if not p.is_file():
-            raise ModelError(f"RAFT flow: weights file {p} not found (give a local state dict of {builder}; "
-                             f"nothing is downloaded)")
         self.net = getattr(of, builder)(weights=None)
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-            self.net.load_state_dict(state, strict=True)
-        except Exception as exc:
-            detail = " ".join(str(exc).split())
-            raise ModelError(f"RAFT flow: {p} is not a {builder} state dict (raft_model: {model}): "
-                             f"{detail[:300]}") from None
+        load_strict(self.net, path, f"RAFT flow ({builder}, raft_model: {model})")
         self.net.eval()
         self.transforms = getattr(of, weights).DEFAULT.transforms()  # builds the transform, downloads nothing
         self._lock = threading.Lock()
