@@ -118,3 +118,15 @@ def test_state_round_trip_gives_identical_scores() -> None:
         GroupedKNNEstimator.from_state("pose", params, {})
     with pytest.raises(ModelError, match="has not been fitted"):
         GroupedKNNEstimator().state("deep")
+
+
+def test_one_blas_thread_limits_blas_while_open_and_restores_it() -> None:
+    from threadpoolctl import threadpool_info
+
+    from streamad.models.components.blas_threads import one_blas_thread
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+    with one_blas_thread():
+        inside = threadpool_info()
+        assert inside and all(i["num_threads"] == 1 for i in inside)
+    assert {i["filepath"]: i["num_threads"] for i in threadpool_info()} == before

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits
 
 from streamad.errors import ModelError
+from streamad.models.components.blas_threads import one_blas_thread
 
 __all__ = ["GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS", "rows_with_attribute"]
 
@@ -81,7 +81,7 @@ class GMMEstimator:
                              f"got {len(x)}")
         self.gmm = GaussianMixture(self.n_components, covariance_type="full", reg_covar=self.reg_covar,
                                    random_state=self.seed)
-        with threadpool_limits(limits=1):
+        with one_blas_thread():
             self.gmm.fit(x)
             nll = -self.gmm.score_samples(x)
         self.min, self.max = float(nll.min()), float(nll.max())

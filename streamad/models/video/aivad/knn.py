@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from streamad.errors import ModelError
+from streamad.models.components.blas_threads import one_blas_thread
 from streamad.models.components.kcenter_greedy import k_center_greedy
 
 __all__ = ["GroupedKNNEstimator", "BANK_SAMPLING"]
@@ -27,7 +27,7 @@ def _knn_distance(bank: np.ndarray, x: np.ndarray, k: int, chunk: int = 2048) ->
     b = np.asarray(bank, np.float32)
     bb = np.einsum("ij,ij->i", b, b)
     out = np.empty(len(x), np.float64)
-    with threadpool_limits(limits=1):
+    with one_blas_thread():
         for a in range(0, len(x), chunk):
             q = np.asarray(x[a:a + chunk], np.float32)
             d2 = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ b.T) + bb[None, :]
