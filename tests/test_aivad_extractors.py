@@ -22,6 +22,7 @@ from streamad.operators.appearance import DeepFeatures
 from streamad.operators.object_regions import ObjectRegions
 from streamad.operators.pose import PoseFeatures, pose_vectors
 from streamad.operators.regions import box_area
+from streamad.parts import BuildContext
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 
@@ -196,3 +197,50 @@ def test_openvino_appearance_matches_torch() -> None:
     np.testing.assert_allclose(a, b, atol=1e-4)
     with pytest.raises(ModelError, match="needs method 'crop'"):
         RegionAppearance(method="roi_align", runtime="openvino")
+
+
+class _Counting:
+    """Wraps a detector / pose network and counts its calls (the real network still runs)."""
+
+    def __init__(self, net: object) -> None:
+        self.net, self.calls = net, 0
+
+    def __call__(self, *args: object) -> object:
+        self.calls += 1
+        return self.net(*args)  # type: ignore[operator]
+
+
+def test_detect_every_reuses_detections_and_their_keypoints_between_detector_runs() -> None:
+    clips = [_ped2_clip("Test001", i) for i in (110, 111, 112)]
+    cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), detect_every=2)
+    shared = ObjectRegions.create_shared(cfg, BuildContext(mode="serve"))
+    det = shared.detector = _Counting(shared.detector)
+    regions_op = ObjectRegions(cfg, shared, "ped2")
+    pcfg = PoseFeatures.Config(kind="pose_features", weights=str(MOVENET), persons_only=True)
+    pose = _Counting(PoseFeatures.create_shared(pcfg, None))  # type: ignore[arg-type]
+    pose_op = PoseFeatures(pcfg, pose, "ped2")  # type: ignore[arg-type]
+    out, pose_calls = [], []
+    for c in clips:
+        out.append(pose_op.process(regions_op.process(c)[0])[0])
+        pose_calls.append(pose.calls)
+    assert det.calls == 2  # clips 1 and 3 ran the detector, clip 2 reused clip 1's detections
+    persons = [o.regions.labels == PERSON_LABEL for o in out]
+    assert persons[0].sum() >= 2
+    np.testing.assert_array_equal(out[1].regions.boxes[persons[1]], out[0].regions.boxes[persons[0]])
+    # MoveNet ran for clips 1 and 3 only; clip 2's people kept the keypoints of clip 1's identical boxes
+    assert pose_calls == [1, 1, 2]
+    np.testing.assert_array_equal(out[1].keypoints[persons[1]], out[0].keypoints[persons[0]])
+    assert not np.array_equal(out[2].regions.boxes[persons[2]], out[0].regions.boxes[persons[0]])
+    # foreground boxes are found on every clip from its own frames
+    fg = [o.regions.boxes[o.regions.labels == 0] for o in out]
+    assert len(fg[1]) > 0 and not (fg[1].shape == fg[0].shape and np.array_equal(fg[1], fg[0]))
+
+
+def test_fit_detects_on_every_clip_whatever_detect_every_says() -> None:
+    cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), detect_every=3)
+    shared = ObjectRegions.create_shared(cfg, BuildContext(mode="fit"))
+    det = shared.detector = _Counting(shared.detector)
+    op = ObjectRegions(cfg, shared, "ped2")
+    for i in (110, 111, 112):
+        op.process(_ped2_clip("Test001", i))
+    assert det.calls == 3

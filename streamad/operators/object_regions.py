@@ -12,6 +12,7 @@ Detectors (``detector``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +28,14 @@ __all__ = ["ObjectRegions", "FOREGROUND_SCORE"]
 
 #: Score given to foreground boxes (anomalib).
 FOREGROUND_SCORE = 0.5
+
+
+@dataclass
+class _Detection:
+    """What the streams of an ``object_regions`` stage share: the detector and the ``detect_every`` in effect."""
+
+    detector: Any  # (image (H, W, 3) uint8 RGB, score_thresh) -> boxes, scores, labels
+    every: int
 
 
 @OPERATORS.register("object_regions")
@@ -59,18 +68,39 @@ class ObjectRegions(Operator):
         foreground_binary_threshold: int = Field(
             18, ge=0, le=255, description="Threshold on the 0-255 grayscale frame difference (anomalib).")
         threads: int = Field(1, ge=1, description="CPU threads of one detector call (OpenVINO).")
+        detect_every: int = Field(
+            1, ge=1, description="streamad extension: run the detector on every Nth clip of a stream (1 = every "
+                                 "clip, anomalib) and reuse its detections on the clips between; foreground boxes "
+                                 "are found on every clip. Applies to eval and serve; fit detects on every clip, so "
+                                 "the densities are fitted on exact regions and one fitted model serves any value. "
+                                 "Detection is the costliest step of the pipeline; at walking speed an object moves "
+                                 "a few pixels between two frames.")
 
     @classmethod
     def create_shared(cls, config: "ObjectRegions.Config", ctx: BuildContext) -> Any:
+        every = 1 if ctx is not None and ctx.mode == "fit" else config.detect_every
         if config.detector == "maskrcnn":
             from streamad.models.components.maskrcnn import MaskRcnnDetector
 
-            return MaskRcnnDetector(config.weights)
-        return CenterNetDetector(config.weights, threads=config.threads)
+            return _Detection(MaskRcnnDetector(config.weights), every)
+        return _Detection(CenterNetDetector(config.weights, threads=config.threads), every)
+
+    def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
+        super().__init__(config, shared, stream_id)
+        self._clips = 0  # clips of this stream seen so far
+        self._detections: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the last detector output
+
+    def _detect(self, clip: Clip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The detector's ``(boxes, scores, labels)`` for the clip's last frame, or the last ones of this stream
+        when ``detect_every`` says this clip reuses them."""
+        if self._detections is None or self._clips % self.shared.every == 0:
+            self._detections = self.shared.detector(clip.last.image, self.config.box_score_thresh)
+        self._clips += 1
+        return self._detections
 
     def process(self, clip: Clip) -> list[Clip]:
         c = self.config
-        boxes, scores, labels = self.shared(clip.last.image, c.box_score_thresh)
+        boxes, scores, labels = self._detect(clip)
         if c.enable_foreground_detections:
             fg = foreground_boxes(clip.first.image, clip.last.image, c.foreground_kernel_size,
                                   c.foreground_binary_threshold, exclude=boxes)

@@ -8,6 +8,9 @@ box of a bicycle too: an implausible skeleton is itself unusual); a region where
 With ``persons_only`` (streamad extension) only regions the detector labelled person get a pose; the others get a
 row of NaN, which the AI-VAD model reads as "no pose attribute" (no pose contribution). It is faster (MoveNet runs
 on people only) and the pose density is not spread over fragments of background motion.
+
+MoveNet runs once per detection: a box identical to one of the stream's previous clip (a detection that
+``object_regions`` reused, ``detect_every`` > 1) keeps the keypoints found for it then.
 """
 
 from __future__ import annotations
@@ -68,6 +71,22 @@ class PoseFeatures(Operator):
     def create_shared(cls, config: "PoseFeatures.Config", ctx: BuildContext) -> Any:
         return MoveNetPose(config.weights, config.crop_size, config.enlarge, config.threads)
 
+    def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
+        super().__init__(config, shared, stream_id)
+        self._previous: dict[bytes, np.ndarray] = {}  # keypoints (17, 3) of the previous clip's boxes, by box
+
+    def _keypoints(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """``(M, 17, 3)`` keypoints of ``boxes``: the previous clip's for a box it had too, MoveNet's otherwise."""
+        keys = [b.tobytes() for b in np.ascontiguousarray(boxes, np.float32)]
+        known = np.array([k in self._previous for k in keys], bool)
+        kp = np.zeros((len(boxes), 17, 3), np.float32)
+        if known.any():
+            kp[known] = np.stack([self._previous[k] for k, hit in zip(keys, known) if hit])
+        if (~known).any():
+            kp[~known] = self.shared(image, boxes[~known])
+        self._previous = dict(zip(keys, kp))
+        return kp
+
     def process(self, clip: Clip) -> list[Clip]:
         if clip.regions is None:
             raise ValueError(f"stream {self.stream_id}: pose_features needs a region operator (object_regions) "
@@ -77,7 +96,7 @@ class PoseFeatures(Operator):
         chosen = (clip.regions.labels == PERSON_LABEL if self.config.persons_only
                   else np.ones(len(boxes), bool))
         kp = np.zeros((len(boxes), 17, 3), np.float32)
-        kp[chosen] = self.shared(image, boxes[chosen])
+        kp[chosen] = self._keypoints(image, boxes[chosen])
         feats = pose_vectors(kp, boxes)
         feats[~chosen] = np.nan
         clip.features["pose"] = feats
