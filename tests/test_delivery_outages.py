@@ -151,7 +151,8 @@ def test_sigterm_with_the_broker_down_exits_within_the_grace_period(ped2_model: 
         proc.signal(signal.SIGTERM)
         rc = proc.wait(30)
         took = time.monotonic() - t
-    assert rc == 0 and took <= 3.0 + 2.0, f"exit code {rc} after {took:.1f} s"
+    # 3 s of grace plus slack for a loaded 2-core machine; ignoring the grace period would wait the 60 s flush timeout
+    assert rc == 0 and took <= 3.0 + 5.0, f"exit code {rc} after {took:.1f} s"
     assert "did not close within the grace period" in proc.log()
     spooled = sum(p.read_text().count("\n") for p in (tmp_path / "spool").glob("*.seg"))
     assert spooled >= len(_jsonl_idents(jsonl))  # everything the JSONL file got is on disk for the next start
