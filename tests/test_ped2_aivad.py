@@ -42,9 +42,9 @@ def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> N
     print(f"Ped2 AI-VAD (velocity + pose + deep) frame AUROC smoothed {m['frame_auroc']:.4f} "
           f"raw {m['frame_auroc_raw']:.4f}, {m['fps']:.1f} frames/s")
     assert m["frames"] == 2010
-    # measured 0.96x smoothed; issue 3's target is 0.97 (see streamad/models/video/aivad/README.md)
-    assert m["frame_auroc"] >= 0.96
-    assert m["frame_auroc_raw"] >= 0.93
+    # issue 3's target; measured 0.9715 smoothed, 0.947 raw (streamad/models/video/aivad/README.md)
+    assert m["frame_auroc"] >= 0.97
+    assert m["frame_auroc_raw"] >= 0.94
     meta = json.loads((model / "model.json").read_text())
     assert set(meta["model"]["params"]["estimators"]) == {"velocity", "pose", "deep"}
     assert meta["model"]["params"]["estimators"]["deep"]["type"] == "knn"
