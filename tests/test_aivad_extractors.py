@@ -244,3 +244,43 @@ def test_fit_detects_on_every_clip_whatever_detect_every_says() -> None:
     for i in (110, 111, 112):
         op.process(_ped2_clip("Test001", i))
     assert det.calls == 3
+
+
+def _clip_weights(path: Path, seed: int, drop: str | None = None) -> Path:
+    """A randomly initialised CLIP ViT-B/16 image tower in timm's layout, saved as safetensors (no real weights are
+    to be had offline; the loading, preprocessing and embedding path is the same)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    sd = timm.create_model("vit_base_patch16_clip_224.openai", pretrained=False, num_classes=512).state_dict()
+    if drop is not None:
+        sd.pop(drop)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def test_clip_backbone_gives_512_d_unit_embeddings_from_local_weights(tmp_path: Path) -> None:
+    clip = _ped2_clip("Test001", 110)
+    rcfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET))
+    clip = ObjectRegions(rcfg, ObjectRegions.create_shared(rcfg, None), "ped2").process(clip)[0]  # type: ignore[arg-type]
+    vecs = []
+    for seed in (0, 1):
+        cfg = DeepFeatures.Config(kind="deep_features", backbone="clip_vit_b16", crop_size=64,
+                                  weights=str(_clip_weights(tmp_path / f"clip{seed}.safetensors", seed)))
+        op = DeepFeatures(cfg, DeepFeatures.create_shared(cfg, None), "ped2")  # type: ignore[arg-type]
+        vecs.append(op.process(clip)[0].features["deep"])
+    assert vecs[0].shape == (len(clip.regions), 512) and vecs[0].dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vecs[0], axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(vecs[0], vecs[1], atol=1e-3)  # the file's weights are the ones used
+    assert not np.allclose(vecs[0][0], vecs[0][1], atol=1e-3)  # different regions, different embeddings
+
+
+def test_clip_backbone_refuses_missing_or_mismatched_weights(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="CLIP has no packaged weights"):
+        RegionAppearance("clip_vit_b16", method="crop")
+    bad = _clip_weights(tmp_path / "bad.safetensors", 0, drop="head.weight")
+    with pytest.raises(ModelError, match="bad.safetensors does not match"):
+        RegionAppearance("clip_vit_b16", weights=bad)
+    with pytest.raises(ModelError, match="needs method 'crop'"):
+        RegionAppearance("clip_vit_b16", method="roi_align", weights=bad)

@@ -1,6 +1,8 @@
 """``deep_features``: AI-VAD's deep (appearance) attribute of every region, from a pretrained CNN
 (:class:`~streamad.models.components.region_appearance.RegionAppearance`; EfficientNet-Lite0 ImageNet weights by
-default), standing in for anomalib's CLIP ``DeepExtractor``, whose weights cannot be had offline."""
+default), standing in for anomalib's CLIP ``DeepExtractor``, whose weights cannot be had offline. Where a user has
+CLIP weights, ``backbone: clip_vit_b16`` with ``weights: <file>`` gives anomalib's CLIP ViT-B/16 embeddings (512
+values a region)."""
 
 from __future__ import annotations
 
@@ -25,8 +27,12 @@ class DeepFeatures(Operator):
         """Config of ``kind: deep_features``."""
 
         kind: Literal["deep_features"] = "deep_features"
-        backbone: str = Field("efficientnet_lite0", description="CNN backbone (the image models' names).")
-        weights: str | None = Field(None, description="Local backbone weights; None = packaged EfficientNet-Lite0.")
+        backbone: str = Field("efficientnet_lite0", description="CNN backbone (the image models' names), or "
+                                                                "'clip_vit_b16' (anomalib's CLIP image encoder; "
+                                                                "needs weights, method crop).")
+        weights: str | None = Field(None, description="Local backbone weights; None = packaged EfficientNet-Lite0. "
+                                                      "CLIP: timm's layout, e.g. model.safetensors of "
+                                                      "timm/vit_base_patch16_clip_224.openai.")
         layers: list[str] = Field(default_factory=lambda: ["layer3", "layer4"],
                                   description="Backbone layers pooled and concatenated per region.")
         method: Literal["crop", "roi_align"] = Field(

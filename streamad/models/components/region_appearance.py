@@ -12,6 +12,10 @@ Two ways to get a region's vector, both with ``torchvision.ops.roi_align``:
 The layer vectors are concatenated (``D`` = sum of the layers' channels) and, with ``normalize``, scaled to unit L2
 norm (so that nearest-neighbour distances compare directions, as CLIP embeddings are usually compared).
 
+``backbone="clip_vit_b16"`` (``crop`` only) is anomalib's CLIP ViT-B/16 image encoder from a local weights file
+(:class:`~streamad.models.components.clip_image.ClipImageEncoder`): each crop's 512-d CLIP embedding; ``layers``
+do not apply and ``crop_size`` is the crop cut before CLIP's own resize to 224.
+
 With ``runtime="openvino"`` (``crop`` only) the backbone, pooling and normalisation are converted once to an
 OpenVINO model with a dynamic batch and run there (one CPU thread per call): the same vectors within float32
 rounding, several times faster than torch for the small batches of one frame's regions.
@@ -30,6 +34,7 @@ from torchvision.ops import roi_align
 
 from streamad.errors import ModelError
 from streamad.models.components.backbone import build_feature_extractor
+from streamad.models.components.clip_image import CLIP_BACKBONES, ClipImageEncoder
 
 __all__ = ["RegionAppearance"]
 
@@ -64,15 +69,23 @@ class RegionAppearance:
         runtime: ``torch`` or ``openvino`` (``crop`` only; module doc).
 
     Raises:
-        ModelError: unknown backbone or layer, missing weights, ``openvino`` with ``roi_align``.
+        ModelError: unknown backbone or layer, missing weights, ``openvino`` or a CLIP backbone with ``roi_align``.
     """
 
     def __init__(self, backbone: str = "efficientnet_lite0", layers: Sequence[str] = ("layer3", "layer4"),
                  method: Literal["crop", "roi_align"] = "crop", crop_size: int = 64, roi_output: int = 2,
                  normalize: bool = True, weights: str | Path | None = None, context: float = 1.0,
                  runtime: Literal["torch", "openvino"] = "torch") -> None:
-        self.net = build_feature_extractor(backbone, layers, weights)
-        self.head = _CropHead(self.net, self.net.layers, normalize)
+        self.head: torch.nn.Module
+        if backbone in CLIP_BACKBONES:
+            if method != "crop":
+                raise ModelError(f"region appearance: backbone {backbone} needs method 'crop'")
+            self.head = ClipImageEncoder(backbone, weights, normalize)
+            self.dims = ClipImageEncoder.dims
+        else:
+            self.net = build_feature_extractor(backbone, layers, weights)
+            self.head = _CropHead(self.net, self.net.layers, normalize)
+            self.dims = int(sum(self.net.channels[layer] for layer in self.net.layers))
         self.ov = None
         if runtime == "openvino":
             if method != "crop":
@@ -91,7 +104,6 @@ class RegionAppearance:
         self.roi_output = roi_output
         self.normalize = normalize
         self.context = context
-        self.dims = int(sum(self.net.channels[layer] for layer in self.net.layers))
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
