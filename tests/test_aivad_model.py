@@ -295,3 +295,29 @@ def test_regions_without_a_pose_get_no_pose_contribution() -> None:
     assert batch[1].frame_score == pytest.approx(out.frame_score)
     all_nan = {"velocity": np.ones((1, 2), np.float32), "pose": np.full((1, 34), np.nan, np.float32)}
     assert model.predict(all_nan).frame_score == pytest.approx(float(model.predict(all_nan).contributions["velocity"][0]))
+
+
+def test_fit_does_not_depend_on_the_order_in_which_streams_deliver_clips() -> None:
+    """Training streams run concurrently; the fitted model must be the same whatever their clips' interleaving."""
+    from streamad.runtime.fitters import ClipFitter
+    from streamad.operators.score import Score
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for s in range(4):
+        for i in range(30):
+            f = Frame(f"train{s}", i, i / 10, 0.0, np.zeros((8, 8, 3), np.uint8))
+            c = Clip(f"train{s}", [f], f)
+            c.features = {"velocity": rng.gamma(2.0, 1.0 + s, (3, 4)).astype(np.float32)}
+            clips.append(c)
+    cfg = Score.Config(kind="score", model={"kind": "aivad", "n_components_velocity": 3})
+    states = []
+    for order in (range(len(clips)), rng.permutation(len(clips))):
+        fitter = ClipFitter(cfg)
+        for i in order:
+            fitter.collect(clips[i])
+        model, _ = fitter.fit(progress=False)
+        states.append(model.state()[1])
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        np.testing.assert_array_equal(states[0][k], states[1][k], err_msg=k)

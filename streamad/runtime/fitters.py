@@ -74,6 +74,7 @@ class ClipFitter:
         self.model = MODELS.get(model_cfg.kind)(model_cfg)
         self.features: list[dict[str, np.ndarray]] = []
         self.groups: list[str] = []
+        self.keys: list[tuple[str, int]] = []  # (stream id, target frame index) of each collected clip
         self.scores: list[float] = []
         self.labels: list[int] = []
 
@@ -86,13 +87,17 @@ class ClipFitter:
             return 0
         self.features.append(dict(msg.features))
         self.groups.append(msg.target.video or msg.stream_id)
+        self.keys.append((msg.stream_id, msg.target.index))
         return 1 + len(msg.extra_targets)
 
     def collect_validation(self, msg: Any) -> int:
         return 0
 
     def fit(self, progress: bool) -> tuple[Any, dict[str, Any]]:
-        self.model.fit(self.features, self.groups)
+        # The training streams run concurrently, so clips arrive in an order that varies from run to run; the
+        # estimators (GMM initialisation, k-center start) depend on row order, so fit in (stream, frame) order.
+        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
+        self.model.fit([self.features[i] for i in order], [self.groups[i] for i in order])
         regions = int(sum(len(next(iter(f.values()))) if f else 0 for f in self.features))
         return self.model, {"train_clips": len(self.features), "train_regions": regions}
 
@@ -121,6 +126,7 @@ class ClipFitter:
 
     def close(self) -> None:
         self.features.clear()
+        self.keys.clear()
 
 
 def model_operator(operators: Sequence[PartConfig]) -> int | None:
