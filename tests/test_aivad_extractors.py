@@ -276,8 +276,19 @@ def test_clip_backbone_gives_512_d_unit_embeddings_from_local_weights(tmp_path: 
     assert not np.allclose(vecs[0][0], vecs[0][1], atol=1e-3)  # different regions, different embeddings
 
 
+def test_clip_backbone_through_openvino_embeds_like_torch(tmp_path: Path) -> None:
+    """``runtime: openvino`` converts the CLIP image tower once; its embeddings are torch's."""
+    weights = _clip_weights(tmp_path / "clip.safetensors", 0)
+    image = np.random.default_rng(0).integers(0, 256, (240, 360, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 120], [100, 50, 200, 200], [300, 0, 359, 239]], np.float32)
+    ref = RegionAppearance("clip_vit_b16", weights=weights)(image, boxes)
+    got = RegionAppearance("clip_vit_b16", weights=weights, runtime="openvino")(image, boxes)
+    assert got.shape == (3, 512) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
 def test_clip_backbone_refuses_missing_or_mismatched_weights(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="CLIP has no packaged weights"):
+    with pytest.raises(ModelError, match="backbone clip_vit_b16 needs weights: .*timm.s layout.*nothing is downloaded"):
         RegionAppearance("clip_vit_b16", method="crop")
     bad = _clip_weights(tmp_path / "bad.safetensors", 0, drop="head.weight")
     with pytest.raises(ModelError, match="bad.safetensors does not match"):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ from streamad.errors import ModelError
 from streamad.models.components.state_dict import load_strict
 
 __all__ = ["FeatureExtractor", "EfficientNetLite0", "build_feature_extractor", "efficientnet_lite0_weights",
-           "BACKBONES"]
+           "BACKBONES", "import_timm"]
 
 BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2", "timm/<name>")
 
@@ -257,14 +257,26 @@ class _TimmBody(nn.Module):
         return dict(zip(self.names, self.net(x)))
 
 
-def _timm(name: str, layers: Sequence[str], weights: str | Path | None) -> FeatureExtractor:
+def import_timm(backbone: str, weights: str | Path | None,
+                hint: str = "a local file (.pth / .safetensors)") -> Any:
+    """The ``timm`` module, for backbone ``backbone`` whose ``weights`` the user named.
+
+    timm backbones have no packaged weights and nothing is downloaded, so ``weights`` is required.
+
+    Raises:
+        ModelError: ``weights`` is ``None`` (the message names ``backbone`` and ``hint``), or timm is not installed.
+    """
     if weights is None:
-        raise ModelError(f"backbone timm/{name} needs weights: a local file (.pth / .safetensors); nothing is "
-                         f"downloaded")
+        raise ModelError(f"backbone {backbone} needs weights: {hint}; nothing is downloaded")
     try:
         import timm
     except ImportError:
-        raise ModelError(f"backbone timm/{name} needs the package timm (pip install timm)") from None
+        raise ModelError(f"backbone {backbone} needs the package timm (pip install timm)") from None
+    return timm
+
+
+def _timm(name: str, layers: Sequence[str], weights: str | Path | None) -> FeatureExtractor:
+    timm = import_timm(f"timm/{name}", weights)
     path = Path(weights)
     if not path.is_file():
         raise ModelError(f"backbone timm/{name}: weights file not found: {path}")

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from streamad.errors import ModelError
+from streamad.models.components.backbone import import_timm
 from streamad.models.components.state_dict import load_strict
 
 __all__ = ["ClipImageEncoder", "CLIP_BACKBONES"]
@@ -51,13 +52,8 @@ class ClipImageEncoder(nn.Module):
         super().__init__()
         if backbone not in CLIP_BACKBONES:
             raise ModelError(f"unknown CLIP backbone {backbone!r}; known: {sorted(CLIP_BACKBONES)}")
-        if weights is None:
-            raise ModelError(f"backbone {backbone}: CLIP has no packaged weights; give a local file as 'weights' "
-                             f"(timm layout, e.g. model.safetensors of timm/{CLIP_BACKBONES[backbone]})")
-        try:
-            import timm
-        except ImportError:
-            raise ModelError(f"backbone {backbone} needs the timm package: pip install 'streamad[timm]'") from None
+        timm = import_timm(backbone, weights, f"a local file in timm's layout (e.g. model.safetensors of "
+                                              f"timm/{CLIP_BACKBONES[backbone]})")
         self.net = timm.create_model(CLIP_BACKBONES[backbone], pretrained=False, num_classes=self.dims)
         load_strict(self.net, weights, f"backbone {backbone}")
         self.net.eval()
