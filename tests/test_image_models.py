@@ -118,6 +118,25 @@ def test_patchcore_score_is_anomalibs(train_set: ImageSet) -> None:
     np.testing.assert_allclose(amap.numpy(), ref_map.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_patchcore_full_coreset_keeps_every_training_patch(train_set: ImageSet) -> None:
+    """``coreset_sampling_ratio: 1.0`` is the bank of every patch (no greedy search); a training image scores ~0."""
+    cls = IMAGE_MODELS.get("patchcore")
+    model = cls(cls.Config.model_validate({"kind": "patchcore", "coreset_sampling_ratio": 1.0,
+                                           "input_size": list(SIZE)}))
+    stats = model.fit(train_set)
+    net = model.network
+    patches_per_image = stats["patches"] // len(train_set)
+    assert stats["memory_bank"] == stats["patches"] == len(train_set) * patches_per_image
+    first = next(train_set.batches(1)).images
+    with torch.inference_mode():
+        emb = net.embed(net.preprocess(torch.from_numpy(first)))
+    own = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    torch.testing.assert_close(net.memory_bank[:patches_per_image], own, rtol=1e-4, atol=1e-4)  # image order
+    unseen = texture(np.random.default_rng(5))[None]
+    # a training image's patches are in the bank: distance 0 up to the float rounding of |x|^2 - 2 x.m + |m|^2
+    assert float(model.predict(first).score[0]) < 0.1 * float(model.predict(unseen).score[0])
+
+
 class _Trained(ImageModel):
     """A stand-in for a gradient-trained model (STFPM, FastFlow): records what the fit gave it."""
 

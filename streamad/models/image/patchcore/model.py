@@ -102,7 +102,8 @@ class Patchcore(ImageModel):
 
     Config:
         layers: default ``[layer2, layer3]`` (stride 8 and 16).
-        coreset_sampling_ratio: memory-bank size as a fraction of the patches searched (anomalib 0.1).
+        coreset_sampling_ratio: memory-bank size as a fraction of the patches searched (anomalib 0.1); 1.0 keeps
+            every patch without running the search.
         max_coreset_input: at most this many training patches enter the coreset search (seeded uniform sample,
             spread evenly over the images); ``None`` = all (anomalib).
         projection_dim: dimension of the sparse random projection used by the search; ``None`` = the
@@ -147,8 +148,11 @@ class Patchcore(ImageModel):
         features = np.concatenate(chunks)
         del chunks
         t1 = time.perf_counter()
-        idx = k_center_greedy(features, c.coreset_sampling_ratio, seed=c.seed, n_components=c.projection_dim,
-                              progress=progress)
+        if c.coreset_sampling_ratio >= 1.0:  # the coreset of every patch is every patch: no search
+            idx = np.arange(features.shape[0])
+        else:
+            idx = k_center_greedy(features, c.coreset_sampling_ratio, seed=c.seed, n_components=c.projection_dim,
+                                  progress=progress)
         bank = torch.from_numpy(np.ascontiguousarray(features[np.sort(idx)]))
         self.network = self._network(bank)
         return {"patches": int(seen), "coreset_input": int(features.shape[0]), "memory_bank": int(bank.shape[0]),
