@@ -16,8 +16,8 @@ Besides the whole-split figures, each row prints:
 * ``Uneven within``: the pixel AUROC over the MT_Uneven images only, i.e. how well the map ranks the pixels of the
   annotated band above the rest of the same images. MT_Uneven holds 72 % of the split's anomalous pixels.
 
-The scoring time is the torch forward pass per image (batch 16; 2 above 20,000 bank patches; this machine's threads), an indication of the
-bank's cost; serving speed is measured by ``benchmarks/image_serve_fps.py``.
+The scoring time is the torch forward pass per image (batch 16; 2 above 20,000 bank patches; this machine's
+threads), an indication of the bank's cost; serving speed is measured by ``benchmarks/image_serve_fps.py``.
 """
 
 from __future__ import annotations
