@@ -62,6 +62,13 @@ ROWS: dict[str, tuple[dict[str, Any], float, str | None]] = {
     "example_sigma_32": ({}, 32.0, "example"),
     "layer3_every_patch_sigma_16": ({"layers": ["layer3"], "coreset_sampling_ratio": 1.0,
                                      "max_coreset_input": None}, 16.0, "layer3_every_patch"),
+    "example_patch_9": ({"patch_size": 9}, 4.0, None),
+    "layer3_patch_9_bank_5k": ({"layers": ["layer3"], "patch_size": 9, "coreset_sampling_ratio": 0.1,
+                                "max_coreset_input": 50000}, 4.0, None),
+    "layer3_patch_13_bank_5k": ({"layers": ["layer3"], "patch_size": 13, "coreset_sampling_ratio": 0.1,
+                                 "max_coreset_input": 50000}, 4.0, None),
+    "input_384_layer3_patch_13_bank_5k": ({"input_size": [384, 384], "layers": ["layer3"], "patch_size": 13,
+                                           "coreset_sampling_ratio": 0.1, "max_coreset_input": 50000}, 4.0, None),
 }
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
 from image_fixtures import texture
 from streamad.errors import ModelError
+from streamad.export import export_model
 from streamad.models.image import IMAGE_MODELS, ImageModel, ImageModelConfig
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.image_set import ImageSet
@@ -33,6 +35,7 @@ def train_set() -> ImageSet:
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "patchcore": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
+    "patchcore_p5": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3, "patch_size": 5},
     "padim": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20},
     "dfm": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.95},
     "dfm_nll": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.9,
@@ -58,13 +61,16 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
     p_norm, p_bad = model.predict(normal), model.predict(bad)
     assert p_norm.anomaly_map.shape == (6, 1, *SIZE) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
-    if name in ("patchcore", "padim", "dfm"):  # local scores: every defect image above every normal one
+    if name in ("patchcore", "patchcore_p5", "padim", "dfm"):  # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE) see a small blob less clearly
         assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
     if name in ("patchcore", "padim", "dfm"):  # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
+    if name == "patchcore_p5":  # 5 of the 8x12 layer2 cells: the map peaks in the blob's quadrant
+        y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
+        assert x >= 48 and y < 32, (x, y)
     one = model.predict(bad[0])  # a single frame of another size is resized inside the network
     assert one.anomaly_map.shape == (1, 1, *SIZE)
     save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
@@ -116,6 +122,29 @@ def test_patchcore_score_is_anomalibs(train_set: ImageSet) -> None:
         amap, out = net(x)
     np.testing.assert_allclose(out.numpy(), ref_score.numpy(), rtol=1e-4)
     np.testing.assert_allclose(amap.numpy(), ref_map.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_patchcore_patch_size_averages_in_image_neighbours(train_set: ImageSet, tmp_path: Path) -> None:
+    """``patch_size: 5``: each layer's cell is the mean of its in-image 5x5 neighbours (corners average 3x3 cells,
+    not 25 with zeros); the model keeps the size through save / load and its OpenVINO IR scores like torch."""
+    model = make("patchcore_p5")
+    model.fit(train_set)
+    net = model.network
+    x = net.preprocess(torch.from_numpy(next(train_set.batches(2)).images))
+    with torch.inference_mode():
+        raw = list(net.extractor(x).values())[0]  # layer2, the first layer: its own resolution
+        emb = net.embed(x)
+    c = raw.shape[1]
+    torch.testing.assert_close(emb[:, :c, 0, 0], raw[:, :, :3, :3].mean((2, 3)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(emb[:, :c, 4, 5], raw[:, :, 2:7, 3:8].mean((2, 3)), rtol=1e-5, atol=1e-5)
+    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5, "pixel_threshold": 0.5})
+    loaded, _ = load_model(tmp_path / "m")
+    assert loaded.config.patch_size == 5 and loaded.network.pool.kernel_size == 5
+    res = export_model(tmp_path / "m", "openvino", output=tmp_path / "ir")
+    assert res.info["check"]["normalised_max_diff"] < 1e-3
+    cls = IMAGE_MODELS.get("patchcore")
+    with pytest.raises(ValidationError, match="patch_size must be odd"):
+        cls.Config.model_validate({"kind": "patchcore", "patch_size": 4})
 
 
 def test_patchcore_full_coreset_keeps_every_training_patch(train_set: ImageSet) -> None:
