@@ -114,8 +114,8 @@ class Patchcore(ImageModel):
             Johnson-Lindenstrauss bound for eps 0.9, capped at ``D`` (anomalib).
         num_neighbors: neighbours of the image-score re-weighting (anomalib 9).
         patch_size: odd side of the neighbourhood each patch feature averages, in cells of each layer's own map
-            (pooling precedes the upsampling; the paper's ``p``; anomalib 3). Wider neighbourhoods trade small defects for wide ones, measured in
-            ``README.md``.
+            (pooling precedes the upsampling; the paper's ``p``; anomalib 3). Wider neighbourhoods trade small
+            defects for wide ones, measured in ``README.md``.
     """
 
     version = "1"
