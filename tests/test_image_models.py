@@ -14,8 +14,10 @@ from pydantic import ValidationError
 
 from image_fixtures import texture
 from streamad.errors import ModelError
+from streamad.models.components.backbone import packaged_weights
 from streamad.export import export_model
 from streamad.models.image import IMAGE_MODELS, ImageModel, ImageModelConfig
+from streamad.models.image.base import file_sha256
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.image_set import ImageSet
 from streamad.models.store import load_model, save_model
@@ -36,6 +38,8 @@ def train_set() -> ImageSet:
 CONFIGS: dict[str, dict[str, Any]] = {
     "patchcore": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
     "patchcore_p5": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3, "patch_size": 5},
+    "patchcore_lite2": {"kind": "patchcore", "backbone": "efficientnet_lite2", "layers": ["layer2", "layer3"],
+                        "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
     "padim": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20},
     "dfm": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.95},
     "dfm_nll": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.9,
@@ -61,11 +65,13 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
     p_norm, p_bad = model.predict(normal), model.predict(bad)
     assert p_norm.anomaly_map.shape == (6, 1, *SIZE) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
-    if name in ("patchcore", "patchcore_p5", "padim", "dfm"):  # local scores: every defect image above every normal one
+    if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "dfm"):
+        # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE) see a small blob less clearly
         assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
-    if name in ("patchcore", "padim", "dfm"):  # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
+    if name in ("patchcore", "patchcore_lite2", "padim", "dfm"):
+        # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
     if name == "patchcore_p5":  # 5 of the 8x12 layer2 cells: the map peaks in the blob's quadrant
@@ -76,6 +82,8 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
     save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
     loaded, meta = load_model(tmp_path / "m")
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
+    backbone = CONFIGS[name].get("backbone", "efficientnet_lite0")  # the backbone's own packaged weights
+    assert meta["model"]["params"]["weights_sha256"] == file_sha256(packaged_weights(backbone))
     again = loaded.predict(bad)
     np.testing.assert_allclose(again.score, p_bad.score, rtol=1e-6)
     np.testing.assert_allclose(again.anomaly_map, p_bad.anomaly_map, rtol=1e-5, atol=1e-5)

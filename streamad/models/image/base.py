@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import nn
 
 from streamad.errors import ModelError
-from streamad.models.components.backbone import FeatureExtractor, build_feature_extractor, efficientnet_lite0_weights
+from streamad.models.components.backbone import FeatureExtractor, build_feature_extractor, packaged_weights
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import as_batch
 from streamad.parts import PartConfig
@@ -49,9 +49,10 @@ class ImageModelConfig(PartConfig):
     """Settings every image model shares.
 
     Attributes:
-        backbone: ``efficientnet_lite0`` (packaged ImageNet weights), ``resnet18``, ``wide_resnet50_2`` or
-            ``timm/<name>`` (see :mod:`streamad.models.components.backbone`).
-        weights: local backbone weights file (required for every backbone but ``efficientnet_lite0``).
+        backbone: ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` (packaged ImageNet
+            weights), ``resnet18``, ``wide_resnet50_2`` or ``timm/<name>`` (see
+            :mod:`streamad.models.components.backbone`).
+        weights: local backbone weights file (required for every backbone but the EfficientNet-Lite ones).
         layers: backbone layers the model reads, shallow to deep (anomalib ``layers``).
         input_size: ``[height, width]`` in pixels that frames are resized to (anomalib ``image_size``; 256x256).
         batch_size: images per forward pass while fitting.
@@ -133,9 +134,15 @@ class ImageModel(abc.ABC):
 
     def backbone_identity(self) -> dict[str, str]:
         """``{"backbone", "weights_sha256"}`` recorded in ``model.json`` so that a model is never served with other
-        backbone weights than it was fitted with."""
+        backbone weights than it was fitted with.
+
+        Raises:
+            ModelError: the backbone has no packaged weights and ``weights`` is unset.
+        """
         c = self.config
-        path = Path(c.weights) if c.weights else efficientnet_lite0_weights()
+        path = Path(c.weights) if c.weights else packaged_weights(c.backbone)
+        if path is None:
+            raise ModelError(f"image model {self.kind}: backbone {c.backbone} needs weights (a local file)")
         return {"backbone": c.backbone, "weights_sha256": file_sha256(path)}
 
     def require_network(self) -> nn.Module:
