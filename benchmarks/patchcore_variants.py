@@ -69,6 +69,15 @@ ROWS: dict[str, tuple[dict[str, Any], float, str | None]] = {
                                  "max_coreset_input": 50000}, 4.0, None),
     "input_384_layer3_patch_13_bank_5k": ({"input_size": [384, 384], "layers": ["layer3"], "patch_size": 13,
                                            "coreset_sampling_ratio": 0.1, "max_coreset_input": 50000}, 4.0, None),
+    "lite2_example": ({"backbone": "efficientnet_lite2"}, 4.0, None),
+    "lite2_input_384_layer3_patch_13_bank_5k": ({"backbone": "efficientnet_lite2", "input_size": [384, 384],
+                                                 "layers": ["layer3"], "patch_size": 13,
+                                                 "coreset_sampling_ratio": 0.1, "max_coreset_input": 50000},
+                                                4.0, None),
+    "lite2_input_384_layer3_patch_17_bank_5k": ({"backbone": "efficientnet_lite2", "input_size": [384, 384],
+                                                 "layers": ["layer3"], "patch_size": 17,
+                                                 "coreset_sampling_ratio": 0.1, "max_coreset_input": 50000},
+                                                4.0, None),
 }
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 
