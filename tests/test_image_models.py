@@ -41,6 +41,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "patchcore_lite2": {"kind": "patchcore", "backbone": "efficientnet_lite2", "layers": ["layer2", "layer3"],
                         "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
     "padim": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20},
+    "padim_band": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20, "patch_size": [3, 5]},
     "dfm": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.95},
     "dfm_nll": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.9,
                 "score_type": "nll"},
@@ -65,12 +66,12 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
     p_norm, p_bad = model.predict(normal), model.predict(bad)
     assert p_norm.anomaly_map.shape == (6, 1, *SIZE) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
-    if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "dfm"):
+    if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE) see a small blob less clearly
         assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
-    if name in ("patchcore", "patchcore_lite2", "padim", "dfm"):
+    if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
@@ -84,6 +85,8 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
     backbone = CONFIGS[name].get("backbone", "efficientnet_lite0")  # the backbone's own packaged weights
     assert meta["model"]["params"]["weights_sha256"] == file_sha256(packaged_weights(backbone))
+    if name == "padim_band":  # the rectangle survives model.json
+        assert loaded.config.patch_size == (3, 5) and loaded.network.pool.sides == (3, 5)
     again = loaded.predict(bad)
     np.testing.assert_allclose(again.score, p_bad.score, rtol=1e-6)
     np.testing.assert_allclose(again.anomaly_map, p_bad.anomaly_map, rtol=1e-5, atol=1e-5)
@@ -147,12 +150,13 @@ def test_patchcore_patch_size_averages_in_image_neighbours(train_set: ImageSet, 
     torch.testing.assert_close(emb[:, :c, 4, 5], raw[:, :, 2:7, 3:8].mean((2, 3)), rtol=1e-5, atol=1e-5)
     save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5, "pixel_threshold": 0.5})
     loaded, _ = load_model(tmp_path / "m")
-    assert loaded.config.patch_size == 5 and loaded.network.pool.kernel_size == 5
+    assert loaded.config.patch_size == 5 and loaded.network.pool.sides == (5, 5)
     res = export_model(tmp_path / "m", "openvino", output=tmp_path / "ir")
     assert res.info["check"]["normalised_max_diff"] < 1e-3
     cls = IMAGE_MODELS.get("patchcore")
-    with pytest.raises(ValidationError, match="patch_size must be odd"):
-        cls.Config.model_validate({"kind": "patchcore", "patch_size": 4})
+    for bad in (4, [3, 4], [3, 5, 7], 0):
+        with pytest.raises(ValidationError, match="patch_size must be an odd positive integer"):
+            cls.Config.model_validate({"kind": "patchcore", "patch_size": bad})
 
 
 def test_patchcore_full_coreset_keeps_every_training_patch(train_set: ImageSet) -> None:

@@ -3,6 +3,8 @@ and Localization", ICPR 2020, arXiv 2011.08785), following anomalib's ``PadimMod
 
 * Embedding: the backbone layers, deeper ones nearest-upsampled to the first layer's resolution and concatenated;
   a seeded random subset of ``n_features`` channels is kept (anomalib: ``random.sample``; 100 for resnet18).
+  ``patch_size`` optionally averages each layer over a neighbourhood first (PatchCore's locally aware features,
+  :class:`~streamad.models.components.patch_pool.PatchPool`); the default 1 is PaDiM's embedding, unpooled.
 * Fit: at every position of the embedding, a Gaussian (mean, covariance + 0.01 I, kept inverted), accumulated
   batch by batch (:class:`~streamad.models.components.multivariate_gaussian.PatchGaussian`).
 * Anomaly map: the Mahalanobis distance of each position to its Gaussian, bilinearly upsampled to the input size,
@@ -26,6 +28,7 @@ from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.multivariate_gaussian import PatchGaussian, mahalanobis_map
+from streamad.models.components.patch_pool import PatchPool, PatchSize
 from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import Preprocess
@@ -40,14 +43,19 @@ class PadimNetwork(nn.Module):
     Args:
         size: input ``(h, w)``. extractor: the backbone. channels: ``(K,) int64`` kept embedding channels.
         mean: ``(K, P) float32``. inv_covariance: ``(P, K, K) float32`` (``P`` = positions of the embedding).
+        sigma: Gaussian blur of the map (anomalib 4).
+        patch_size: odd side, or odd ``(height, width)``, of the neighbourhood each layer is averaged over, in
+            cells of its own map (1: none, PaDiM's embedding).
     """
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, channels: torch.Tensor,
-                 mean: torch.Tensor, inv_covariance: torch.Tensor, sigma: float = 4.0) -> None:
+                 mean: torch.Tensor, inv_covariance: torch.Tensor, sigma: float = 4.0,
+                 patch_size: int | tuple[int, int] = 1) -> None:
         super().__init__()
         self.size = tuple(size)
         self.preprocess = Preprocess(size)
         self.extractor = extractor
+        self.pool = PatchPool(patch_size)
         self.register_buffer("channels", channels)
         self.register_buffer("mean", mean)
         self.register_buffer("inv_covariance", inv_covariance)
@@ -55,7 +63,7 @@ class PadimNetwork(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w) float`` -> ``(N, K, h / s, w / s)`` embedding (kept channels only)."""
-        feats = list(self.extractor(x).values())
+        feats = [self.pool(f) for f in self.extractor(x).values()]
         first = feats[0]
         ups = [F.interpolate(f, size=first.shape[-2:], mode="nearest") for f in feats[1:]]
         return torch.index_select(torch.cat([first, *ups], 1), 1, self.channels)
@@ -75,6 +83,9 @@ class Padim(ImageModel):
         layers: default ``[layer1, layer2, layer3]`` (stride 4, 8, 16; anomalib's resnet18 default).
         n_features: embedding channels kept at random (anomalib: 100 for resnet18, 550 for wide_resnet50_2);
             ``None`` keeps all.
+        patch_size: odd side, or odd ``[height, width]``, of the neighbourhood each layer is averaged over before
+            the Gaussians, in cells of the layer's own map; 1 (default) is PaDiM's unpooled embedding. Wide
+            neighbourhoods help wide defects, measured in ``README.md``.
     """
 
     version = "1"
@@ -84,6 +95,7 @@ class Padim(ImageModel):
         kind: Literal["padim"] = "padim"
         layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
         n_features: int | None = Field(100, ge=1)
+        patch_size: PatchSize = 1
 
     def _channels(self) -> torch.Tensor:
         total = sum(self.extractor.channels.values())
@@ -91,20 +103,23 @@ class Padim(ImageModel):
         rng = np.random.default_rng(self.config.seed)
         return torch.from_numpy(np.sort(rng.choice(total, k, replace=False)).astype(np.int64))
 
+    def _network(self, channels: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor) -> PadimNetwork:
+        return PadimNetwork(self.input_size, self.extractor, channels, mean, inv, patch_size=self.config.patch_size)
+
     def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
         c = self.config
         if len(train) < 2:
             raise ValueError(f"padim: need at least 2 training images, got {len(train)}")
         t0 = time.perf_counter()
         channels = self._channels()
-        probe = PadimNetwork(self.input_size, self.extractor, channels, torch.zeros(0), torch.zeros(0))
+        probe = self._network(channels, torch.zeros(0), torch.zeros(0))
         gauss = PatchGaussian()
         with torch.inference_mode():
             for b in tqdm(train.batches(c.batch_size), desc="padim: features", unit="batch",
                           total=math.ceil(len(train) / c.batch_size), disable=not progress, leave=False):
                 gauss.update(probe.embed(probe.preprocess(torch.from_numpy(b.images))))
         mean, inv = gauss.compute()
-        self.network = PadimNetwork(self.input_size, self.extractor, channels, mean, inv).eval()
+        self.network = self._network(channels, mean, inv).eval()
         return {"images": len(train), "channels": int(channels.numel()), "positions": int(mean.shape[1]),
                 "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -124,5 +139,4 @@ class Padim(ImageModel):
                 or inv.shape != (mean.shape[1], k, k)):
             raise ModelError(f"padim: arrays of shapes channels {channels.shape}, mean {mean.shape}, inv_covariance "
                              f"{inv.shape} do not fit each other or the backbone ({total} channels)")
-        return PadimNetwork(self.input_size, self.extractor, torch.from_numpy(channels), torch.from_numpy(mean),
-                            torch.from_numpy(inv))
+        return self._network(torch.from_numpy(channels), torch.from_numpy(mean), torch.from_numpy(inv))

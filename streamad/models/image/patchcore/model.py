@@ -1,11 +1,10 @@
 """PatchCore (Roth, Pemula, Zepeda, Schölkopf, Brox, Gehler, "Towards Total Recall in Industrial Anomaly
 Detection", CVPR 2022, arXiv 2106.08265), following anomalib's ``PatchcoreModel``.
 
-* Locally aware patch features: each backbone layer is average-pooled over a ``patch_size`` x ``patch_size``
-  neighbourhood (stride 1; the paper's patch size ``p``, anomalib's fixed 3), deeper layers are bilinearly upsampled
-  to the first layer's resolution and concatenated (``D`` = sum of the layers' channels). Size 3 is anomalib's
-  ``AvgPool2d(3, 1, 1)``, whose border means count the zero padding; larger sizes average the in-image neighbours
-  only (``count_include_pad=False``), since a wide window of zeros would drag every border patch towards 0.
+* Locally aware patch features: each backbone layer is average-pooled over a ``patch_size`` neighbourhood
+  (:class:`~streamad.models.components.patch_pool.PatchPool`: stride 1, a square ``p`` or a ``[height, width]``
+  rectangle; the paper's patch size ``p``, anomalib's fixed 3), deeper layers are bilinearly upsampled to the first
+  layer's resolution and concatenated (``D`` = sum of the layers' channels).
 * Memory bank: the training patches, subsampled by k-center greedy coreset selection over a sparse random
   projection (``coreset_sampling_ratio``). ``max_coreset_input`` optionally draws a seeded uniform sample of the
   patches before the greedy search (anomalib searches all of them; the search costs ``bank size * patches``).
@@ -26,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
@@ -34,6 +33,7 @@ from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.kcenter_greedy import k_center_greedy
+from streamad.models.components.patch_pool import PatchPool, PatchSize
 from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import Preprocess
@@ -49,16 +49,17 @@ class PatchcoreNetwork(nn.Module):
         size: input ``(h, w)``. extractor: the backbone. memory_bank: ``(M, D) float32``.
         num_neighbors: neighbours of the re-weighting (anomalib ``num_neighbors``, 9).
         sigma: Gaussian blur of the map (anomalib 4).
-        patch_size: odd side of the locally aware neighbourhood, in cells of each layer's map (anomalib 3).
+        patch_size: odd side, or odd ``(height, width)``, of the locally aware neighbourhood, in cells of each
+            layer's map (anomalib 3).
     """
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, memory_bank: torch.Tensor,
-                 num_neighbors: int, sigma: float = 4.0, patch_size: int = 3) -> None:
+                 num_neighbors: int, sigma: float = 4.0, patch_size: int | tuple[int, int] = 3) -> None:
         super().__init__()
         self.size = tuple(size)
         self.preprocess = Preprocess(size)
         self.extractor = extractor
-        self.pool = nn.AvgPool2d(patch_size, 1, patch_size // 2, count_include_pad=patch_size == 3)
+        self.pool = PatchPool(patch_size)
         self.num_neighbors = int(num_neighbors)
         self.register_buffer("memory_bank", memory_bank)
         self.register_buffer("bank_sq", (memory_bank * memory_bank).sum(1))
@@ -113,9 +114,9 @@ class Patchcore(ImageModel):
         projection_dim: dimension of the sparse random projection used by the search; ``None`` = the
             Johnson-Lindenstrauss bound for eps 0.9, capped at ``D`` (anomalib).
         num_neighbors: neighbours of the image-score re-weighting (anomalib 9).
-        patch_size: odd side of the neighbourhood each patch feature averages, in cells of each layer's own map
-            (pooling precedes the upsampling; the paper's ``p``; anomalib 3). Wider neighbourhoods trade small
-            defects for wide ones, measured in ``README.md``.
+        patch_size: odd side, or odd ``[height, width]``, of the neighbourhood each patch feature averages, in
+            cells of each layer's own map (pooling precedes the upsampling; the paper's ``p``; anomalib 3). Wider
+            neighbourhoods trade small defects for wide ones, measured in ``README.md``.
     """
 
     version = "1"
@@ -127,14 +128,7 @@ class Patchcore(ImageModel):
         max_coreset_input: int | None = Field(None, ge=1)
         projection_dim: int | None = Field(None, ge=1)
         num_neighbors: int = Field(9, ge=1)
-        patch_size: int = Field(3, ge=1)
-
-        @field_validator("patch_size")
-        @classmethod
-        def _odd(cls, v: int) -> int:
-            if v % 2 == 0:
-                raise ValueError(f"patch_size must be odd (a neighbourhood centred on the patch), got {v}")
-            return v
+        patch_size: PatchSize = 3
 
     def _network(self, bank: torch.Tensor) -> PatchcoreNetwork:
         return PatchcoreNetwork(self.input_size, self.extractor, bank, self.config.num_neighbors,
