@@ -1,12 +1,11 @@
 """PatchCore and PaDiM fitted on the real Magnetic Tile split (80 % of MT_Free, seeded) and evaluated on the rest of
 MT_Free plus every defect image, through ``streamad fit`` / ``streamad eval``'s jobs.
 
-Asserted, as the issue asks: PatchCore image AUROC >= 0.90, PaDiM within 0.05 of PatchCore. Pixel AUROC >= 0.90 is
-asserted per defect class (each class's images with the normal test images) for the classes whose defects are
-local (Blowhole, Break, Crack, Fray). MT_Uneven is annotated as large regions whose inside looks like normal
-tile (only their boundary differs) and holds 72 % of all anomalous pixels, so the pixel AUROC over the whole split
-stays near 0.75 with these patch models; it is asserted against that measured floor, and reported in
-streamad/models/image/*/README.md.
+Asserted, as the issue asks: PatchCore image AUROC >= 0.90 and pixel AUROC >= 0.90 over the whole split, PaDiM
+within 0.05 of PatchCore on both. MT_Uneven holds 72 % of the anomalous pixels, so the whole-split pixel AUROC is
+mostly how well its bands are found; the examples' band-shaped neighbourhood (``patch_size: [13, 23]``) finds them
+at the cost of the smallest defects (Blowhole, Crack), whose per-class pixel AUROC is asserted against a floor
+below 0.90 (measured figures in streamad/models/image/*/README.md).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from image_fixtures import mt_config
 from streamad.cli import cli
 from streamad.runtime.jobs import evaluate
 
-LOCAL_DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray")
+DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +33,22 @@ def reports(mt_patchcore: Path, mt_padim: Path, tmp_path_factory: pytest.TempPat
     return out
 
 
-def test_patchcore_image_auroc_and_padim_within_005(reports: dict) -> None:
+def test_patchcore_image_and_pixel_auroc_and_padim_within_005(reports: dict) -> None:
     pc, pd = reports["patchcore"][0], reports["padim"][0]
     assert pc.frames == pd.frames == 582  # 190 MT_Free + 392 defect images
     assert pc.image_auroc >= 0.90, pc.format_table()
+    assert pc.pixel_auroc >= 0.90, pc.format_table()  # every pixel of the 582 test images
     assert pd.image_auroc >= pc.image_auroc - 0.05, pd.format_table()
+    assert pd.pixel_auroc >= pc.pixel_auroc - 0.05, pd.format_table()
 
 
 @pytest.mark.parametrize("kind", ["patchcore", "padim"])
-def test_pixel_auroc(reports: dict, kind: str) -> None:
+def test_pixel_auroc_per_defect_class(reports: dict, kind: str) -> None:
+    """Each defect class's images with the 190 normal ones: every class is localised (0.84-0.97 measured)."""
     report = reports[kind][0]
-    for name in LOCAL_DEFECTS:
+    for name in DEFECTS:
         cls = report.per_stream[f"magnetic_tile/{name}"]
-        assert cls["pixel_auroc"] >= 0.90, (name, report.format_table())
-    assert report.pixel_auroc >= 0.70, report.format_table()  # whole split, MT_Uneven included (see module doc)
+        assert cls["pixel_auroc"] >= 0.80, (name, report.format_table())
     assert 0.0 < report.pixel_aupro <= 1.0
 
 
