@@ -39,13 +39,13 @@ def _histogram_mean(metrics: Metrics, name: str) -> tuple[float, int]:
 def run_once(config: str, model: Path | None, batch_size: int, streams: int) -> dict[str, float]:
     """One ``serve`` of the config's streams with ``batch_size``; frames/s, score ms/frame, model ms/call."""
     cfg = load_config(config)
-    cfg.model.runtime.batch_size = batch_size
-    cfg.model.runtime.max_active_streams = streams
-    cfg.model.runtime.watch_config = False
-    cfg.model.sinks = []
+    cfg.spec.runtime.batch_size = batch_size
+    cfg.spec.runtime.max_active_streams = streams
+    cfg.spec.runtime.watch_config = False
+    cfg.spec.sinks = []
     metrics = Metrics()
     res = serve(cfg, model, metrics=metrics)
-    score_ms = stage_means(metrics).get("score", (0.0, 0))[0] * 1e3
+    score_ms = stage_means(metrics).get("video_model", (0.0, 0))[0] * 1e3
     model_s, calls = _histogram_mean(metrics, "streamad_model_inference_seconds")
     return {"fps": res.stats.fps, "frames": res.stats.delivered, "score_ms": score_ms, "model_ms": model_s * 1e3,
             "calls": calls, "auroc": res.report.frame_auroc if res.report else float("nan")}

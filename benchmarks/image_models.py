@@ -31,7 +31,7 @@ from streamad.export import export_model
 from streamad.runtime.jobs import evaluate, fit
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS: dict[str, dict[str, Any] | None] = {
+VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "patchcore": None,  # the examples' own model sections
     "padim": None,
     "dfm": {"kind": "dfm", "layers": ["layer3"], "input_size": [256, 256], "pooling_kernel_size": 4,
@@ -44,12 +44,12 @@ MODELS: dict[str, dict[str, Any] | None] = {
 
 def pipeline(kind: str, work: Path, runtime: str) -> Any:
     """The example config of ``kind`` with its model directory under ``work`` and the given runtime."""
-    example = REPO / "examples" / f"magnetic_tile_{kind if MODELS[kind] is None else 'padim'}.yaml"
+    example = REPO / "examples" / f"magnetic_tile_{kind if VIDEO_MODELS[kind] is None else 'padim'}.yaml"
     data = yaml.safe_load(example.read_text(encoding="utf-8"))
     data["data_root"] = os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
     data["model_dir"] = str(work / kind / "model")
-    if MODELS[kind] is not None:
-        data["operators"][0]["model"] = MODELS[kind]
+    if VIDEO_MODELS[kind] is not None:
+        data["operators"][0]["model"] = VIDEO_MODELS[kind]
     data["operators"][0]["runtime"] = runtime
     data["sinks"] = []
     return load_config_text(yaml.safe_dump(data), name=str(example), path=example)
@@ -57,7 +57,7 @@ def pipeline(kind: str, work: Path, runtime: str) -> Any:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=list(VIDEO_MODELS), choices=list(VIDEO_MODELS))
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_images")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()

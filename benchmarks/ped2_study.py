@@ -8,8 +8,8 @@ Usage::
 
 Each row fits the AI-VAD model (:class:`streamad.models.video.aivad.model.AiVad`) on the 16 training clips and
 scores the 12 test clips (2,010 frames), with the same operator code the pipeline runs
-(``clip_window`` semantics, :class:`~streamad.operators.regions.ForegroundRegions`,
-:class:`~streamad.operators.flow.OpticalFlow`, :class:`~streamad.operators.features.VelocityFeatures`), but with
+(``clip_window`` semantics, :class:`~streamad.operators.foreground_regions.ForegroundRegions`,
+:class:`~streamad.operators.optical_flow.OpticalFlow`, :class:`~streamad.operators.velocity_features.VelocityFeatures`), but with
 the flows computed once per (clip length, DIS preset) and kept in memory. It reports the frame-level AUROC over all
 test frames concatenated (micro), raw and smoothed (Gaussian, sigma 3 frames, truncated at 3 sigma, renormalised at
 the clip edges, per clip, as the ``smooth`` operator), and the operator cost in CPU milliseconds per frame (flow +
@@ -40,11 +40,11 @@ import numpy as np
 from streamad.eval.metrics import auroc
 from streamad.frames import Clip, Frame
 from streamad.models.video.aivad.model import AiVad
-from streamad.operators.features import VelocityFeatures
-from streamad.operators.flow import OpticalFlow
-from streamad.operators.regions import ForegroundRegions
+from streamad.operators.velocity_features import VelocityFeatures
+from streamad.operators.optical_flow import OpticalFlow
+from streamad.operators.foreground_regions import ForegroundRegions
 from streamad.operators.smooth import gaussian_weights
-from streamad.operators.window import ClipWindow
+from streamad.operators.clip_window import ClipWindow
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

@@ -16,19 +16,24 @@ YAML is read with ``yaml.safe_load`` semantics: no Python objects are ever const
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from streamad.builtin import load_builtin_parts
 from streamad.errors import ConfigError
-from streamad.registry import OPERATORS, SINKS, SOURCES, Registry, load_builtin_parts
+from streamad.registry import OPERATORS, SINKS, SOURCES, Registry
 
 __all__ = ["PipelineConfig", "load_config", "load_config_text", "interpolate", "RuntimeConfig", "ThresholdConfig",
            "HttpConfig"]
+
+log = logging.getLogger("streamad.config")
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -168,22 +173,25 @@ class PipelineConfig:
     """A validated pipeline config plus where it came from.
 
     Attributes:
-        model: the validated pydantic object (``.streams``, ``.operators``, ``.sinks``, ``.fit``, ``.eval``, ...).
+        spec: the validated pydantic object (``.name``, ``.streams``, ``.operators``, ``.sinks``, ``.fit``,
+            ``.eval``, ...); its fields are also read as attributes of this object (``cfg.name``).
         path: the file it was read from (``None`` for text).
         data_root: resolved data root: the config's ``data_root``, else ``$STREAMAD_DATA``, else ``None``.
         model_dir: the ``model_dir`` path (relative paths are relative to the working directory, like every
             output path in a config), or ``None``.
     """
 
-    def __init__(self, model: Any, path: Path | None) -> None:
-        self.model = model
+    def __init__(self, spec: Any, path: Path | None) -> None:
+        self.spec = spec
         self.path = path
-        root = model.data_root or os.environ.get("STREAMAD_DATA") or None
+        root = spec.data_root or os.environ.get("STREAMAD_DATA") or None
         self.data_root = Path(root).expanduser() if root else None
-        self.model_dir = Path(model.model_dir).expanduser() if model.model_dir else None
+        self.model_dir = Path(spec.model_dir).expanduser() if spec.model_dir else None
 
     def __getattr__(self, item: str) -> Any:
-        return getattr(self.model, item)
+        if item == "spec":  # not set yet (copy / unpickle): no recursion
+            raise AttributeError(item)
+        return getattr(self.spec, item)
 
 
 def _interpolate_tree(node: Any, where: str, env: dict[str, str] | None) -> Any:
@@ -314,11 +322,28 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
         root = None  # line numbers would point into the wrong file for inherited keys
     data = _resolve_extends(data, name, path)
     data = _interpolate_tree(data, "", env)
+    schema = _pipeline_model()
+    _canonical_kinds(data, name)
     try:
-        model = _pipeline_model().model_validate(data)
+        spec = schema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, name, root)) from None
-    return PipelineConfig(model, path)
+    return PipelineConfig(spec, path)
+
+
+def _canonical_kinds(data: dict[str, Any], name: str) -> None:
+    """Rename deprecated operator kinds (``score`` -> ``video_model``) in place, with a warning naming the file."""
+    ops = data.get("operators")
+    if not isinstance(ops, list):
+        return
+    for i, op in enumerate(ops):
+        if isinstance(op, dict) and isinstance(op.get("kind"), str):
+            kind, old = OPERATORS.canonical(op["kind"])
+            if old:
+                warnings.warn(f"{name}: operators[{i}]: kind {op['kind']!r} is deprecated; write kind: {kind}",
+                              DeprecationWarning, stacklevel=3)
+                log.warning("%s: operators[%d]: kind %r is deprecated; write kind: %s", name, i, op["kind"], kind)
+                op["kind"] = kind
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:

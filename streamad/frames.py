@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "Clip", "Regions", "Scores", "Event", "EndOfStream", "TargetFrame"]
+__all__ = ["Frame", "Clip", "Regions", "Scores", "Event", "EndOfStream", "TargetFrame", "scale_boxes"]
 
 
 class TargetFrame:
@@ -258,3 +258,12 @@ class EndOfStream:
     stream_id: str
     error: str | None = None
     wall_time: float = 0.0
+
+
+def scale_boxes(boxes: np.ndarray, frame_size: tuple[int, int], source_size: tuple[int, int] | None) -> np.ndarray:
+    """``(M, 4)`` xyxy boxes from frame pixels (``(w, h)``) to source pixels (``source_size`` ``(W, H)``)."""
+    if source_size is None or tuple(source_size) == tuple(frame_size):
+        return boxes.astype(np.float32, copy=False)
+    sx = source_size[0] / frame_size[0]
+    sy = source_size[1] / frame_size[1]
+    return (boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)

@@ -1,15 +1,18 @@
-"""Registries of the parts a pipeline.yaml may name: sources, operators, sinks and models.
+"""Registries of the parts a pipeline.yaml may name: sources, operators, sinks, video models and image models.
 
 A config names parts by ``kind`` (``kind: clip_window``), never by Python import path, so loading a config can only
 instantiate classes that this package registered. Each registered class carries a pydantic ``Config`` model whose
 ``kind`` field is a ``Literal`` of its registered name; :mod:`streamad.config` builds tagged unions from these.
+
+This module is a leaf: it imports nothing of streamad. :func:`streamad.builtin.load_builtin_parts` imports the
+built-in parts so that their registrations run.
 """
 
 from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-__all__ = ["Registry", "SOURCES", "OPERATORS", "SINKS", "MODELS", "load_builtin_parts"]
+__all__ = ["Registry", "SOURCES", "OPERATORS", "SINKS", "VIDEO_MODELS", "IMAGE_MODELS", "MODEL_REGISTRIES"]
 
 T = TypeVar("T")
 
@@ -20,6 +23,7 @@ class Registry:
     def __init__(self, family: str) -> None:
         self.family = family
         self._items: dict[str, type] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Class decorator that registers ``cls`` under ``name``.
@@ -38,12 +42,23 @@ class Registry:
 
         return deco
 
+    def alias(self, old: str, new: str) -> None:
+        """Accept ``old`` as a deprecated name of the registered kind ``new`` (:meth:`canonical` maps it)."""
+        self._aliases[old] = new
+
+    def canonical(self, name: str) -> tuple[str, bool]:
+        """``(registered name, was_alias)`` of ``name``: a deprecated alias maps to its kind, others stay."""
+        if name in self._aliases:
+            return self._aliases[name], True
+        return name, False
+
     def get(self, name: str) -> type:
-        """The class registered as ``name``.
+        """The class registered as ``name`` (or as the kind a deprecated alias stands for).
 
         Raises:
             KeyError: unknown name; the message lists the known ones.
         """
+        name = self._aliases.get(name, name)
         try:
             return self._items[name]
         except KeyError:
@@ -59,12 +74,7 @@ class Registry:
 SOURCES = Registry("source")
 OPERATORS = Registry("operator")
 SINKS = Registry("sink")
-MODELS = Registry("model")
-
-
-def load_builtin_parts() -> None:
-    """Import every built-in part module so that its registration runs."""
-    import streamad.models  # noqa: F401
-    import streamad.operators  # noqa: F401
-    import streamad.sinks  # noqa: F401
-    import streamad.sources  # noqa: F401
+VIDEO_MODELS = Registry("video model")
+IMAGE_MODELS = Registry("image model")
+MODEL_REGISTRIES = (VIDEO_MODELS, IMAGE_MODELS)
+"""The model families beside each other: a model directory's kind is looked up in each."""

@@ -7,7 +7,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from streamad.frames import Frame, Scores
-from streamad.registry import OPERATORS, load_builtin_parts
+from streamad.builtin import load_builtin_parts
+from streamad.registry import OPERATORS
 
 load_builtin_parts()
 

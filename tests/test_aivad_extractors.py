@@ -18,17 +18,17 @@ from streamad.frames import Clip, Frame
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
 from streamad.models.components.movenet import MoveNetPose
 from streamad.models.components.region_appearance import RegionAppearance
-from streamad.operators.appearance import DeepFeatures
+from streamad.operators.deep_features import DeepFeatures
 from streamad.operators.object_regions import ObjectRegions
-from streamad.operators.pose import PoseFeatures, pose_vectors
-from streamad.operators.regions import box_area
+from streamad.operators.pose_features import PoseFeatures, pose_vectors
+from streamad.operators.foreground_regions import box_area
 from streamad.parts import BuildContext
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 
-MODELS = DATA.parent / "models"
-CENTERNET = MODELS / "centernet.onnx"
-MOVENET = MODELS / "movenet-multipose.onnx"
+VIDEO_MODELS = DATA.parent / "models"
+CENTERNET = VIDEO_MODELS / "centernet.onnx"
+MOVENET = VIDEO_MODELS / "movenet-multipose.onnx"
 
 
 def _vtest(index: int) -> np.ndarray:

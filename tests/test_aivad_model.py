@@ -20,12 +20,12 @@ from streamad.models.store import load_model, save_model
 from streamad.models.video.aivad.density import GMMEstimator
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.models.video.aivad.model import AiVad
-from streamad.operators.appearance import DeepFeatures
-from streamad.operators.features import VelocityFeatures
-from streamad.operators.flow import OpticalFlow
+from streamad.operators.deep_features import DeepFeatures
+from streamad.operators.velocity_features import VelocityFeatures
+from streamad.operators.optical_flow import OpticalFlow
 from streamad.operators.object_regions import ObjectRegions
-from streamad.operators.pose import PoseFeatures
-from streamad.operators.regions import ForegroundRegions
+from streamad.operators.pose_features import PoseFeatures
+from streamad.operators.foreground_regions import ForegroundRegions
 from streamad.sources.datasets.ucsd import UcsdVideo, ucsd_videos
 from streamad.sources.image_folder import read_rgb
 
@@ -300,7 +300,7 @@ def test_regions_without_a_pose_get_no_pose_contribution() -> None:
 def test_fit_does_not_depend_on_the_order_in_which_streams_deliver_clips() -> None:
     """Training streams run concurrently; the fitted model must be the same whatever their clips' interleaving."""
     from streamad.runtime.fitters import ClipFitter
-    from streamad.operators.score import Score
+    from streamad.operators.video_model import VideoModelOp
 
     rng = np.random.default_rng(0)
     clips = []
@@ -310,7 +310,7 @@ def test_fit_does_not_depend_on_the_order_in_which_streams_deliver_clips() -> No
             c = Clip(f"train{s}", [f], f)
             c.features = {"velocity": rng.gamma(2.0, 1.0 + s, (3, 4)).astype(np.float32)}
             clips.append(c)
-    cfg = Score.Config(kind="score", model={"kind": "aivad", "n_components_velocity": 3})
+    cfg = VideoModelOp.Config(kind="video_model", model={"kind": "aivad", "n_components_velocity": 3})
     states = []
     for order in (range(len(clips)), rng.permutation(len(clips))):
         fitter = ClipFitter(cfg)

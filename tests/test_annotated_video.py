@@ -15,9 +15,10 @@ from helpers import run_operator
 from streamad.errors import ConfigError
 from streamad.frames import Clip, EndOfStream, Frame, Regions, Scores
 from streamad.models.video.aivad.model import AiVad
-from streamad.operators.score import ModelHandle, Score
+from streamad.operators.video_model import ModelHandle, VideoModelOp
 from streamad.parts import BuildContext
-from streamad.registry import SINKS, load_builtin_parts
+from streamad.builtin import load_builtin_parts
+from streamad.registry import SINKS
 from streamad.sinks.annotated_video import AnnotatedVideoSink
 from streamad.sinks.jsonl import event_json
 from streamad.sources.image_folder import list_images, read_rgb
@@ -121,7 +122,7 @@ def test_score_operator_hands_pixels_to_the_sink_but_never_to_alert_json(
     model = AiVad(AiVad.Config())
     model.fit([{"velocity": rng.normal(1.0, 0.2, (40, 3)).astype(np.float32)}], ["train"])
     handle = ModelHandle(model, "aivad", "1", {})
-    op = Score(Score.Config(kind="score", model={"kind": "aivad"}), handle, "cam")
+    op = VideoModelOp(VideoModelOp.Config(kind="video_model", model={"kind": "aivad"}), handle, "cam")
     feats = {"velocity": np.array([[1.0, 1.0, 1.0], [9.0, 9.0, 9.0]], np.float32)}  # a normal and a fast region
     boxes = Regions(np.stack([LOW, HIGH]) / 2, np.full(2, 0.5, np.float32), np.zeros(2, np.int64))
     scored = []

@@ -23,7 +23,7 @@ from streamad.parts import BuildContext
 from streamad.sources.datasets.folder import magnetic_tile_samples
 from streamad.sources.image_folder import read_rgb
 
-MODELS = ["mt_patchcore", "mt_padim", "mt_dfm", "mt_dfkde", "mt_fastflow"]  # STFPM: tests/test_image_trained.py
+VIDEO_MODELS = ["mt_patchcore", "mt_padim", "mt_dfm", "mt_dfkde", "mt_fastflow"]  # STFPM: tests/test_image_trained.py
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _normalised(runner, images: list[np.ndarray], post: dict) -> tuple[np.ndarra
     return np.array(scores), np.stack(maps)
 
 
-@pytest.mark.parametrize("fixture", MODELS)
+@pytest.mark.parametrize("fixture", VIDEO_MODELS)
 def test_openvino_ir_scores_like_torch(fixture: str, request: pytest.FixtureRequest, test_images: list[np.ndarray],
                                        tmp_path: Path) -> None:
     model_dir: Path = request.getfixturevalue(fixture)

@@ -19,7 +19,7 @@ from ped2_fixtures import DATA
 from streamad.config import load_config_text
 from streamad.errors import ConfigError, ModelError
 from streamad.frames import Clip, Frame
-from streamad.operators.flow import OpticalFlow
+from streamad.operators.optical_flow import OpticalFlow
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

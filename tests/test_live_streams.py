@@ -223,7 +223,7 @@ def test_health_and_readiness_endpoints_bind_loopback() -> None:
     import urllib.request
 
     from streamad.config import HttpConfig
-    from streamad.runtime.ops import Health, OpsServer
+    from streamad.runtime.http import Health, OpsServer
 
     metrics = Metrics()
     health = Health()

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from streamad.frames import Clip, Frame, Regions
-from streamad.operators.regions import ForegroundRegions, filter_boxes, foreground_boxes
+from streamad.operators.foreground_regions import ForegroundRegions, filter_boxes, foreground_boxes
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

@@ -17,7 +17,7 @@ from streamad.config import load_config_text
 from streamad.errors import ConfigError, SourceError
 from streamad.metrics import Metrics
 from streamad.parts import BuildContext
-from streamad.sources.rtsp import LiveSource, StreamClock, live_stream_id
+from streamad.sources.live import LiveSource, StreamClock, live_stream_id
 
 
 def _build(url: str, metrics: Metrics | None = None, **fields) -> LiveSource:

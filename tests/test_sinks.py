@@ -12,7 +12,8 @@ from streamad.errors import ConfigError
 from streamad.frames import Scores
 from streamad.parts import BuildContext
 from streamad.redact import redact, register_secret
-from streamad.registry import SINKS, load_builtin_parts
+from streamad.builtin import load_builtin_parts
+from streamad.registry import SINKS
 
 
 def _build(kind: str, **fields: object):

@@ -294,7 +294,7 @@ operators:
   - {{kind: foreground_regions}}
   - {{kind: optical_flow, method: dis, preset: fast}}
   - {{kind: velocity_features, n_velocity_bins: 1, magnitude_percentiles: [50, 90, 99]}}
-  - {{kind: score, model: {{kind: aivad, n_components_velocity: 2, reg_covar_velocity: 0.01}}}}
+  - {{kind: video_model, model: {{kind: aivad, n_components_velocity: 2, reg_covar_velocity: 0.01}}}}
   - {{kind: smooth, sigma: 3}}
   - {{kind: threshold}}
 sinks: []

@@ -33,7 +33,7 @@ class RegionScores:
 class VideoModel(abc.ABC):
     """A model that scores the regions of a clip from their features.
 
-    Subclasses register with ``@MODELS.register("<kind>")`` and define a nested ``Config(PartConfig)``.
+    Subclasses register with ``@VIDEO_MODELS.register("<kind>")`` and define a nested ``Config(PartConfig)``.
     ``features`` is ``Clip.features``: ``{stream name: (M, D) float32}``, one row per region.
     """
 

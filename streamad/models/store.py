@@ -10,7 +10,7 @@ Layout::
     MODEL_DIR/onnx/         optional: ``model.onnx`` + ``export.json``
 
 Loading never unpickles and never imports code named by the file: the model kind must be a registered video model
-(``MODELS``) or image model (``IMAGE_MODELS``). Image models store their fitted arrays (memory bank, Gaussians, PCA)
+(``VIDEO_MODELS``) or image model (``IMAGE_MODELS``). Image models store their fitted arrays (memory bank, Gaussians, PCA)
 but not their backbone's weights, which come from the package or the configured file (checked by SHA-256).
 """
 
@@ -28,8 +28,9 @@ import numpy as np
 from streamad import __version__
 from streamad.errors import ModelError
 from streamad.models.base import VideoModel
-from streamad.models.image.base import IMAGE_MODELS, ImageModel
-from streamad.registry import MODELS
+from streamad.registry import IMAGE_MODELS
+from streamad.models.image.base import ImageModel
+from streamad.registry import VIDEO_MODELS
 
 __all__ = ["save_model", "load_model", "load_model_of_kind", "read_metadata", "FORMAT", "FORMAT_VERSION"]
 
@@ -103,9 +104,9 @@ def load_model(model_dir: str | Path) -> tuple[VideoModel | ImageModel, dict[str
         cls: Any = IMAGE_MODELS.get(kind)
     else:
         try:
-            cls = MODELS.get(kind)
+            cls = VIDEO_MODELS.get(kind)
         except KeyError:
-            known = ", ".join(MODELS.names() + IMAGE_MODELS.names())
+            known = ", ".join(VIDEO_MODELS.names() + IMAGE_MODELS.names())
             raise ModelError(f"{model_dir}: unknown model kind {kind!r}; known: {known}") from None
     model = cls(cls.Config.model_validate(m["config"]))
     wpath = Path(model_dir) / "weights.npz"

@@ -1,22 +1,23 @@
-"""Operators, registered by ``kind`` name. One file per operator:
+"""Operators, registered by ``kind`` name; each lives in the file named after its kind (``clip_window`` in
+``clip_window.py``). ``tests/unit/test_layout.py`` checks this table against :data:`streamad.registry.OPERATORS`.
 
-| kind | file | does |
-|---|---|---|
-| ``resize`` | resize.py | frame resize / grayscale |
-| ``clip_window`` | window.py | anomalib clip windowing (``clip_length_in_frames``, ``frames_between_clips``, target frame) |
-| ``foreground_regions`` | regions.py | AI-VAD foreground boxes from frame differences |
-| ``object_regions`` | object_regions.py | AI-VAD region extractor: object detector + foreground boxes |
-| ``optical_flow`` | flow.py | OpenCV DIS optical flow (torchvision RAFT with local weights) |
-| ``velocity_features`` | features.py | AI-VAD velocity histograms per region |
-| ``pose_features`` | pose.py | AI-VAD pose: MoveNet COCO-17 keypoints normalised to each region |
-| ``deep_features`` | appearance.py | AI-VAD deep (appearance) vectors per region from a CNN backbone |
-| ``score`` | score.py | runs the video model |
-| ``image_model`` | image_model.py | runs an image model per frame (anomaly map, score, region boxes) |
-| ``smooth`` | smooth.py | temporal Gaussian smoothing of the frame score |
-| ``threshold`` | threshold.py | min-max normalisation with the image threshold |
-| ``alert`` | alert.py | event lifecycle (start / update / end) |
+| kind | does |
+|---|---|
+| ``alert`` | event lifecycle (start / update / end) |
+| ``clip_window`` | anomalib clip windowing (``clip_length_in_frames``, ``frames_between_clips``, target frame) |
+| ``deep_features`` | AI-VAD deep (appearance) vectors per region from a CNN backbone |
+| ``foreground_regions`` | AI-VAD foreground boxes from frame differences |
+| ``image_model`` | runs an image model per frame (anomaly map, score, region boxes) |
+| ``object_regions`` | AI-VAD region extractor: object detector + foreground boxes |
+| ``optical_flow`` | OpenCV DIS optical flow (torchvision RAFT with local weights) |
+| ``pose_features`` | AI-VAD pose: MoveNet COCO-17 keypoints normalised to each region |
+| ``resize`` | frame resize / grayscale |
+| ``smooth`` | temporal Gaussian smoothing of the frame score |
+| ``threshold`` | min-max normalisation with the image threshold |
+| ``velocity_features`` | AI-VAD velocity histograms per region |
+| ``video_model`` | runs the video model on each clip (``score`` is a deprecated alias) |
 """
 
 from streamad.operators import (  # noqa: F401
-    alert, appearance, features, flow, image_model, object_regions, pose, regions, resize, score, smooth, threshold,
-    window)
+    alert, clip_window, deep_features, foreground_regions, image_model, object_regions, optical_flow, pose_features,
+    resize, smooth, threshold, velocity_features, video_model)

@@ -26,12 +26,12 @@ from pydantic import Field
 
 import streamad.models  # noqa: F401  (registers the image models the union below is built from)
 from streamad.errors import ModelError
-from streamad.frames import Clip, Frame, Scores
-from streamad.models.image.base import IMAGE_MODELS, ImageModel
+from streamad.frames import Clip, Frame, Scores, scale_boxes
+from streamad.registry import IMAGE_MODELS
+from streamad.models.image.base import ImageModel
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.runner import Runner, TorchRunner, open_runner
 from streamad.models.store import load_model_of_kind
-from streamad.operators.score import scale_boxes
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 

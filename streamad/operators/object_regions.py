@@ -20,7 +20,7 @@ from pydantic import Field
 
 from streamad.frames import Clip, Regions
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
-from streamad.operators.regions import filter_boxes, foreground_boxes
+from streamad.operators.foreground_regions import filter_boxes, foreground_boxes
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 

@@ -16,9 +16,9 @@ import numpy as np
 from streamad.errors import ConfigError
 from streamad.frames import Clip, Scores
 from streamad.models.components.thresholds import f1_adaptive_threshold
-from streamad.operators.score import ModelHandle
+from streamad.operators.video_model import ModelHandle
 from streamad.parts import BuildContext, PartConfig
-from streamad.registry import MODELS, OPERATORS
+from streamad.registry import VIDEO_MODELS, OPERATORS
 
 __all__ = ["ModelFitter", "ClipFitter", "model_operator", "fitter_for"]
 
@@ -71,7 +71,7 @@ class ClipFitter:
 
     def __init__(self, config: PartConfig) -> None:
         model_cfg = config.model  # type: ignore[attr-defined]
-        self.model = MODELS.get(model_cfg.kind)(model_cfg)
+        self.model = VIDEO_MODELS.get(model_cfg.kind)(model_cfg)
         self.features: list[dict[str, np.ndarray]] = []
         self.groups: list[str] = []
         self.keys: list[tuple[str, int]] = []  # (stream id, target frame index) of each collected clip
@@ -132,7 +132,7 @@ class ClipFitter:
 def model_operator(operators: Sequence[PartConfig]) -> int | None:
     """Index of the first operator that holds the pipeline's model (``score``, ``image_model``), or ``None``."""
     for i, op in enumerate(operators):
-        if op.kind == "score" or getattr(OPERATORS.get(op.kind), "holds_model", False):
+        if getattr(OPERATORS.get(op.kind), "holds_model", False):
             return i
     return None
 

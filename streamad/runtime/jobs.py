@@ -34,7 +34,7 @@ from streamad.models.store import read_metadata, save_model
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.registry import SINKS
 from streamad.runtime.fitters import fitter_for, model_operator
-from streamad.runtime.ops import Health, OpsServer
+from streamad.runtime.http import Health, OpsServer
 from streamad.runtime.pipeline import Pipeline, RunStats, StageSpec, build_stages
 from streamad.runtime.reload import ConfigReloader, StreamSet, other_sections_changed
 
@@ -51,7 +51,7 @@ def default_model_dir(cfg: PipelineConfig) -> Path:
     """``model_dir`` of the config, else ``runs/<name>/model`` in the working directory."""
     if cfg.model_dir is not None:
         return cfg.model_dir
-    return Path("runs") / cfg.model.name / "model"
+    return Path("runs") / cfg.name / "model"
 
 
 def build_sources(configs: Sequence[PartConfig], ctx: BuildContext, where: str) -> list[Source]:
@@ -158,7 +158,7 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
         _feed(cfg, build_sources(val_cfgs, ctx, where), cfg.operators[:end], ctx, observe, "fit: calibrate", quiet)
         post = fitter.postprocess(thr_cfg.method, thr_cfg.value, where)
         extra = {
-            "pipeline": {"name": cfg.model.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},
+            "pipeline": {"name": cfg.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},
             "fit": {**fit_stats, "train_streams": len(train_sources), "seconds": round(time.perf_counter() - t0, 2)},
         }
         save_model(model_dir, model, post, extra)
@@ -333,7 +333,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     With a live stream in the config the run goes on after every stream ended, until ``stop``. While it runs,
     the config file is re-read when ``reload_requests`` is set (SIGHUP) or, with ``runtime.watch_config``, when
     the file changes: stream changes are applied without touching unchanged streams (:mod:`streamad.runtime.reload`).
-    ``runtime.http`` serves ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`streamad.runtime.ops`); so does a
+    ``runtime.http`` serves ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`streamad.runtime.http`); so does a
     ``prometheus`` sink. Each stream's ``every_nth`` / ``max_fps`` frame-rate cap applies.
 
     When the streams carry ground truth (a dataset test split) the result includes the frame-level report.

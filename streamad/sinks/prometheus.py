@@ -3,7 +3,7 @@
 Endpoints: ``GET /metrics`` (Prometheus text format, or OpenMetrics when the scraper asks for it, via
 ``prometheus_client.exposition.choose_encoder``) and ``GET /healthz`` (``200 ok``, for liveness probes). When
 ``streamad serve`` runs it, ``/healthz`` and ``/readyz`` answer from the running pipeline
-(:mod:`streamad.runtime.ops`, passed in as ``BuildContext.shared["http_routes"]``).
+(:mod:`streamad.runtime.http`, passed in as ``BuildContext.shared["http_routes"]``).
 Binds loopback by default; set ``host: 0.0.0.0`` to be scraped from other machines.
 """
 

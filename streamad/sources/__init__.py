@@ -9,7 +9,7 @@ sources share real-time pacing and ``max_frames`` (:mod:`streamad.sources.pacing
 # is loaded before OpenCV.
 import cv2  # noqa: F401
 
-from streamad.sources import datasets, image_folder, rtsp, video_file  # noqa: F401
+from streamad.sources import datasets, image_folder, live, video_file  # noqa: F401
 from streamad.sources.pacing import FileSource, paced
 
 __all__ = ["FileSource", "paced"]

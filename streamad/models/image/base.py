@@ -36,13 +36,9 @@ from streamad.models.components.backbone import FeatureExtractor, build_feature_
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import as_batch
 from streamad.parts import PartConfig
-from streamad.registry import Registry
+from streamad.registry import IMAGE_MODELS
 
 __all__ = ["IMAGE_MODELS", "ImageModelConfig", "ImageModel", "ImagePrediction", "file_sha256"]
-
-#: image models by ``kind`` (``model: {kind: patchcore}`` of the ``image_model`` operator). A registry of its own,
-#: so that the video ``score`` operator's model union keeps to video models.
-IMAGE_MODELS = Registry("image model")
 
 
 class ImageModelConfig(PartConfig):

@@ -31,7 +31,8 @@ from streamad.models.components.dynamic_buffers import assign_buffers, buffer_ar
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.multivariate_gaussian import GaussianNLL
 from streamad.models.components.pca import PCA
-from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig
+from streamad.registry import IMAGE_MODELS
+from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import Preprocess
 

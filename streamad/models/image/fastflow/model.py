@@ -30,7 +30,8 @@ from torch import nn
 
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
-from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig
+from streamad.registry import IMAGE_MODELS
+from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.fastflow.flow import FlowBlock
 from streamad.models.image.image_set import ImageBatch, ImageSet
 from streamad.models.image.preprocess import Preprocess

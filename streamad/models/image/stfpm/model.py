@@ -26,7 +26,8 @@ from torch import nn
 
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
-from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig
+from streamad.registry import IMAGE_MODELS
+from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageBatch, ImageSet
 from streamad.models.image.preprocess import Preprocess
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays

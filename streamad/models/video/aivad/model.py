@@ -25,14 +25,14 @@ from streamad.models.base import RegionScores, VideoModel
 from streamad.models.video.aivad.density import CombinedDensityEstimator, GMMEstimator, rows_with_attribute
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.parts import PartConfig
-from streamad.registry import MODELS
+from streamad.registry import VIDEO_MODELS
 
 __all__ = ["AiVad"]
 
 _OPERATOR_OF = {"velocity": "optical_flow + velocity_features", "pose": "pose_features", "deep": "deep_features"}
 
 
-@MODELS.register("aivad")
+@VIDEO_MODELS.register("aivad")
 class AiVad(VideoModel):
     """AI-VAD density model over region attributes.
 
@@ -102,7 +102,7 @@ class AiVad(VideoModel):
             missing = sum(1 for f in features if name not in f)
             if missing:
                 raise ValueError(f"{missing} of {len(features)} training clips have no {name!r} features: add the "
-                                 f"{_OPERATOR_OF[name]} operator before 'score' or switch use_{name}_features off")
+                                 f"{_OPERATOR_OF[name]} operator before 'video_model' or switch use_{name}_features off")
             keep = [i for i, f in enumerate(features) if len(f[name])]
             if not keep:
                 raise ValueError(f"No regions were extracted during training. ({len(features)} training clips gave no "
@@ -133,7 +133,7 @@ class AiVad(VideoModel):
         """Raises :class:`ModelError` naming the operators to add when a feature stream is missing."""
         missing = [n for n in self.feature_streams if n not in features]
         if missing:
-            raise ModelError(f"AI-VAD needs features {missing}: add the matching operators before 'score' "
+            raise ModelError(f"AI-VAD needs features {missing}: add the matching operators before 'video_model' "
                              f"({', '.join(f'{n} -> {_OPERATOR_OF[n]}' for n in missing)})")
 
     def predict_batch(self, features: list[dict[str, np.ndarray]]) -> list[RegionScores]:

@@ -1,25 +1,28 @@
-"""``score``: run the pipeline's video model on each clip and emit :class:`~streamad.frames.Scores`."""
+"""``video_model``: run the pipeline's video model on each clip and emit :class:`~streamad.frames.Scores`.
+
+``score`` is the kind's former name: a config that still says ``kind: score`` is read as ``video_model`` with a
+deprecation warning (:meth:`streamad.registry.Registry.alias`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
 from pydantic import Field
 
 import streamad.models  # noqa: F401  (registers the models the union below is built from)
 from streamad.errors import ModelError
-from streamad.frames import Clip, Scores
+from streamad.frames import Clip, Scores, scale_boxes
 from streamad.models.base import VideoModel
 from streamad.models.store import load_model
 from streamad.parts import BuildContext, Operator, PartConfig
-from streamad.registry import MODELS, OPERATORS
+from streamad.registry import VIDEO_MODELS, OPERATORS
 
-__all__ = ["Score", "ModelHandle", "scale_boxes"]
+__all__ = ["VideoModelOp", "ModelHandle"]
 
-_MODEL_CONFIGS = tuple(cls.Config for _, cls in MODELS.items())
+_MODEL_CONFIGS = tuple(cls.Config for _, cls in VIDEO_MODELS.items())
 ModelConfig = (Annotated[Union[_MODEL_CONFIGS], Field(discriminator="kind")]  # type: ignore[valid-type]
                if len(_MODEL_CONFIGS) > 1 else _MODEL_CONFIGS[0])
 
@@ -35,17 +38,8 @@ class ModelHandle:
     inference: Any = None  # ``streamad_model_inference_seconds{model}`` histogram child, when metrics exist
 
 
-def scale_boxes(boxes: np.ndarray, frame_size: tuple[int, int], source_size: tuple[int, int] | None) -> np.ndarray:
-    """``(M, 4)`` xyxy boxes from frame pixels (``(w, h)``) to source pixels (``source_size`` ``(W, H)``)."""
-    if source_size is None or tuple(source_size) == tuple(frame_size):
-        return boxes.astype(np.float32, copy=False)
-    sx = source_size[0] / frame_size[0]
-    sy = source_size[1] / frame_size[1]
-    return (boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32)
-
-
-@OPERATORS.register("score")
-class Score(Operator):
+@OPERATORS.register("video_model")
+class VideoModelOp(Operator):
     """Score each clip's regions with the pipeline's model (loaded once, shared by all streams).
 
     Input: :class:`Clip` with the features the model needs. Output: one :class:`Scores` for the clip's target frame
@@ -56,12 +50,14 @@ class Score(Operator):
             ``eval`` load it from the model directory.
     """
 
+    holds_model: ClassVar[bool] = True
+
     class Config(PartConfig):
-        kind: Literal["score"] = "score"
+        kind: Literal["video_model"] = "video_model"
         model: ModelConfig  # type: ignore[valid-type]
 
     @classmethod
-    def create_shared(cls, config: "Score.Config", ctx: BuildContext) -> ModelHandle:
+    def create_shared(cls, config: "VideoModelOp.Config", ctx: BuildContext) -> ModelHandle:
         if "model" in ctx.shared:
             cls._observer(ctx.shared["model"], ctx)
             return ctx.shared["model"]
@@ -69,7 +65,7 @@ class Score(Operator):
             raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
         model, meta = load_model(ctx.model_dir)
         if model.kind != config.model.kind:
-            raise ModelError(f"{ctx.model_dir}: holds a {model.kind!r} model but the config's score operator "
+            raise ModelError(f"{ctx.model_dir}: holds a {model.kind!r} model but the config's video_model operator "
                              f"uses {config.model.kind!r}")
         handle = ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta)
         ctx.shared["model"] = handle
@@ -121,3 +117,6 @@ class Score(Operator):
                 height=(frame.source_size or (frame.width, frame.height))[1], image=frame.image,
             ))
         return out
+
+
+OPERATORS.alias("score", "video_model")
