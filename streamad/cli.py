@@ -78,8 +78,8 @@ def fit(config: str, model_dir: str | None, quiet: bool) -> None:
     res = run_fit(cfg, Path(model_dir) if model_dir else None, quiet=quiet)
     p = res.postprocess
     click.echo(f"fitted on {res.train_clips} clips ({res.train_regions} regions) in {res.seconds:.1f} s; "
-               f"image threshold {p['image_threshold']:.4g} ({p['threshold_method']}), "
-               f"min {p['min']:.4g}, max {p['max']:.4g} from {res.validation_frames} frames of {p['statistics_from']}")
+               f"image threshold {p.image_threshold:.4g} ({p.threshold_method}), "
+               f"min {p.min:.4g}, max {p.max:.4g} from {res.validation_frames} frames of {p.statistics_from}")
     click.echo(f"model written to {res.model_dir}")
 
 

@@ -45,7 +45,7 @@ from streamad import __version__
 from streamad.errors import ModelError
 from streamad.models.image.base import ImageModel
 from streamad.models.image.preprocess import as_batch, resize_image
-from streamad.models.store import load_model, read_metadata
+from streamad.models.store import load_model, read_metadata, read_postprocess
 
 __all__ = ["export_model", "ExportResult", "FORMATS", "PRECISIONS"]
 
@@ -199,8 +199,8 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
                 raise ModelError(f"OpenVINO cannot compile the int8 model of {model_dir} ({problem}); export fp32 "
                                  f"or fp16 instead")
     check = _check(model, path, _check_images(model, calibration, check_images, model.config.seed))
-    post = meta.get("postprocess") or {}
-    span = float(post.get("max", 1.0)) - float(post.get("min", 0.0))
+    post = read_postprocess(model_dir)
+    span = post.max - post.min
     check["normalised_max_diff"] = max(check["max_abs_diff_map"], check["max_abs_diff_score"]) / (span or 1.0)
     if precision == "fp32" and check["normalised_max_diff"] > 1e-3:
         raise ModelError(f"{path}: the export differs from torch by {check['normalised_max_diff']:.2e} of the "

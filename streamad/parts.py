@@ -12,7 +12,7 @@ One concept each:
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
@@ -22,6 +22,8 @@ from streamad.frames import EndOfStream, Frame, Scores
 
 if TYPE_CHECKING:
     from streamad.metrics import Metrics
+    from streamad.models.handle import ModelHandle
+    from streamad.models.postprocess import PostProcess
 
 __all__ = ["PartConfig", "SourceConfig", "SinkConfig", "BuildContext", "Operator", "Source", "Sink"]
 
@@ -74,7 +76,7 @@ class SinkConfig(PartConfig):
 
 @dataclass
 class BuildContext:
-    """What a part may use while being built.
+    """What a part may use while being built, and what the stages publish for the command that runs them.
 
     Attributes:
         config_path: the pipeline.yaml being run (for messages and relative paths).
@@ -82,7 +84,13 @@ class BuildContext:
         model_dir: the fitted model directory (``None`` while fitting from scratch).
         mode: ``"fit"``, ``"eval"`` or ``"serve"``.
         metrics: the pipeline's Prometheus metrics.
-        shared: objects shared by all streams (models), keyed by operator position.
+        model: the pipeline's model: set by ``streamad fit`` to the model it just fitted, else by the model
+            operator when it loads the model directory; the operators that follow read it.
+        postprocess: the post-processing in effect: the model directory's, with the thresholds the pipeline's
+            operators override (``image_model.pixel_threshold``, ``threshold.image_threshold``) applied in order;
+            ``None`` while fitting. Commands read it after the build (eval's thresholds).
+        http_routes: extra routes of the ``runtime.http`` server (``/healthz``, ``/readyz``) for a ``prometheus``
+            sink that serves the same port.
     """
 
     config_path: Path | None = None
@@ -90,7 +98,9 @@ class BuildContext:
     model_dir: Path | None = None
     mode: str = "serve"
     metrics: "Metrics | None" = None
-    shared: dict[str, Any] = field(default_factory=dict)
+    model: "ModelHandle | None" = None
+    postprocess: "PostProcess | None" = None
+    http_routes: Any = None
 
     def resolve(self, path: str | Path) -> Path:
         """``path`` as given if absolute, else relative to the data root (or the config's folder)."""
@@ -110,10 +120,19 @@ class Operator(abc.ABC):
     Subclasses define a nested ``Config(PartConfig)`` with ``kind: Literal["<name>"]`` and register with
     ``@OPERATORS.register("<name>")``. Heavy resources shared by all streams (models, networks) are built once by
     :meth:`create_shared` and passed to every instance.
+
+    Two class attributes give an operator a role the commands rely on (never its kind name):
+
+    * ``holds_model``: it runs the pipeline's fitted model and offers ``fitter(config, ctx)`` returning a
+      :class:`~streamad.models.fitting.ModelFitter` (``streamad fit`` trains on what reaches it);
+    * ``applies_postprocess``: it normalises scores with the fitted post-processing (``streamad fit`` calibrates
+      on what reaches it).
     """
 
     Config: ClassVar[type[PartConfig]]
     kind: ClassVar[str]
+    holds_model: ClassVar[bool] = False
+    applies_postprocess: ClassVar[bool] = False
 
     def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
         self.config = config

@@ -16,6 +16,7 @@ from ped2_fixtures import DATA
 from streamad.errors import ModelError
 from streamad.eval.metrics import auroc
 from streamad.frames import Clip, Frame
+from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 from streamad.models.video.aivad.density import GMMEstimator
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
@@ -80,7 +81,7 @@ def test_scores_rank_the_cyclist_above_the_walkers(ped2_features: dict) -> None:
 @pytest.mark.parametrize("config", [{}, {"reg_covar_velocity": 0.01, "velocity_transform": "log1p", "seed": 3}])
 def test_save_load_round_trip_gives_identical_scores(ped2_features: dict, tmp_path: Path, config: dict) -> None:
     model = _fit(ped2_features, **config)
-    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
+    save_model(tmp_path / "m", model, PostProcess(min=0.0, max=1.0, image_threshold=0.5))
     loaded, meta = load_model(tmp_path / "m")
     assert isinstance(loaded, AiVad) and loaded.config == model.config
     for f in ped2_features["test"][::7]:
@@ -253,7 +254,7 @@ def test_three_stream_model_saved_and_loaded_gives_identical_scores(ped2_three_s
                                bank_sampling="kcenter", reg_covar_velocity=0.01))
     model.fit(data["train"], data["groups"])
     assert n_rows > 64
-    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
+    save_model(tmp_path / "m", model, PostProcess(min=0.0, max=1.0, image_threshold=0.5))
     loaded, _ = load_model(tmp_path / "m")
     assert isinstance(loaded, AiVad) and loaded.config == model.config
     for name in ("pose", "deep"):  # the subsampled banks (at most bank_size rows) are what was saved
@@ -299,8 +300,8 @@ def test_regions_without_a_pose_get_no_pose_contribution() -> None:
 
 def test_fit_does_not_depend_on_the_order_in_which_streams_deliver_clips() -> None:
     """Training streams run concurrently; the fitted model must be the same whatever their clips' interleaving."""
-    from streamad.runtime.fitters import ClipFitter
-    from streamad.operators.video_model import VideoModelOp
+    from streamad.models.video.fitting import ClipFitter
+    from streamad.registry import VIDEO_MODELS
 
     rng = np.random.default_rng(0)
     clips = []
@@ -310,10 +311,11 @@ def test_fit_does_not_depend_on_the_order_in_which_streams_deliver_clips() -> No
             c = Clip(f"train{s}", [f], f)
             c.features = {"velocity": rng.gamma(2.0, 1.0 + s, (3, 4)).astype(np.float32)}
             clips.append(c)
-    cfg = VideoModelOp.Config(kind="video_model", model={"kind": "aivad", "n_components_velocity": 3})
+    cls = VIDEO_MODELS.get("aivad")
+    cfg = cls.Config(kind="aivad", n_components_velocity=3)
     states = []
     for order in (range(len(clips)), rng.permutation(len(clips))):
-        fitter = ClipFitter(cfg)
+        fitter = ClipFitter(cls(cfg))
         for i in order:
             fitter.collect(clips[i])
         model, _ = fitter.fit(progress=False)

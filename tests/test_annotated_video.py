@@ -15,7 +15,8 @@ from helpers import run_operator
 from streamad.errors import ConfigError
 from streamad.frames import Clip, EndOfStream, Frame, Regions, Scores
 from streamad.models.video.aivad.model import AiVad
-from streamad.operators.video_model import ModelHandle, VideoModelOp
+from streamad.models.handle import ModelHandle
+from streamad.operators.video_model import VideoModelOp
 from streamad.parts import BuildContext
 from streamad.builtin import load_builtin_parts
 from streamad.registry import SINKS

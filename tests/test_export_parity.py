@@ -18,6 +18,7 @@ from streamad.cli import cli
 from streamad.export import export_model
 from streamad.models.components.normalization import min_max_normalize
 from streamad.models.image.runner import OpenVINORunner, TorchRunner, open_runner
+from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, read_metadata
 from streamad.parts import BuildContext
 from streamad.sources.datasets.folder import magnetic_tile_samples
@@ -90,8 +91,8 @@ def test_serve_path_picks_the_ir(mt_padim: Path, test_images: list[np.ndarray], 
     from streamad.operators.image_model import ImageModelOp
 
     op_cfg = ImageModelOp.Config(kind="image_model", model=model.config.model_dump(), runtime="openvino")
-    handle = ImageModelOp.create_shared(op_cfg, BuildContext(model_dir=model_dir))
-    assert handle.runner.name == "openvino" and handle.pixel_threshold == meta["postprocess"]["pixel_threshold"]
+    stage = ImageModelOp.create_shared(op_cfg, BuildContext(model_dir=model_dir))
+    assert stage.handle.runner.name == "openvino" and stage.pixel_threshold == meta["postprocess"]["pixel_threshold"]
     meta_stale = {**meta, "created": "another fit"}
     with pytest.raises(ModelError, match="earlier fit"):
         open_runner(model, model_dir, meta_stale, "openvino")
@@ -116,7 +117,7 @@ def test_export_errors(mt_dfkde: Path, tmp_path: Path) -> None:
 
     video = AiVad(AiVad.Config(kind="aivad"))
     video.fit([{"velocity": np.random.default_rng(0).random((40, 8), dtype=np.float32)}], ["v"])
-    save_model(tmp_path / "video", video, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
+    save_model(tmp_path / "video", video, PostProcess(min=0.0, max=1.0, image_threshold=0.5))
     runner = CliRunner()
     res = runner.invoke(cli, ["export", str(tmp_path / "video")])
     assert res.exit_code == 4 and "export supports the image models" in res.output

@@ -20,6 +20,7 @@ from streamad.models.image import IMAGE_MODELS, ImageModel, ImageModelConfig
 from streamad.models.image.base import file_sha256
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.image_set import ImageSet
+from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 
 SIZE = (64, 96)
@@ -80,7 +81,7 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
         assert x >= 48 and y < 32, (x, y)
     one = model.predict(bad[0])  # a single frame of another size is resized inside the network
     assert one.anomaly_map.shape == (1, 1, *SIZE)
-    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5})
+    save_model(tmp_path / "m", model, PostProcess(min=0.0, max=1.0, image_threshold=0.5))
     loaded, meta = load_model(tmp_path / "m")
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
     backbone = CONFIGS[name].get("backbone", "efficientnet_lite0")  # the backbone's own packaged weights
@@ -148,7 +149,7 @@ def test_patchcore_patch_size_averages_in_image_neighbours(train_set: ImageSet, 
     c = raw.shape[1]
     torch.testing.assert_close(emb[:, :c, 0, 0], raw[:, :, :3, :3].mean((2, 3)), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(emb[:, :c, 4, 5], raw[:, :, 2:7, 3:8].mean((2, 3)), rtol=1e-5, atol=1e-5)
-    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5, "pixel_threshold": 0.5})
+    save_model(tmp_path / "m", model, PostProcess(min=0.0, max=1.0, image_threshold=0.5, pixel_threshold=0.5))
     loaded, _ = load_model(tmp_path / "m")
     assert loaded.config.patch_size == 5 and loaded.network.pool.sides == (5, 5)
     res = export_model(tmp_path / "m", "openvino", output=tmp_path / "ir")
@@ -204,7 +205,7 @@ def test_trained_model_gets_the_validation_set(train_set: ImageSet) -> None:
     from streamad.frames import Frame
 
     model = _Trained(_Trained.Config(input_size=SIZE, layers=["layer1", "layer2"]))
-    fitter = ImageFitter(model, lambda m: m)
+    fitter = ImageFitter(model)
     assert fitter.needs_validation
     rng = np.random.default_rng(4)
     for i in range(12):

@@ -14,9 +14,10 @@ import pytest
 from helpers import frame
 from image_fixtures import defect_mask, texture
 from streamad.config import load_config_text
-from streamad.models.image.calibration import Calibration, separated_threshold
-from streamad.operators.image_model import ImageModelHandle, ImageModelOp, ImageScores, regions_from_map
-from streamad.operators.threshold import PostProcessStats, Threshold
+from streamad.models.handle import ModelHandle
+from streamad.models.postprocess import PostProcess, PostProcessFitter, separated_threshold
+from streamad.operators.image_model import ImageModelOp, ImageModelStage, ImageScores, regions_from_map
+from streamad.operators.threshold import Threshold
 from streamad.runtime.jobs import evaluate, fit, serve
 
 
@@ -49,7 +50,7 @@ class _FakeRunner:
 
 def test_operator_every_nth_frame_and_source_boxes() -> None:
     runner = _FakeRunner()
-    handle = ImageModelHandle(None, runner, "fake", "1", {}, pixel_threshold=1.0)  # type: ignore[arg-type]
+    handle = ImageModelStage(ModelHandle(None, "fake", "1", runner=runner), pixel_threshold=1.0)
     cfg = ImageModelOp.Config(kind="image_model", model={"kind": "padim"}, every_n=2, min_region_area=4)
     op = ImageModelOp(cfg, handle, "s")
     outs = []
@@ -68,7 +69,7 @@ def test_operator_every_nth_frame_and_source_boxes() -> None:
 def test_threshold_normalises_regions_with_the_pixel_threshold() -> None:
     s = ImageScores(stream_id="s", index=0, pts=0.0, wall_time=0.0, raw_score=0.3, score=0.3,
                     boxes=np.zeros((1, 4), np.float32), region_scores=np.array([0.6], np.float32))
-    op = Threshold(Threshold.Config(kind="threshold"), PostProcessStats(0.0, 1.0, 0.3, 0.6), "s")
+    op = Threshold(Threshold.Config(kind="threshold"), PostProcess(0.0, 1.0, 0.3, 0.6), "s")
     out = op.process(s)[0]
     assert out.normalized == pytest.approx(0.5) and out.anomalous
     assert out.region_scores.tolist() == pytest.approx([0.5])
@@ -77,7 +78,7 @@ def test_threshold_normalises_regions_with_the_pixel_threshold() -> None:
 def test_calibration() -> None:
     assert separated_threshold(np.array([1.0, 2.0, 4.0]), 4.0) == 3.0
     assert separated_threshold(np.array([4.0, 5.0]), 4.0) == 4.0
-    cal = Calibration()
+    cal = PostProcessFitter()
     mask = np.zeros((16, 16), bool)
     mask[4:12, 4:12] = True
     for i in range(6):
@@ -85,12 +86,13 @@ def test_calibration() -> None:
         if i >= 3:
             amap[2:6, 2:6] = 5.0 + i
         cal.add(float(amap.max()), int(i >= 3), amap, mask if i >= 3 else None)
-    post = cal.compute("f1_adaptive", None, "fit.validation")
-    assert post["min"] == 0.0 and post["max"] == 10.0
-    assert 0.5 < post["image_threshold"] < 8.0  # between the normal (<= 0.5) and anomalous (>= 8) scores
-    assert post["pixel_threshold"] == 8.0 and post["pixel_threshold_from"].startswith("masks")
-    manual = cal.compute("manual", 3.0, "fit.validation")
-    assert manual["image_threshold"] == manual["pixel_threshold"] == 3.0
+    post = cal.fit("f1_adaptive", None, "fit.validation")
+    assert post.min == 0.0 and post.max == 10.0
+    assert 0.5 < post.image_threshold < 8.0  # between the normal (<= 0.5) and anomalous (>= 8) scores
+    assert post.pixel_threshold == 8.0 and post.pixel_threshold_from.startswith("masks")
+    assert PostProcess.from_json(post.to_json(), "model.json") == post  # the model.json round trip is exact
+    manual = cal.fit("manual", 3.0, "fit.validation")
+    assert manual.image_threshold == manual.pixel_threshold == 3.0
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +173,7 @@ def test_process_batch_equals_one_by_one() -> None:
 
     def run(batched: bool) -> tuple[list[ImageScores], list[int]]:
         runner = _ContentRunner()
-        handle = ImageModelHandle(None, runner, "c", "1", {}, pixel_threshold=0.8)  # type: ignore[arg-type]
+        handle = ImageModelStage(ModelHandle(None, "c", "1", runner=runner), pixel_threshold=0.8)
         ops = {s: ImageModelOp(cfg, handle, s) for s in ("s0", "s1", "s2")}
         out: list[ImageScores] = []
         if batched:

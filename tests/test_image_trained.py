@@ -22,6 +22,7 @@ from streamad.models.image.fastflow.flow import CouplingStep, FlowBlock
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.runner import OpenVINORunner, TorchRunner
 from streamad.models.image.stfpm.model import stfpm_layer_map
+from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 from streamad.sources.datasets.folder import magnetic_tile_samples
 from streamad.sources.image_folder import read_mask, read_rgb
@@ -99,7 +100,7 @@ def test_save_load_scores_identically(kind: str, fitted: dict, mt_sets: dict, tm
     model, _ = fitted[kind]
     params, arrays = model.state()
     assert all(isinstance(v, np.ndarray) and v.dtype != object for v in arrays.values())
-    save_model(tmp_path / "m", model, {"min": 0.0, "max": 1.0, "image_threshold": 0.5, "pixel_threshold": 0.5})
+    save_model(tmp_path / "m", model, PostProcess(min=0.0, max=1.0, image_threshold=0.5, pixel_threshold=0.5))
     loaded, meta = load_model(tmp_path / "m")
     assert meta["model"]["kind"] == kind and type(loaded) is type(model)
     for frame in mt_sets["defect"][:2] + mt_sets["normal"][:2]:
@@ -154,8 +155,8 @@ def test_stfpm_openvino_ir_scores_like_torch(fitted: dict, mt_sets: dict, mt_roo
     d_maps, d_scores = _scores(model, mt_sets["defect"])
     both = np.concatenate([n_scores, d_scores])
     thr = float((n_scores.mean() + d_scores.mean()) / 2)
-    post = {"min": float(np.concatenate([n_maps, d_maps]).min()), "max": float(both.max()),
-            "image_threshold": thr, "pixel_threshold": thr}
+    post = PostProcess(min=float(np.concatenate([n_maps, d_maps]).min()), max=float(both.max()),
+                       image_threshold=thr, pixel_threshold=thr)
     save_model(tmp_path / "m", model, post)
     res = export_model(tmp_path / "m", "openvino")
     assert res.path == tmp_path / "m" / "openvino" / "model.xml" and res.info["check"]["normalised_max_diff"] < 1e-3

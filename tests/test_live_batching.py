@@ -63,3 +63,39 @@ def test_batched_pipeline_scores_equal_unbatched(ped2_model: Path, data_root: Pa
     assert calls_eight < calls_one  # clips of several streams did share calls
     diff = max(abs(one[k] - eight[k]) for k in one)
     assert diff < 1e-5, diff
+
+
+def _ped2_config(data_root: Path, batch_size: int):  # type: ignore[no-untyped-def]
+    cfg = load_config(REPO / "examples" / "ped2.yaml", env={**os.environ, "STREAMAD_DATA": str(data_root)})
+    cfg.spec.runtime.batch_size = batch_size
+    cfg.spec.runtime.max_active_streams = 4
+    cfg.spec.runtime.watch_config = False
+    cfg.spec.sinks = []
+    return cfg
+
+
+def _model_calls(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("streamad_model_inference_seconds_count",  # type: ignore[union-attr]
+                                             {"model": "aivad"}) or 0.0
+
+
+def test_eval_honours_batch_size_as_serve_does(ped2_model: Path, data_root: Path) -> None:
+    """``streamad eval`` builds its pipeline with the run builder, so ``runtime.batch_size`` batches its model
+    calls as it does ``serve``'s, and both report the same frame-level figures as one clip at a time."""
+    from streamad.runtime.jobs import evaluate, serve
+
+    reports, calls = {}, {}
+    for b in (1, 8):
+        metrics = Metrics()
+        report, _ = evaluate(_ped2_config(data_root, b), ped2_model, quiet=True, metrics=metrics)
+        reports[b], calls[b] = report.to_json(), _model_calls(metrics)
+    served_metrics = Metrics()
+    served = serve(_ped2_config(data_root, 8), ped2_model, metrics=served_metrics).report
+    assert served is not None
+    print(f"model calls: eval {calls[1]:.0f} (batch 1), {calls[8]:.0f} (batch 8); serve "
+          f"{_model_calls(served_metrics):.0f} (batch 8)")
+    assert calls[8] < calls[1] and _model_calls(served_metrics) < calls[1]  # both batched across streams
+    assert reports[1]["frames"] == reports[8]["frames"] == served.frames == 2010
+    for key in ("frame_auroc", "frame_auroc_raw", "f1"):
+        assert abs(reports[1][key] - reports[8][key]) < 1e-6, key
+        assert abs(served.to_json()[key] - reports[8][key]) < 1e-6, key

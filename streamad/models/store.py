@@ -28,24 +28,25 @@ import numpy as np
 from streamad import __version__
 from streamad.errors import ModelError
 from streamad.models.base import VideoModel
-from streamad.registry import IMAGE_MODELS
 from streamad.models.image.base import ImageModel
-from streamad.registry import VIDEO_MODELS
+from streamad.models.postprocess import PostProcess
+from streamad.registry import MODEL_REGISTRIES
 
-__all__ = ["save_model", "load_model", "load_model_of_kind", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "load_model_of_kind", "read_metadata", "read_postprocess", "FORMAT",
+           "FORMAT_VERSION"]
 
 FORMAT = "streamad-model"
 FORMAT_VERSION = 1
 
 
-def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postprocess: dict[str, Any],
+def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postprocess: PostProcess,
                extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.json`` and ``weights.npz`` into ``model_dir`` (created if needed); returns the directory.
 
     Args:
         model: a fitted model.
-        postprocess: ``{"min": float, "max": float, "image_threshold": float, ...}`` raw-score statistics (image
-            models add ``pixel_threshold``).
+        postprocess: the fitted post-processing (written as ``model.json["postprocess"]``,
+            :meth:`PostProcess.to_json`).
         extra: more metadata (pipeline operators, fit statistics).
     """
     d = Path(model_dir)
@@ -58,7 +59,7 @@ def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postproces
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "model": {"kind": model.kind, "version": model.version, "config": model.config.model_dump(mode="json"),
                   "params": params},
-        "postprocess": postprocess,
+        "postprocess": postprocess.to_json(),
         **(extra or {}),
     }
     tmp = d / "weights.npz.tmp"
@@ -98,17 +99,20 @@ def load_model(model_dir: str | Path) -> tuple[VideoModel | ImageModel, dict[str
         ModelError: missing files, an unknown model kind, or weights that do not match the metadata.
     """
     meta = read_metadata(model_dir)
-    m = meta["model"]
+    where = Path(model_dir) / "model.json"
+    m = meta.get("model")
+    if not isinstance(m, dict) or not all(k in m for k in ("kind", "config", "params")):
+        raise ModelError(f"{where}: no 'model' object with kind, config and params; refit the model")
     kind = m.get("kind")
-    if kind in IMAGE_MODELS.names():
-        cls: Any = IMAGE_MODELS.get(kind)
-    else:
-        try:
-            cls = VIDEO_MODELS.get(kind)
-        except KeyError:
-            known = ", ".join(VIDEO_MODELS.names() + IMAGE_MODELS.names())
-            raise ModelError(f"{model_dir}: unknown model kind {kind!r}; known: {known}") from None
-    model = cls(cls.Config.model_validate(m["config"]))
+    cls: Any = next((reg.get(kind) for reg in MODEL_REGISTRIES if kind in reg.names()), None)
+    if cls is None:
+        known = ", ".join(n for reg in MODEL_REGISTRIES for n in reg.names())
+        raise ModelError(f"{model_dir}: unknown model kind {kind!r}; known: {known}")
+    try:
+        config = cls.Config.model_validate(m["config"])
+    except ValueError as exc:
+        raise ModelError(f"{where}: model.config does not fit a {kind!r} model: {exc}") from None
+    model = cls(config)
     wpath = Path(model_dir) / "weights.npz"
     try:
         with np.load(wpath, allow_pickle=False) as npz:
@@ -117,6 +121,19 @@ def load_model(model_dir: str | Path) -> tuple[VideoModel | ImageModel, dict[str
         raise ModelError(f"{wpath}: cannot read weights: {exc}") from None
     model.load_state(m["params"], arrays)
     return model, meta
+
+
+def read_postprocess(model_dir: str | Path | None) -> PostProcess:
+    """The fitted :class:`~streamad.models.postprocess.PostProcess` of ``model_dir``.
+
+    Raises:
+        ModelError: no directory given, what :func:`read_metadata` raises, or missing / malformed ``postprocess``
+            statistics.
+    """
+    if model_dir is None:
+        raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
+    meta = read_metadata(model_dir)
+    return PostProcess.from_json(meta.get("postprocess"), str(Path(model_dir) / "model.json"))
 
 
 def load_model_of_kind(model_dir: str | Path | None, kind: str, operator: str

@@ -25,17 +25,14 @@ import numpy as np
 from pydantic import Field
 
 import streamad.models  # noqa: F401  (registers the image models the union below is built from)
-from streamad.errors import ModelError
 from streamad.frames import Clip, Frame, Scores, scale_boxes
-from streamad.registry import IMAGE_MODELS
-from streamad.models.image.base import ImageModel
+from streamad.models.handle import ModelHandle, load_handle
 from streamad.models.image.fitting import ImageFitter
-from streamad.models.image.runner import Runner, TorchRunner, open_runner
-from streamad.models.store import load_model_of_kind
+from streamad.models.image.runner import open_runner
 from streamad.parts import BuildContext, Operator, PartConfig
-from streamad.registry import OPERATORS
+from streamad.registry import IMAGE_MODELS, OPERATORS
 
-__all__ = ["ImageModelOp", "ImageScores", "ImageModelHandle", "regions_from_map"]
+__all__ = ["ImageModelOp", "ImageModelStage", "ImageScores", "regions_from_map"]
 
 _CONFIGS = tuple(cls.Config for _, cls in IMAGE_MODELS.items())
 ImageModelConfigs = Annotated[Union[_CONFIGS], Field(discriminator="kind")]  # type: ignore[valid-type]
@@ -56,25 +53,6 @@ class ImageScores(Scores):
     anomaly_map: np.ndarray | None = None
     mask: np.ndarray | None = None
     scored: bool = True
-
-
-@dataclass
-class ImageModelHandle:
-    """The model shared by every stream, how it runs, and its identity for alerts.
-
-    Attributes:
-        model: the fitted model. runner: torch or OpenVINO. name, version: for alerts.
-        metadata: ``model.json``. pixel_threshold: raw threshold of the region masks (``None``: no regions).
-        inference: the ``streamad_model_inference_seconds{model}`` histogram child, when metrics exist.
-    """
-
-    model: ImageModel
-    runner: Runner
-    name: str
-    version: str
-    metadata: dict[str, Any]
-    pixel_threshold: float | None
-    inference: Any = None
 
 
 def regions_from_map(anomaly_map: np.ndarray, threshold: float, min_area: int = 1,
@@ -101,6 +79,15 @@ def regions_from_map(anomaly_map: np.ndarray, threshold: float, min_area: int = 
     scores = peak[keep].astype(np.float32)
     order = np.argsort(-scores, kind="stable")[:max_regions]
     return boxes[order], scores[order]
+
+
+@dataclass(frozen=True)
+class ImageModelStage:
+    """What every stream's ``image_model`` operator shares: the model and the raw threshold of its region masks
+    (``None``: no regions, as while fitting)."""
+
+    handle: ModelHandle
+    pixel_threshold: float | None
 
 
 @OPERATORS.register("image_model")
@@ -130,52 +117,42 @@ class ImageModelOp(Operator):
         min_region_area: int = Field(16, ge=1)
         max_regions: int = Field(10, ge=1)
 
-    def __init__(self, config: "ImageModelOp.Config", shared: ImageModelHandle, stream_id: str) -> None:
+    def __init__(self, config: "ImageModelOp.Config", shared: "ImageModelStage", stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
         self.count = 0
         self.last: tuple[np.ndarray, float, np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def create_shared(cls, config: "ImageModelOp.Config", ctx: BuildContext) -> ImageModelHandle:
-        """The fitted model from ``ctx.shared["model"]`` (set by ``streamad fit``) or the model directory.
+    def create_shared(cls, config: "ImageModelOp.Config", ctx: BuildContext) -> "ImageModelStage":
+        """The model ``streamad fit`` just fitted (``ctx.model``), else the model directory's run by torch or its
+        OpenVINO IR; the region threshold is ``pixel_threshold`` when the config sets one (then published in
+        ``ctx.postprocess`` too, so eval uses it), else the fitted one (``None`` while fitting: no regions).
 
         Raises:
             ModelError: no model directory, a directory holding another kind of model, or an IR problem.
         """
-        handle = ctx.shared.get("model")
-        if handle is None:
-            model, meta = load_model_of_kind(ctx.model_dir, config.model.kind, "image_model")
-            assert isinstance(model, ImageModel)
-            runner = open_runner(model, ctx.model_dir, meta, config.runtime, config.threads)
-            post = meta.get("postprocess") or {}
-            handle = ImageModelHandle(model, runner, model.kind, f"{model.version}:{meta.get('created', '')}", meta,
-                                      post.get("pixel_threshold"))
-            ctx.shared["model"] = handle
-        if not isinstance(handle, ImageModelHandle):
-            raise ModelError("the pipeline holds another model operator before image_model")
-        if config.pixel_threshold is not None:
-            handle.pixel_threshold = float(config.pixel_threshold)
-        if ctx.metrics is not None and handle.inference is None:
-            handle.inference = ctx.metrics.inference.labels(handle.name)
-        return handle
+        handle = load_handle(ctx, config.model.kind, "image_model",
+                             lambda model, meta: open_runner(model, ctx.model_dir, meta, config.runtime,
+                                                             config.threads))
+        if ctx.postprocess is not None:
+            ctx.postprocess = ctx.postprocess.with_overrides(pixel_threshold=config.pixel_threshold)
+        pixel = config.pixel_threshold
+        if pixel is None and ctx.postprocess is not None:
+            pixel = ctx.postprocess.region_threshold
+        return ImageModelStage(handle, None if pixel is None else float(pixel))
 
     @classmethod
     def fitter(cls, config: "ImageModelOp.Config", ctx: BuildContext) -> ImageFitter:
         """How ``streamad fit`` fits this operator's model (collect frames, fit, calibrate)."""
-        model = IMAGE_MODELS.get(config.model.kind)(config.model)
-
-        def handle(m: ImageModel) -> ImageModelHandle:
-            return ImageModelHandle(m, TorchRunner(m), m.kind, m.version, {}, None)
-
-        return ImageFitter(model, handle)
+        return ImageFitter(IMAGE_MODELS.get(config.model.kind)(config.model))
 
     def _result(self, amap: np.ndarray, score: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """``(map, score, boxes, region scores)`` of one raw model output (boxes in map pixels)."""
-        h: ImageModelHandle = self.shared
+        thr = self.shared.pixel_threshold
         c = self.config
-        if h.pixel_threshold is None:
+        if thr is None:
             return amap, score, np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-        return (amap, score, *regions_from_map(amap, h.pixel_threshold, c.min_region_area, c.max_regions))
+        return (amap, score, *regions_from_map(amap, thr, c.min_region_area, c.max_regions))
 
     @staticmethod
     def _targets(msg: Frame | Clip) -> list[Frame]:
@@ -187,7 +164,7 @@ class ImageModelOp(Operator):
     def _emit(self, frames: list[Frame], scored: bool) -> list[ImageScores]:
         assert self.last is not None
         amap, score, boxes, rscores = self.last
-        h: ImageModelHandle = self.shared
+        h = self.shared.handle
         out = []
         for f in frames:
             size = f.source_size or (f.width, f.height)
@@ -200,19 +177,18 @@ class ImageModelOp(Operator):
         return out
 
     @staticmethod
-    def _observe(h: ImageModelHandle, frames: list[Frame], seconds: float) -> None:
+    def _observe(h: ModelHandle, frames: list[Frame], seconds: float) -> None:
         for f in frames:
             f.timings["model"] = seconds / len(frames)
-        if h.inference is not None:
-            h.inference.observe(seconds)
+        h.observe_inference(seconds)
 
     def process(self, msg: Frame | Clip) -> list[ImageScores]:
         frames = self._targets(msg)
         scored = self._due()
         if scored:
             t0 = time.perf_counter()
-            maps, scores = self.shared.runner(frames[0].image)
-            self._observe(self.shared, frames[:1], time.perf_counter() - t0)
+            maps, scores = self.shared.handle.runner(frames[0].image)
+            self._observe(self.shared.handle, frames[:1], time.perf_counter() - t0)
             self.last = self._result(maps[0, 0], float(scores[0]))
         self.count += 1
         return self._emit(frames, scored)
@@ -222,7 +198,7 @@ class ImageModelOp(Operator):
         """Score the frames of several streams that are due in one model call per frame size (``runtime.batch_size``
         > 1): the same results as :meth:`process` one by one. Raises what the model raises, having changed
         nothing (the runtime then retries each message alone)."""
-        h: ImageModelHandle = ops[0].shared
+        h: ModelHandle = ops[0].shared.handle
         plan = []
         count = {id(op): op.count for op in ops}
         has_last = {id(op): op.last is not None for op in ops}

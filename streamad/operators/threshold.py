@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from streamad.errors import ModelError
 from streamad.frames import Scores
-from streamad.models.components.normalization import min_max_normalize
-from streamad.models.store import read_metadata
+from streamad.models.postprocess import PostProcess
+from streamad.models.store import read_postprocess
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 
-__all__ = ["Threshold", "PostProcessStats"]
-
-
-@dataclass(frozen=True)
-class PostProcessStats:
-    """Raw-score statistics fitted by ``streamad fit`` on the validation streams.
-
-    Attributes:
-        min, max: min-max normalisation statistics (raw units).
-        image_threshold: decision threshold (raw units), manual or F1-adaptive.
-        pixel_threshold: threshold of anomaly-map pixels and region scores (image models); ``None``: the image
-            threshold.
-    """
-
-    min: float
-    max: float
-    image_threshold: float
-    pixel_threshold: float | None = None
+__all__ = ["Threshold"]
 
 
 @OPERATORS.register("threshold")
@@ -40,37 +21,37 @@ class Threshold(Operator):
 
     ``normalized = clip((score - image_threshold) / (max - min) + 0.5, 0, 1)``; ``anomalous = normalized >= 0.5``.
     Region scores are normalised with the same statistics and the pixel threshold (anomalib normalises box scores
-    with the pixel threshold; without a fitted pixel threshold, as for video models, it is the image threshold). Statistics come from the model directory
-    (``model.json`` ``postprocess``); ``image_threshold`` in the config overrides the fitted threshold (raw units).
+    with the pixel threshold; without a fitted pixel threshold, as for video models, it is the image threshold).
+    Statistics come from the model directory (``model.json`` ``postprocess``,
+    :class:`~streamad.models.postprocess.PostProcess`); ``image_threshold`` in the config overrides the fitted
+    threshold (raw units), and the run's ``BuildContext.postprocess`` then carries the override.
 
     Input/output: :class:`Scores` (sets ``normalized``, ``anomalous``; ``region_scores`` become normalised).
     """
+
+    applies_postprocess: ClassVar[bool] = True
 
     class Config(PartConfig):
         kind: Literal["threshold"] = "threshold"
         image_threshold: float | None = None
 
     @classmethod
-    def create_shared(cls, config: "Threshold.Config", ctx: BuildContext) -> PostProcessStats:
-        if "postprocess" in ctx.shared:
-            p = ctx.shared["postprocess"]
-        else:
-            if ctx.model_dir is None:
-                raise ModelError("threshold needs a fitted model directory (give --model or model_dir)")
-            p = read_metadata(ctx.model_dir).get("postprocess")
-            if not p:
-                raise ModelError(f"{ctx.model_dir}/model.json has no 'postprocess' statistics: refit the model")
-        thr = config.image_threshold if config.image_threshold is not None else p["image_threshold"]
-        pix = p.get("pixel_threshold")
-        return PostProcessStats(float(p["min"]), float(p["max"]), float(thr), None if pix is None else float(pix))
+    def create_shared(cls, config: "Threshold.Config", ctx: BuildContext) -> PostProcess:
+        """The post-processing in effect (``ctx.postprocess``, else the model directory's) with this operator's
+        override; published back to ``ctx.postprocess``.
+
+        Raises:
+            ModelError: no model directory, or one without post-processing statistics.
+        """
+        post = ctx.postprocess if ctx.postprocess is not None else read_postprocess(ctx.model_dir)
+        ctx.postprocess = post.with_overrides(image_threshold=config.image_threshold)
+        return ctx.postprocess
 
     def process(self, s: Scores) -> list[Scores]:
-        st: PostProcessStats = self.shared
-        s.normalized = float(min_max_normalize(s.score, st.image_threshold, st.min, st.max))
+        post: PostProcess = self.shared
+        s.normalized = float(post.normalize(s.score))
         s.anomalous = s.normalized >= 0.5
         if len(s.region_scores):
-            region_thr = st.image_threshold if st.pixel_threshold is None else st.pixel_threshold
-            s.region_scores = np.asarray(
-                min_max_normalize(np.asarray(s.region_scores, np.float32), region_thr, st.min, st.max),
-                np.float32)
+            s.region_scores = np.asarray(post.normalize_regions(np.asarray(s.region_scores, np.float32)), np.float32)
         return [s]
+

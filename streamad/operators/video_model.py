@@ -6,41 +6,28 @@ deprecation warning (:meth:`streamad.registry.Registry.alias`)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
 from pydantic import Field
 
 import streamad.models  # noqa: F401  (registers the models the union below is built from)
-from streamad.errors import ModelError
 from streamad.frames import Clip, Scores, scale_boxes
-from streamad.models.base import VideoModel
-from streamad.models.store import load_model
+from streamad.models.handle import ModelHandle, load_handle
+from streamad.models.video.fitting import ClipFitter
 from streamad.parts import BuildContext, Operator, PartConfig
-from streamad.registry import VIDEO_MODELS, OPERATORS
+from streamad.registry import OPERATORS, VIDEO_MODELS
 
-__all__ = ["VideoModelOp", "ModelHandle"]
+__all__ = ["VideoModelOp"]
 
 _MODEL_CONFIGS = tuple(cls.Config for _, cls in VIDEO_MODELS.items())
 ModelConfig = (Annotated[Union[_MODEL_CONFIGS], Field(discriminator="kind")]  # type: ignore[valid-type]
                if len(_MODEL_CONFIGS) > 1 else _MODEL_CONFIGS[0])
 
 
-@dataclass
-class ModelHandle:
-    """The model shared by every stream, and its identity for alerts (``name``, ``version``)."""
-
-    model: VideoModel
-    name: str
-    version: str
-    metadata: dict[str, Any]
-    inference: Any = None  # ``streamad_model_inference_seconds{model}`` histogram child, when metrics exist
-
-
 @OPERATORS.register("video_model")
 class VideoModelOp(Operator):
-    """Score each clip's regions with the pipeline's model (loaded once, shared by all streams).
+    """Score each clip's regions with the pipeline's video model (loaded once, shared by all streams).
 
     Input: :class:`Clip` with the features the model needs. Output: one :class:`Scores` for the clip's target frame
     and one for each of its ``extra_targets``. ``Scores.boxes`` are in source pixels.
@@ -58,32 +45,25 @@ class VideoModelOp(Operator):
 
     @classmethod
     def create_shared(cls, config: "VideoModelOp.Config", ctx: BuildContext) -> ModelHandle:
-        if "model" in ctx.shared:
-            cls._observer(ctx.shared["model"], ctx)
-            return ctx.shared["model"]
-        if ctx.model_dir is None:
-            raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
-        model, meta = load_model(ctx.model_dir)
-        if model.kind != config.model.kind:
-            raise ModelError(f"{ctx.model_dir}: holds a {model.kind!r} model but the config's video_model operator "
-                             f"uses {config.model.kind!r}")
-        handle = ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta)
-        ctx.shared["model"] = handle
-        cls._observer(handle, ctx)
-        return handle
+        """The model ``streamad fit`` just fitted (``ctx.model``), else the model directory's, which also sets
+        ``ctx.postprocess``.
 
-    @staticmethod
-    def _observer(handle: ModelHandle, ctx: BuildContext) -> None:
-        if ctx.metrics is not None and handle.inference is None:
-            handle.inference = ctx.metrics.inference.labels(handle.name)
+        Raises:
+            ModelError: no model directory, or one holding another kind of model.
+        """
+        return load_handle(ctx, config.model.kind, "video_model")
+
+    @classmethod
+    def fitter(cls, config: "VideoModelOp.Config", ctx: BuildContext) -> ClipFitter:
+        """How ``streamad fit`` fits this operator's model (collect clip features, fit, calibrate)."""
+        return ClipFitter(VIDEO_MODELS.get(config.model.kind)(config.model))
 
     def process(self, clip: Clip) -> list[Scores]:
         handle: ModelHandle = self.shared
         t0 = time.perf_counter()
         result = handle.model.predict(clip.features)
         dt = time.perf_counter() - t0
-        if handle.inference is not None:
-            handle.inference.observe(dt)
+        handle.observe_inference(dt)
         return self._scores(clip, result, dt)
 
     @classmethod
@@ -95,8 +75,7 @@ class VideoModelOp(Operator):
         t0 = time.perf_counter()
         results = handle.model.predict_batch([clip.features for clip in msgs])
         dt = time.perf_counter() - t0
-        if handle.inference is not None:
-            handle.inference.observe(dt)
+        handle.observe_inference(dt)
         return [op._scores(clip, r, dt / len(msgs))  # type: ignore[attr-defined]
                 for op, clip, r in zip(ops, msgs, results)]
 

@@ -117,8 +117,8 @@ class StreamSet:
 
 def other_sections_changed(old: PipelineConfig, new: PipelineConfig) -> list[str]:
     """Top-level sections other than ``streams`` whose content differs (secrets compare as masked)."""
-    a = old.model.model_dump(mode="json")
-    b = new.model.model_dump(mode="json")
+    a = old.spec.model_dump(mode="json")
+    b = new.spec.model_dump(mode="json")
     return sorted(k for k in set(a) | set(b) if k != "streams" and a.get(k) != b.get(k))
 
 

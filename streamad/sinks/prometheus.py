@@ -3,7 +3,7 @@
 Endpoints: ``GET /metrics`` (Prometheus text format, or OpenMetrics when the scraper asks for it, via
 ``prometheus_client.exposition.choose_encoder``) and ``GET /healthz`` (``200 ok``, for liveness probes). When
 ``streamad serve`` runs it, ``/healthz`` and ``/readyz`` answer from the running pipeline
-(:mod:`streamad.runtime.http`, passed in as ``BuildContext.shared["http_routes"]``).
+(:mod:`streamad.runtime.http`, passed in as ``BuildContext.http_routes``).
 Binds loopback by default; set ``host: 0.0.0.0`` to be scraped from other machines.
 """
 
@@ -110,7 +110,7 @@ class PrometheusSink(Sink):
             raise ValueError("prometheus sink needs the pipeline's metrics (BuildContext.metrics is None)")
         try:
             self.server = MetricsServer(ctx.metrics.registry, config.host, config.port,
-                                        routes=ctx.shared.get("http_routes"))
+                                        routes=ctx.http_routes)
         except OSError as e:
             raise ConfigError(f"prometheus sink: cannot listen on {config.host}:{config.port} ({e}); set the sink's "
                               f"host/port to a free address") from e

@@ -1,26 +1,24 @@
-"""How ``streamad fit`` fits an image model from a pipeline (the ``image_model`` operator's fit hook).
-
-The fit job (:func:`streamad.runtime.jobs.fit`) drives any model-holding operator through the same four steps;
-for an image model:
+"""How ``streamad fit`` fits an image model (the ``image_model`` operator's :class:`~streamad.models.fitting.ModelFitter`).
 
 1. :meth:`ImageFitter.collect` receives every training frame leaving the operators before ``image_model`` and
    stores it at the model's input size in an :class:`~streamad.models.image.image_set.ImageSet` (on disk);
    gradient-trained models also get the validation frames (:meth:`ImageFitter.collect_validation`).
 2. :meth:`ImageFitter.fit` fits the model (feature extraction, memory bank / Gaussians / PCA, or training).
-3. :meth:`ImageFitter.handle` is what the ``image_model`` operator shares while the validation streams are scored,
-   and :meth:`ImageFitter.observe` sees each validation :class:`~streamad.frames.Scores`.
-4. :meth:`ImageFitter.postprocess` returns min / max and the image and pixel thresholds
-   (:class:`~streamad.models.image.calibration.Calibration`).
+3. :meth:`ImageFitter.handle` runs the fitted torch network while the validation streams are scored; the shared
+   :meth:`~streamad.models.fitting.ModelFitter.observe` / ``postprocess`` give min / max and the image and pixel
+   thresholds (:mod:`streamad.models.postprocess`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from streamad.frames import Clip, Frame, Scores
+from streamad.frames import Clip, Frame
+from streamad.models.fitting import ModelFitter
+from streamad.models.handle import ModelHandle
 from streamad.models.image.base import ImageModel
-from streamad.models.image.calibration import Calibration
 from streamad.models.image.image_set import ImageSet
+from streamad.models.image.runner import TorchRunner
 
 __all__ = ["ImageFitter"]
 
@@ -33,23 +31,22 @@ def _frames(msg: Any) -> list[Frame]:
     return []
 
 
-class ImageFitter:
+class ImageFitter(ModelFitter):
     """Fit state of one image model.
 
     Args:
-        model: the unfitted model. make_handle: builds the operator's shared handle from the fitted model.
+        model: the unfitted model.
 
     Attributes:
         needs_validation: the model is gradient-trained and uses the validation frames in :meth:`fit`.
     """
 
-    def __init__(self, model: ImageModel, make_handle: Callable[[ImageModel], Any]) -> None:
+    def __init__(self, model: ImageModel) -> None:
+        super().__init__()
         self.model = model
-        self.make_handle = make_handle
         self.needs_validation = bool(model.trainable)
         self.train = ImageSet(model.input_size)
         self.validation = ImageSet(model.input_size) if self.needs_validation else None
-        self.calibration = Calibration()
 
     @staticmethod
     def _store(target: ImageSet, msg: Any) -> int:
@@ -78,23 +75,14 @@ class ImageFitter:
         stats = self.model.fit(self.train, self.validation, progress=progress)
         return self.model, {"train_images": len(self.train), **stats}
 
-    def handle(self, model: ImageModel) -> Any:
-        """The shared handle the ``image_model`` operator uses while the validation streams are scored."""
-        return self.make_handle(model)
+    def handle(self, model: ImageModel) -> ModelHandle:
+        """The fitted model through its torch network, as the ``image_model`` operator shares it."""
+        return ModelHandle(model, model.kind, model.version, runner=TorchRunner(model))
 
     @property
     def samples(self) -> int:
         """Training frames collected."""
         return len(self.train)
-
-    def observe(self, msg: Any) -> None:
-        """A scored validation frame (image scores and maps go to the calibration)."""
-        if isinstance(msg, Scores):
-            self.calibration.add(msg.score, msg.label, getattr(msg, "anomaly_map", None), getattr(msg, "mask", None))
-
-    def postprocess(self, method: str, value: float | None, where: str) -> dict[str, Any]:
-        """The post-processing statistics (see :class:`~streamad.models.image.calibration.Calibration`)."""
-        return self.calibration.compute(method, value, where)
 
     def close(self) -> None:
         """Delete the stored images."""
