@@ -38,9 +38,9 @@ from streamad.models.components.movenet import MoveNetPose
 from streamad.models.components.region_appearance import RegionAppearance
 from streamad.models.video.aivad.density import GMMEstimator
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
-from streamad.operators.velocity_features import velocity_histogram
-from streamad.operators.pose_features import pose_vectors
 from streamad.operators.foreground_regions import filter_boxes, foreground_boxes
+from streamad.operators.pose_features import pose_vectors
+from streamad.operators.velocity_features import velocity_histogram
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

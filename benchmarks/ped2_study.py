@@ -40,11 +40,11 @@ import numpy as np
 from streamad.eval.metrics import auroc
 from streamad.frames import Clip, Frame
 from streamad.models.video.aivad.model import AiVad
-from streamad.operators.velocity_features import VelocityFeatures
-from streamad.operators.optical_flow import OpticalFlow
-from streamad.operators.foreground_regions import ForegroundRegions
-from streamad.operators.smooth import gaussian_weights
 from streamad.operators.clip_window import ClipWindow
+from streamad.operators.foreground_regions import ForegroundRegions
+from streamad.operators.optical_flow import OpticalFlow
+from streamad.operators.smooth import gaussian_weights
+from streamad.operators.velocity_features import VelocityFeatures
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

@@ -6,8 +6,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from streamad.frames import Frame, Scores
 from streamad.builtin import load_builtin_parts
+from streamad.frames import Frame, Scores
 from streamad.registry import OPERATORS
 
 load_builtin_parts()

@@ -19,9 +19,9 @@ from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
 from streamad.models.components.movenet import MoveNetPose
 from streamad.models.components.region_appearance import RegionAppearance
 from streamad.operators.deep_features import DeepFeatures
+from streamad.operators.foreground_regions import box_area
 from streamad.operators.object_regions import ObjectRegions
 from streamad.operators.pose_features import PoseFeatures, pose_vectors
-from streamad.operators.foreground_regions import box_area
 from streamad.parts import BuildContext
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb

@@ -22,11 +22,11 @@ from streamad.models.video.aivad.density import GMMEstimator
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.models.video.aivad.model import AiVad
 from streamad.operators.deep_features import DeepFeatures
-from streamad.operators.velocity_features import VelocityFeatures
-from streamad.operators.optical_flow import OpticalFlow
-from streamad.operators.object_regions import ObjectRegions
-from streamad.operators.pose_features import PoseFeatures
 from streamad.operators.foreground_regions import ForegroundRegions
+from streamad.operators.object_regions import ObjectRegions
+from streamad.operators.optical_flow import OpticalFlow
+from streamad.operators.pose_features import PoseFeatures
+from streamad.operators.velocity_features import VelocityFeatures
 from streamad.sources.datasets.ucsd import UcsdVideo, ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

@@ -12,13 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from helpers import run_operator
+from streamad.builtin import load_builtin_parts
 from streamad.errors import ConfigError
 from streamad.frames import Clip, EndOfStream, Frame, Regions, Scores
-from streamad.models.video.aivad.model import AiVad
 from streamad.models.handle import ModelHandle
+from streamad.models.video.aivad.model import AiVad
 from streamad.operators.video_model import VideoModelOp
 from streamad.parts import BuildContext
-from streamad.builtin import load_builtin_parts
 from streamad.registry import SINKS
 from streamad.sinks.annotated_video import AnnotatedVideoSink
 from streamad.sinks.jsonl import event_json

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamad.builtin import load_builtin_parts
 from streamad.errors import ConfigError
 from streamad.frames import Scores
 from streamad.parts import BuildContext
 from streamad.redact import redact, register_secret
-from streamad.builtin import load_builtin_parts
 from streamad.registry import SINKS
 
 

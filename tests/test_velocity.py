@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from streamad.frames import Clip, Frame, Regions
-from streamad.operators.velocity_features import VelocityFeatures, velocity_dims, velocity_histogram
 from streamad.operators.optical_flow import OpticalFlow
+from streamad.operators.velocity_features import VelocityFeatures, velocity_dims, velocity_histogram
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 

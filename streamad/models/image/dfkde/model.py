@@ -29,10 +29,10 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.dynamic_buffers import assign_buffers, buffer_arrays
 from streamad.models.components.kde import GaussianKDE
 from streamad.models.components.pca import PCA
-from streamad.registry import IMAGE_MODELS
 from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import Preprocess
+from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Dfkde", "DfkdeNetwork"]

@@ -31,10 +31,10 @@ from streamad.models.components.dynamic_buffers import assign_buffers, buffer_ar
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.multivariate_gaussian import GaussianNLL
 from streamad.models.components.pca import PCA
-from streamad.registry import IMAGE_MODELS
 from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import Preprocess
+from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Dfm", "DfmNetwork"]

@@ -30,13 +30,13 @@ from torch import nn
 
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
-from streamad.registry import IMAGE_MODELS
+from streamad.models.components.module_arrays import load_module_arrays, module_arrays
 from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.fastflow.flow import FlowBlock
 from streamad.models.image.image_set import ImageBatch, ImageSet
 from streamad.models.image.preprocess import Preprocess
-from streamad.models.components.module_arrays import load_module_arrays, module_arrays
 from streamad.models.image.training import train_module
+from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Fastflow", "FastflowNetwork", "fastflow_loss"]
 

@@ -34,10 +34,10 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.kcenter_greedy import k_center_greedy
 from streamad.models.components.patch_pool import PatchPool, PatchSize
-from streamad.registry import IMAGE_MODELS
 from streamad.models.image.base import ImageModel, ImageModelConfig
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.preprocess import Preprocess
+from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Patchcore", "PatchcoreNetwork"]
