@@ -7,9 +7,9 @@
 Each model is fitted with its example, examples/magnetic_tile_<kind>.yaml (DFM and DFKDE: the
 PaDiM pipeline with that model and anomalib's default layer) on the 762 training images and calibrated on the
 whole test split, then evaluated on the 582 test images twice, scored by torch and by the exported FP32 OpenVINO
-IR. Metrics are the OpenVINO run's (the two agree within 1e-3, see tests/test_export_parity.py); frames/s is the
-evaluation pipeline's throughput (JPEG decoding of images of varying size, the model, post-processing), not the
-metric computation after it. Fit time is the whole `streamad fit` (training features, memory bank or statistics,
+IR. Metrics are the OpenVINO run's (the two agree within 1e-3, see tests/integration/test_export_parity.py);
+frames/s is the evaluation pipeline's throughput (JPEG decoding of images of varying size, the model,
+post-processing), not the metric computation after it. Fit time is the whole `streamad fit` (training features, memory bank or statistics,
 and the calibration pass over the 582 test images).
 """
 

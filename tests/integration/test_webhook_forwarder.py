@@ -19,7 +19,7 @@ from streamad.parts import BuildContext
 from streamad.sinks.jsonl import event_json
 from streamad.sinks.kafka import KafkaSink
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOPIC = "alerts.webhook"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_prometheus_scrapes_frames_and_latency(start_prometheus, ped2_model: Path, data_root: Path,

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer
 
 from servers import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIELDS = {"event_id", "stream_id", "type", "seq", "start_time", "time", "start_pts", "pts", "start_frame", "frame",
           "end_frame", "peak_score", "mean_score", "threshold", "model", "regions", "frames", "reasons"}
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ped2_frame_auroc(ped2_model: Path, data_root: Path, tmp_path: Path) -> None:

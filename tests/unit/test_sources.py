@@ -21,7 +21,7 @@ from streamad.sources.image_folder import natural_key, read_mask
 from streamad.sources.pacing import paced
 from streamad.sources.video_file import probe_video
 
-DATA = Path(os.environ.get("STREAMAD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data").resolve()
+DATA = Path(os.environ.get("STREAMAD_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data").resolve()
 UCSD = DATA / "UCSD_Anomaly_Dataset.v1p2"
 PED2_TEST = UCSD / "UCSDped2" / "Test"
 VTEST = DATA / "opencv" / "vtest.avi"

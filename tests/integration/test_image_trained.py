@@ -1,8 +1,8 @@
 """The gradient-trained image models (STFPM, FastFlow) on real Magnetic Tile images at 128x128: training lowers the
 loss and shows it in the progress bar, early stopping keeps the best epoch's weights, maps and scores have the
 documented shapes, defect tiles score above normal ones, a saved model scores identically after loading, STFPM's
-OpenVINO export scores like torch; plus the flow's log-determinant against autograd and STFPM's map against the
-cosine similarity."""
+OpenVINO export scores like torch. (The flow's log-determinant against autograd and STFPM's map against the cosine
+similarity are in tests/unit/test_image_trained_math.py.)"""
 
 from __future__ import annotations
 
@@ -11,17 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from streamad.errors import ModelError
 from streamad.export import export_model
-from streamad.models.components.normalization import min_max_normalize
 from streamad.models.image import IMAGE_MODELS, ImageModel
-from streamad.models.image.fastflow.flow import CouplingStep, FlowBlock
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.runner import OpenVINORunner, TorchRunner
-from streamad.models.image.stfpm.model import stfpm_layer_map
 from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 from streamad.sources.datasets.folder import magnetic_tile_samples
@@ -31,10 +26,12 @@ SIZE = (128, 128)
 TRAIN = 32
 KINDS = {"stfpm": {"kind": "stfpm", "batch_size": 4}, "fastflow": {"kind": "fastflow", "batch_size": 4}}
 EPOCHS = {"stfpm": 5, "fastflow": 8}  # 40 / 64 optimisation steps: enough for a clear signal on 32 images
+TRAINED = [kind for kind, cls in IMAGE_MODELS.items() if cls.trainable]  # each needs its KINDS and EPOCHS entry
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / MT_Crack are faint at 128x128
 
 
 def _make(kind: str, **kw: Any) -> ImageModel:
+    assert kind in KINDS and kind in EPOCHS, f"trainable image model {kind!r} has no test config in KINDS / EPOCHS"
     cls = IMAGE_MODELS.get(kind)
     return cls(cls.Config.model_validate({**KINDS[kind], "input_size": list(SIZE), **kw}))
 
@@ -67,7 +64,7 @@ def fitted(mt_sets: dict[str, Any]) -> dict[str, tuple[ImageModel, dict[str, Any
     """Each model trained ``EPOCHS`` epochs without a validation set (so the last epoch's weights are kept; early
     stopping is tested below)."""
     out = {}
-    for kind in KINDS:
+    for kind in TRAINED:
         model = _make(kind, max_epochs=EPOCHS[kind])
         out[kind] = (model, model.fit(mt_sets["train"]))
     return out
@@ -78,7 +75,7 @@ def _scores(model: ImageModel, frames: list[np.ndarray]) -> tuple[np.ndarray, np
     return np.concatenate([p.anomaly_map for p in preds]), np.concatenate([p.score for p in preds])
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", TRAINED)
 def test_training_lowers_the_loss_and_scores_defects_higher(kind: str, fitted: dict, mt_sets: dict) -> None:
     model, stats = fitted[kind]
     assert model.trainable and stats["epochs"] == stats["best_epoch"] == len(stats["losses"]) == EPOCHS[kind]
@@ -95,7 +92,7 @@ def test_training_lowers_the_loss_and_scores_defects_higher(kind: str, fitted: d
     assert auroc > 0.7, auroc
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", TRAINED)
 def test_save_load_scores_identically(kind: str, fitted: dict, mt_sets: dict, tmp_path: Path) -> None:
     model, _ = fitted[kind]
     params, arrays = model.state()
@@ -112,7 +109,7 @@ def test_save_load_scores_identically(kind: str, fitted: dict, mt_sets: dict, tm
         _make(kind).load_state(params, broken)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", TRAINED)
 def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     """The validation metric (the real one is computed, a scripted one returned) peaks at epoch 1 and never improves:
@@ -148,8 +145,9 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
 def test_stfpm_openvino_ir_scores_like_torch(fitted: dict, mt_sets: dict, mt_root: Path, tmp_path: Path) -> None:
     """`streamad export` of STFPM (teacher + student + map head in one graph): on 50 test images spread over the test
     split, OpenVINO and torch agree within 1e-3 on normalised scores and maps and give the same labels. (FastFlow is
-    in tests/test_export_parity.py; an STFPM trained as briefly as CI allows puts the F1-adaptive threshold of that
-    test's calibration below every image, so here the threshold sits between the normal and defect means.)"""
+    in tests/integration/test_export_parity.py; an STFPM trained as briefly as CI allows puts the F1-adaptive
+    threshold of that test's calibration below every image, so here the threshold sits between the normal and defect
+    means.)"""
     model, _ = fitted["stfpm"]
     n_maps, n_scores = _scores(model, mt_sets["normal"])
     d_maps, d_scores = _scores(model, mt_sets["defect"])
@@ -166,36 +164,10 @@ def test_stfpm_openvino_ir_scores_like_torch(fitted: dict, mt_sets: dict, mt_roo
     t_s, o_s, t_m, o_m = [], [], [], []
     for img in images:
         (tm, ts), (om, os_) = torch_run(img), ov_run(img)
-        t_s.append(min_max_normalize(float(ts[0]), thr, post["min"], post["max"]))
-        o_s.append(min_max_normalize(float(os_[0]), thr, post["min"], post["max"]))
-        t_m.append(min_max_normalize(tm[0, 0], thr, post["min"], post["max"]))
-        o_m.append(min_max_normalize(om[0, 0], thr, post["min"], post["max"]))
+        t_s.append(post.normalize(float(ts[0])))
+        o_s.append(post.normalize(float(os_[0])))
+        t_m.append(post.normalize_regions(tm[0, 0]))
+        o_m.append(post.normalize_regions(om[0, 0]))
     t_s, o_s = np.array(t_s), np.array(o_s)
     assert np.abs(t_s - o_s).max() < 1e-3 and np.abs(np.stack(t_m) - np.stack(o_m)).max() < 1e-3
     assert np.array_equal(t_s >= 0.5, o_s >= 0.5) and 0 < (t_s >= 0.5).sum() < 50
-
-
-def test_coupling_log_determinant_is_the_jacobians() -> None:
-    """The flow's log |det J| equals the log-determinant of its autograd Jacobian, and steps are invertible
-    (the Jacobian is full rank)."""
-    torch.manual_seed(0)
-    block = FlowBlock(5, flow_steps=3, conv3x3_only=False, hidden_ratio=1.0, seed=1).double()
-    with torch.no_grad():  # move off the identity-like initial state
-        for p in block.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    x = torch.randn(1, 5, 3, 4, dtype=torch.float64)
-    _, log_det = block(x)
-    jac = torch.autograd.functional.jacobian(lambda v: block(v.view(1, 5, 3, 4))[0].flatten(), x.flatten())
-    sign, ref = torch.linalg.slogdet(jac)
-    assert sign.item() != 0
-    assert abs(log_det.item() - ref.item()) < 1e-8, (log_det.item(), ref.item())
-    with pytest.raises(ValueError, match="permutation"):
-        CouplingStep(4, 3, 1.0, 2.0, torch.arange(3))
-
-
-def test_stfpm_layer_map_is_one_minus_cosine_similarity() -> None:
-    g = torch.Generator().manual_seed(0)
-    t, s = torch.randn(2, 7, 5, 6, generator=g), torch.randn(2, 7, 5, 6, generator=g)
-    ref = 1.0 - F.cosine_similarity(t, s, dim=1).unsqueeze(1)
-    torch.testing.assert_close(stfpm_layer_map(t, s), ref, rtol=1e-5, atol=1e-6)
-    assert float(stfpm_layer_map(t, t).abs().max()) < 1e-6

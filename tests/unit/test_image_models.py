@@ -1,5 +1,6 @@
-"""The image models on small synthetic images: outputs, anomaly localisation, persistence through the model store,
-PatchCore's score against a direct transcription of anomalib's, and the interface a gradient-trained model uses."""
+"""The image models on small synthetic images: every registered kind (``IMAGE_MODELS``) fits, scores, localises the
+anomaly, persists through the model store and exports to an OpenVINO IR that scores like torch; PatchCore's score
+against a direct transcription of anomalib's, and the interface a gradient-trained model uses."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from streamad.models.image import IMAGE_MODELS, ImageModel, ImageModelConfig
 from streamad.models.image.base import file_sha256
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.image_set import ImageSet
+from streamad.models.image.runner import OpenVINORunner, TorchRunner
 from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 
@@ -36,18 +38,37 @@ def train_set() -> ImageSet:
     s.close()
 
 
-CONFIGS: dict[str, dict[str, Any]] = {
-    "patchcore": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
-    "patchcore_p5": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3, "patch_size": 5},
-    "patchcore_lite2": {"kind": "patchcore", "backbone": "efficientnet_lite2", "layers": ["layer2", "layer3"],
-                        "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
-    "padim": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20},
-    "padim_band": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20, "patch_size": [3, 5]},
-    "dfm": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.95},
-    "dfm_nll": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.9,
-                "score_type": "nll"},
-    "dfkde": {"kind": "dfkde", "layers": ["layer3"], "n_pca_components": 4},
+# Small test configs of every registered image model: kind -> {variant name: config}. A registered kind without an
+# entry fails test_fit_predict_save_load_export (and test_every_registered_image_model_has_test_configs).
+KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
+    "patchcore": {
+        "patchcore": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
+        "patchcore_p5": {"kind": "patchcore", "coreset_sampling_ratio": 0.25, "num_neighbors": 3, "patch_size": 5},
+        "patchcore_lite2": {"kind": "patchcore", "backbone": "efficientnet_lite2", "layers": ["layer2", "layer3"],
+                            "coreset_sampling_ratio": 0.25, "num_neighbors": 3},
+    },
+    "padim": {
+        "padim": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20},
+        "padim_band": {"kind": "padim", "layers": ["layer1", "layer2"], "n_features": 20, "patch_size": [3, 5]},
+    },
+    "dfm": {
+        "dfm": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.95},
+        "dfm_nll": {"kind": "dfm", "layers": ["layer2"], "pooling_kernel_size": 2, "pca_level": 0.9,
+                    "score_type": "nll"},
+    },
+    "dfkde": {"dfkde": {"kind": "dfkde", "layers": ["layer3"], "n_pca_components": 4}},
+    # the gradient-trained models: a few epochs on the 40 textures (trained for real: test_image_trained.py)
+    "stfpm": {"stfpm": {"kind": "stfpm", "batch_size": 8, "max_epochs": 3}},
+    "fastflow": {"fastflow": {"kind": "fastflow", "batch_size": 8, "max_epochs": 3, "flow_steps": 4}},
 }
+CONFIGS: dict[str, dict[str, Any]] = {name: cfg for variants in KIND_CONFIGS.values() for name, cfg in variants.items()}
+# (kind, variant) of every registered kind; a kind without configs gets one case that fails
+CASES = [(kind, name) for kind in IMAGE_MODELS.names() for name in KIND_CONFIGS.get(kind, [f"{kind}-no-config"])]
+
+
+def test_every_registered_image_model_has_test_configs() -> None:
+    assert set(KIND_CONFIGS) == set(IMAGE_MODELS.names())
+    assert all(cfg["kind"] == kind for kind, variants in KIND_CONFIGS.items() for cfg in variants.values())
 
 
 def make(name: str) -> ImageModel:
@@ -56,23 +77,38 @@ def make(name: str) -> ImageModel:
     return cls(cls.Config.model_validate(cfg))
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -> None:
+def _normalised(runner: Any, images: np.ndarray, post: PostProcess) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised image scores and maps of ``images`` one frame at a time through ``runner`` (torch or the IR)."""
+    scores, maps = [], []
+    for img in images:
+        amap, score = runner(img)
+        scores.append(post.normalize(float(score[0])))
+        maps.append(post.normalize_regions(amap[0, 0]))
+    return np.array(scores), np.stack(maps)
+
+
+@pytest.mark.parametrize(("kind", "name"), CASES, ids=[name for _, name in CASES])
+def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet, tmp_path: Path) -> None:
+    assert kind in KIND_CONFIGS, f"image model kind {kind!r} is registered but has no test config in KIND_CONFIGS"
     model = make(name)
     stats = model.fit(train_set)
-    assert stats and all(isinstance(v, (int, float, str)) for v in stats.values())
+    if model.trainable:  # the training log: a falling loss per epoch (no validation set: the last epoch is kept)
+        assert stats["epochs"] == stats["best_epoch"] == len(stats["losses"]) == CONFIGS[name]["max_epochs"]
+        assert stats["losses"][-1] < stats["losses"][0] and stats["metrics"] == [] and stats["best_metric"] is None
+    else:
+        assert stats and all(isinstance(v, (int, float, str)) for v in stats.values())
     rng = np.random.default_rng(1)
     normal = np.stack([texture(rng) for _ in range(6)])
     bad = np.stack([texture(rng, defect=True) for _ in range(6)])
     p_norm, p_bad = model.predict(normal), model.predict(bad)
     assert p_norm.anomaly_map.shape == (6, 1, *SIZE) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
-    if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm"):
+    if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE) see a small blob less clearly
         assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
-    if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm"):
+    if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
@@ -81,7 +117,12 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
         assert x >= 48 and y < 32, (x, y)
     one = model.predict(bad[0])  # a single frame of another size is resized inside the network
     assert one.anomaly_map.shape == (1, 1, *SIZE)
-    save_model(tmp_path / "m", model, PostProcess(min=0.0, max=1.0, image_threshold=0.5))
+    # post-processing of these images: thresholds between the normal and defect means, so both labels occur
+    both = np.concatenate([p_norm.score, p_bad.score])
+    thr = float((p_norm.score.mean() + p_bad.score.mean()) / 2)
+    post = PostProcess(min=float(min(p_norm.anomaly_map.min(), p_bad.anomaly_map.min())), max=float(both.max()),
+                       image_threshold=thr, pixel_threshold=thr)
+    save_model(tmp_path / "m", model, post)
     loaded, meta = load_model(tmp_path / "m")
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
     backbone = CONFIGS[name].get("backbone", "efficientnet_lite0")  # the backbone's own packaged weights
@@ -91,6 +132,18 @@ def test_fit_predict_save_load(name: str, train_set: ImageSet, tmp_path: Path) -
     again = loaded.predict(bad)
     np.testing.assert_allclose(again.score, p_bad.score, rtol=1e-6)
     np.testing.assert_allclose(again.anomaly_map, p_bad.anomaly_map, rtol=1e-5, atol=1e-5)
+    if name != next(iter(KIND_CONFIGS[kind])):
+        return  # an export takes seconds: one per kind, its first config (patchcore_p5: the patch_size test below)
+    # the OpenVINO IR scores like torch (tests/integration/test_export_parity.py: the same on Magnetic Tile images)
+    res = export_model(tmp_path / "m", "openvino", output=tmp_path / "openvino")
+    assert res.path.name == "model.xml" and (tmp_path / "openvino" / "model.bin").is_file()
+    assert res.info["precision"] == "fp32" and res.info["check"]["normalised_max_diff"] < 1e-3
+    images = np.concatenate([normal, bad])
+    t_scores, t_maps = _normalised(TorchRunner(loaded), images, post)
+    o_scores, o_maps = _normalised(OpenVINORunner(res.path), images, post)
+    assert np.abs(t_scores - o_scores).max() < 1e-3 and np.abs(t_maps - o_maps).max() < 1e-3
+    assert np.array_equal(t_scores >= 0.5, o_scores >= 0.5) and 0 < (t_scores >= 0.5).sum() < len(images)
+    assert np.array_equal(t_maps >= 0.5, o_maps >= 0.5) or np.mean((t_maps >= 0.5) != (o_maps >= 0.5)) < 1e-5
 
 
 def test_load_refuses_other_backbone_weights_and_broken_arrays(train_set: ImageSet, tmp_path: Path) -> None:
