@@ -1,7 +1,8 @@
 """``streamad alerts tail``: print the alert events of a Kafka topic as they arrive, without duplicates.
 
-Reading, positions and de-duplication are :func:`streamad.sinks.kafka.consume_events`; this module parses
-``--since``, formats one line per event and bounds the run (``--max-events``, ``--idle-timeout``).
+Reading, positions and de-duplication are :func:`streamad.sinks.kafka.consume_events`, the cluster a
+:class:`~streamad.kafka_connection.KafkaConnection`; this module parses ``--since``, formats one line per event and
+bounds the run (``--max-events``, ``--idle-timeout``).
 
 Human-readable line (one per event)::
 
@@ -17,6 +18,8 @@ import json
 import re
 import time
 from typing import Any, Callable
+
+from streamad.kafka_connection import KafkaConnection
 
 __all__ = ["parse_since", "format_event", "tail"]
 
@@ -63,7 +66,7 @@ def format_event(event: dict[str, Any]) -> str:
             f"regions={len(event.get('regions') or [])}  frame={event.get('frame', '-')}")
 
 
-def tail(bootstrap: str, topic: str, *, stream: str | None = None, since: float | None = None,
+def tail(bootstrap: str | KafkaConnection, topic: str, *, stream: str | None = None, since: float | None = None,
          json_out: bool = False, max_events: int | None = None, idle_timeout_s: float | None = None,
          out: Callable[[str], None] = print, on_ready: Callable[[], None] | None = None,
          **consumer_options: Any) -> int:
@@ -74,7 +77,7 @@ def tail(bootstrap: str, topic: str, *, stream: str | None = None, since: float 
     seconds) the events from that time on come first.
 
     Args:
-        bootstrap: ``host:port[,host:port...]``.
+        bootstrap: ``host:port[,host:port...]``, or a :class:`~streamad.kafka_connection.KafkaConnection`.
         topic: alert topic.
         stream: only this stream id's events.
         since: start time, Unix seconds (:func:`parse_since`).

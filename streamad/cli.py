@@ -220,14 +220,16 @@ def tail(bootstrap: str, topic: str, stream: str | None, since: str | None, json
          max_events: int | None, idle_timeout_s: float | None) -> None:
     """Print alert events as they arrive (duplicates dropped by event_id, type and seq) until Ctrl-C."""
     from streamad.alerts_tail import parse_since, tail as run_tail
+    from streamad.kafka_connection import KafkaConnection
 
+    connection = KafkaConnection.from_bootstrap(bootstrap, "--bootstrap")
     try:
         start = parse_since(since) if since is not None else None
     except ValueError as e:
         raise click.BadParameter(str(e).removeprefix("--since: "), param_hint="--since") from None
     where = f"since {since}" if since is not None else "from now on"
     try:
-        run_tail(bootstrap, topic, stream=stream, since=start, json_out=json_out, max_events=max_events,
+        run_tail(connection, topic, stream=stream, since=start, json_out=json_out, max_events=max_events,
                  idle_timeout_s=idle_timeout_s, out=lambda line: click.echo(line),
                  on_ready=lambda: click.echo(f"tailing {topic} {where} (Ctrl-C to stop)", err=True))
     except KeyboardInterrupt:

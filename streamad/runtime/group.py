@@ -32,13 +32,14 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from prometheus_client import Gauge
 
 from streamad.config import PipelineConfig
 from streamad.errors import ConfigError
+from streamad.kafka_connection import KafkaConnection
 from streamad.metrics import Metrics
 from streamad.parts import BuildContext, PartConfig
 from streamad.redact import redact
@@ -49,9 +50,6 @@ from streamad.runtime.reload import StreamSet
 __all__ = ["GroupError", "GroupOptions", "GroupWorker", "slot_records", "ensure_control_topic"]
 
 log = logging.getLogger("streamad.group")
-
-_SECURITY_FIELDS = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "ssl_cafile", "ssl_certfile",
-                    "ssl_keyfile")
 
 
 class GroupError(ConfigError):
@@ -65,20 +63,18 @@ class GroupOptions:
 
     Attributes:
         name: group name (the Kafka consumer group id).
-        bootstrap: ``host:port[,host:port...]`` of the Kafka cluster.
+        connection: the Kafka cluster (bootstrap servers and security settings).
         control_topic: the control topic (default ``streamad.control.<name>``).
         session_timeout_s: a worker that sent no heartbeat for this long is considered dead and its streams move
             (seconds; the broker bounds it, Kafka's default range is 6-300 s).
         heartbeat_s: heartbeat interval (seconds; default a sixth of the session timeout).
-        client_options: extra ``kafka-python`` client options (security settings).
     """
 
     name: str
-    bootstrap: str
+    connection: KafkaConnection
     control_topic: str | None = None
     session_timeout_s: float = 10.0
     heartbeat_s: float | None = None
-    client_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def topic(self) -> str:
@@ -88,29 +84,29 @@ class GroupOptions:
     @classmethod
     def from_config(cls, cfg: PipelineConfig, name: str, bootstrap: str | None = None,
                     control_topic: str | None = None, session_timeout_s: float = 10.0) -> "GroupOptions":
-        """Options for group ``name``; the cluster is ``bootstrap``, else the one of the config's first ``kafka``
-        sink (with its security settings).
+        """Options for group ``name``; the cluster is ``bootstrap`` (plain, no security settings), else the
+        connection of the config's first ``kafka`` sink (a sink config that is a
+        :class:`~streamad.kafka_connection.KafkaConnection`, with its security settings).
 
         Raises:
             GroupError: no ``bootstrap`` and no ``kafka`` sink, an empty group name, or a session timeout that
                 is not positive.
+            ConfigError: ``bootstrap`` has an empty entry.
         """
         if not name.strip():
             raise GroupError("--group: the group name is empty")
         if not session_timeout_s > 0:
             raise GroupError(f"--session-timeout: must be > 0 seconds, got {session_timeout_s}")
-        options: dict[str, Any] = {}
-        if bootstrap is None:
-            sink = next((s for s in cfg.sinks if s.kind == "kafka"), None)
+        if bootstrap is not None:
+            connection = KafkaConnection.from_bootstrap(bootstrap, "--bootstrap")
+        else:
+            sink = next((s for s in cfg.sinks if isinstance(s, KafkaConnection)), None)
             if sink is None:
                 raise GroupError(f"{cfg.path}: --group {name} needs a Kafka cluster for its control topic: give "
                                  f"--bootstrap HOST:PORT or add a kafka sink to the config")
-            bootstrap = sink.bootstrap_servers
-            options = {k: getattr(sink, k) for k in _SECURITY_FIELDS if getattr(sink, k, None) is not None}
-            if getattr(sink, "sasl_plain_password", None) is not None:
-                options["sasl_plain_password"] = sink.sasl_plain_password.get_secret_value()
-        return cls(name=name, bootstrap=bootstrap, control_topic=control_topic,
-                   session_timeout_s=session_timeout_s, client_options=options)
+            connection = sink.connection()
+        return cls(name=name, connection=connection, control_topic=control_topic,
+                   session_timeout_s=session_timeout_s)
 
 
 def _slot_key(config: PartConfig, i: int) -> str:
@@ -142,7 +138,7 @@ def parse_slot(value: bytes | None, where: str) -> PartConfig | None:
 def _admin_client(options: GroupOptions) -> Any:
     from kafka.admin import KafkaAdminClient
 
-    return KafkaAdminClient(bootstrap_servers=options.bootstrap.split(","), **options.client_options)
+    return KafkaAdminClient(**options.connection.client_options())
 
 
 def ensure_control_topic(options: GroupOptions, slots: int, timeout_s: float = 30.0) -> int:
@@ -167,10 +163,10 @@ def ensure_control_topic(options: GroupOptions, slots: int, timeout_s: float = 3
             pass
     except Exception as e:
         raise GroupError(f"group {options.name}: cannot create control topic {topic} on "
-                         f"{redact(options.bootstrap)}: {redact(str(e))}") from None
+                         f"{redact(options.connection.bootstrap_servers)}: {redact(str(e))}") from None
     finally:
         admin.close()
-    probe = KafkaConsumer(bootstrap_servers=options.bootstrap.split(","), **options.client_options)
+    probe = KafkaConsumer(**options.connection.client_options())
     try:
         deadline = time.monotonic() + timeout_s
         while not (partitions := probe.partitions_for_topic(topic)):
@@ -198,8 +194,7 @@ def publish_slots(options: GroupOptions, configs: Sequence[PartConfig], partitio
     """
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=options.bootstrap.split(","), acks="all",
-                             enable_idempotence=False, **options.client_options)
+    producer = KafkaProducer(**options.connection.client_options(), acks="all", enable_idempotence=False)
     try:
         futures = [producer.send(options.topic, key=k.encode("utf-8"), value=v, partition=i)
                    for i, (k, v) in enumerate(slot_records(configs))]
@@ -290,12 +285,11 @@ class GroupWorker:
         o = self.options
         session_ms = int(o.session_timeout_s * 1000)
         heartbeat_ms = int((o.heartbeat_s or o.session_timeout_s / 6) * 1000)
-        consumer = KafkaConsumer(bootstrap_servers=o.bootstrap.split(","), group_id=o.name,
+        consumer = KafkaConsumer(**o.connection.client_options(), group_id=o.name,
                                  enable_auto_commit=False, auto_offset_reset="earliest",
                                  session_timeout_ms=session_ms, heartbeat_interval_ms=max(100, heartbeat_ms),
                                  max_poll_interval_ms=max(60_000, 2 * session_ms),
-                                 partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor),
-                                 **o.client_options)
+                                 partition_assignment_strategy=(StickyPartitionAssignor, RangePartitionAssignor))
         worker = self
 
         class Listener(ConsumerRebalanceListener):

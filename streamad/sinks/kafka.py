@@ -31,11 +31,12 @@ from pathlib import Path
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 
 from streamad.backoff import backoff_delay
 from streamad.errors import ConfigError
 from streamad.frames import Scores
+from streamad.kafka_connection import KafkaConnection
 from streamad.parts import BuildContext, Sink, SinkConfig
 from streamad.redact import redact, register_secret
 from streamad.registry import SINKS
@@ -58,8 +59,9 @@ class KafkaSink(Sink):
         SpoolError: the spool directory cannot be used (locked by another process, damaged).
     """
 
-    class Config(SinkConfig):
-        """Kafka sink settings.
+    class Config(KafkaConnection, SinkConfig):
+        """Kafka sink settings: the cluster (:class:`~streamad.kafka_connection.KafkaConnection`'s keys, at the top
+        level of the sink entry) and how alerts reach it.
 
         Attributes:
             bootstrap_servers: ``host:port[,host:port...]`` of the brokers.
@@ -72,12 +74,13 @@ class KafkaSink(Sink):
             flush_timeout_s: how long ``close`` waits for the spool to drain (seconds).
             compression_type: ``gzip``, ``snappy``, ``lz4``, ``zstd`` or none.
             security_protocol, sasl_mechanism, sasl_plain_username, sasl_plain_password, ssl_cafile,
-            ssl_certfile, ssl_keyfile, client_id: passed to ``kafka.KafkaProducer`` as is (the password is never
-            logged).
+            ssl_certfile, ssl_keyfile: the connection's security settings
+            (:class:`~streamad.kafka_connection.KafkaConnection`), passed to ``kafka.KafkaProducer`` as is (the
+            password is never logged).
+            client_id: passed to ``kafka.KafkaProducer``.
         """
 
         kind: Literal["kafka"] = "kafka"
-        bootstrap_servers: str
         topic: str = Field("streamad.alerts", min_length=1)
         spool_dir: str | None = None
         spool_max_bytes: int = Field(64 * 2**20, gt=0)
@@ -87,22 +90,7 @@ class KafkaSink(Sink):
         send_timeout_s: float = Field(10.0, gt=0)
         flush_timeout_s: float = Field(10.0, ge=0)
         compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
-        security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-        sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
-        sasl_plain_username: str | None = None
-        sasl_plain_password: SecretStr | None = None
-        ssl_cafile: str | None = None
-        ssl_certfile: str | None = None
-        ssl_keyfile: str | None = None
         client_id: str | None = None
-
-        @field_validator("bootstrap_servers")
-        @classmethod
-        def _servers(cls, v: str) -> str:
-            hosts = [h.strip() for h in v.split(",")]
-            if not all(hosts):
-                raise ValueError(f"expected comma-separated host:port entries, got {v!r}")
-            return ",".join(hosts)
 
     def __init__(self, config: Config, ctx: BuildContext) -> None:
         super().__init__(config, ctx)
@@ -199,14 +187,10 @@ class KafkaSink(Sink):
         c = self.config
         timeout_ms = int(c.send_timeout_s * 1000)
         options: dict[str, Any] = dict(
-            bootstrap_servers=c.bootstrap_servers.split(","), acks="all", enable_idempotence=False,
+            c.client_options(), acks="all", enable_idempotence=False,
             max_in_flight_requests_per_connection=1, linger_ms=0, compression_type=c.compression_type,
             request_timeout_ms=timeout_ms, delivery_timeout_ms=timeout_ms, max_block_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms, reconnect_backoff_max_ms=int(c.retry_backoff_max_s * 1000),
-            security_protocol=c.security_protocol, sasl_mechanism=c.sasl_mechanism,
-            sasl_plain_username=c.sasl_plain_username,
-            sasl_plain_password=c.sasl_plain_password.get_secret_value() if c.sasl_plain_password else None,
-            ssl_cafile=c.ssl_cafile, ssl_certfile=c.ssl_certfile, ssl_keyfile=c.ssl_keyfile,
         )
         if c.client_id:
             options["client_id"] = c.client_id
@@ -238,7 +222,7 @@ class KafkaSink(Sink):
                               f"{_CODEC_PACKAGES[codec]!r} (pip install {_CODEC_PACKAGES[codec]})")
 
 
-def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str | None = None,
+def consume_events(bootstrap: str | KafkaConnection, topic: str = "streamad.alerts", group_id: str | None = None,
                    stream: str | None = None, from_beginning: bool = True, timeout_s: float | None = 10.0,
                    since: float | None = None, on_ready: Callable[[], None] | None = None,
                    **consumer_options: Any) -> Iterator[dict[str, Any]]:
@@ -265,7 +249,8 @@ def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str
       offsets are still committed but the group's committed offsets are not used.
 
     Args:
-        bootstrap: ``host:port[,host:port...]``.
+        bootstrap: ``host:port[,host:port...]``, or a :class:`~streamad.kafka_connection.KafkaConnection` (with its
+            security settings).
         topic: alert topic.
         group_id: consumer group (offsets are committed, so a restarted consumer resumes); ``None`` = no group.
         stream: only events whose key is this stream id.
@@ -275,23 +260,25 @@ def consume_events(bootstrap: str, topic: str = "streamad.alerts", group_id: str
         since: start at this time (Unix seconds, e.g. ``time.time() - 600`` for the last 10 minutes).
         on_ready: called once the start positions are fixed (with a group: once subscribed), before the first
             message is read: messages produced after it returned are seen.
-        **consumer_options: passed to ``kafka.KafkaConsumer`` (e.g. ``session_timeout_ms``, security options).
+        **consumer_options: passed to ``kafka.KafkaConsumer`` (e.g. ``session_timeout_ms``, security options);
+            they win over the connection's settings.
 
     Yields:
         alert dicts (the schema of :meth:`streamad.frames.Event.to_json`).
 
     Raises:
-        kafka.errors.KafkaError: the brokers cannot be reached; ValueError: a message is not alert JSON.
+        kafka.errors.KafkaError: the brokers cannot be reached; ValueError: a message is not alert JSON, or an
+        empty entry in ``bootstrap``.
     """
     from kafka import KafkaConsumer
 
+    connection = bootstrap if isinstance(bootstrap, KafkaConnection) else KafkaConnection(bootstrap_servers=bootstrap)
     manual_commit = group_id is not None and "enable_auto_commit" not in consumer_options
     if manual_commit:
         consumer_options["enable_auto_commit"] = False
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=group_id,
+    consumer = KafkaConsumer(**{**connection.client_options(), **consumer_options}, group_id=group_id,
                              auto_offset_reset="earliest" if from_beginning else "latest",
-                             consumer_timeout_ms=float("inf") if timeout_s is None else int(timeout_s * 1000),
-                             **consumer_options)
+                             consumer_timeout_ms=float("inf") if timeout_s is None else int(timeout_s * 1000))
     since_ms = None if since is None else int(since * 1000)
     seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
     done = _Commits(consumer if manual_commit else None)
