@@ -37,7 +37,8 @@ SOURCE_STATUSES = ("connecting", "live", "backoff", "ended", "failed")
 
 
 class Metrics:
-    """All metrics of one pipeline on a private registry (``self.registry``)."""
+    """All metrics of one pipeline on a private registry (``self.registry``): every Prometheus metric streamad
+    declares is declared here (the table of the module doc)."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -68,6 +69,10 @@ class Metrics:
         self.sink_errors = Counter("streamad_sink_errors", "Sink calls that failed", ["sink"], registry=r)
         self.spool_depth = Gauge("streamad_spool_depth", "Alerts spooled on disk, not yet acknowledged", ["sink"],
                                  registry=r)
+        self.group_streams = Gauge("streamad_group_streams", "Streams this worker of the group serves", ["group"],
+                                   registry=r)
+        self.group_stream = Gauge("streamad_group_stream", "1 while this worker holds the stream, 0 after it moved",
+                                  ["group", "stream"], registry=r)
 
     def set_status(self, stream: str, status: str) -> None:
         """Mark ``status`` (one of :data:`SOURCE_STATUSES`) as the stream's current status."""

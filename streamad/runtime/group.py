@@ -35,8 +35,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from prometheus_client import Gauge
-
 from streamad.config import PipelineConfig
 from streamad.errors import ConfigError
 from streamad.kafka_connection import KafkaConnection
@@ -227,7 +225,7 @@ class GroupWorker:
         streams: the pipeline's :class:`StreamSet` (empty at start).
         pipeline: the running (or about to run) pipeline.
         make_context: a build context for the streams (``serve`` mode, the model directory).
-        metrics: where ``streamad_group_streams`` / ``streamad_group_stream`` go.
+        metrics: the pipeline's metrics (``streamad_group_streams`` / ``streamad_group_stream`` are set here).
     """
 
     def __init__(self, options: GroupOptions, cfg: PipelineConfig, streams: StreamSet, pipeline: Pipeline,
@@ -244,11 +242,8 @@ class GroupWorker:
         self._held_ids: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"group-{options.name}", daemon=True)
-        reg = metrics.registry
-        self._count = Gauge("streamad_group_streams", "Streams this worker of the group serves", ["group"],
-                            registry=reg).labels(options.name)
-        self._held = Gauge("streamad_group_stream", "1 while this worker holds the stream, 0 after it moved",
-                           ["group", "stream"], registry=reg)
+        self._count = metrics.group_streams.labels(options.name)
+        self._held = metrics.group_stream
         self.error: str | None = None
 
     def start(self) -> "GroupWorker":
