@@ -37,8 +37,7 @@ import numpy as np
 import torch
 import yaml
 
-from streamad.eval.metrics import auroc
-from streamad.eval.pixel_metrics import pixel_metrics
+from streamad.metric_math import auroc, pixel_metrics
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.image import IMAGE_MODELS
 from streamad.models.image.image_set import ImageSet

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from streamad.eval.metrics import auroc
 from streamad.frames import Regions
+from streamad.metric_math import auroc
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
 from streamad.models.components.movenet import MoveNetPose
 from streamad.models.components.region_appearance import RegionAppearance

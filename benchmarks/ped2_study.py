@@ -37,8 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from streamad.eval.metrics import auroc
 from streamad.frames import Clip, Frame
+from streamad.metric_math import auroc
 from streamad.models.video.aivad.model import AiVad
 from streamad.operators.clip_window import ClipWindow
 from streamad.operators.foreground_regions import ForegroundRegions

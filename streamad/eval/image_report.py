@@ -7,7 +7,7 @@
   nearest neighbours, normal images without a mask count as all normal): AUROC, AUPR, AUPRO (``fpr_limit`` 0.3) of
   the raw anomaly maps (normalisation is monotonic, so the curves are the same) and F1 at the pixel threshold.
 
-Metrics come from :mod:`streamad.eval.metrics` and, for the pixels, :func:`~streamad.eval.pixel_metrics.pixel_metrics`
+Metrics come from :mod:`streamad.metric_math` and, for the pixels, :func:`~streamad.metric_math.pixel_metrics`
 (the same definitions from one sort). :class:`ImageRecorder` collects the scored frames of a run
 (``ImageScores`` of the ``image_model`` operator), keeping each map, its mask and a thumbnail for the plots.
 """
@@ -21,9 +21,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamad.eval.metrics import frame_metrics
-from streamad.eval.pixel_metrics import pixel_metrics
 from streamad.frames import Scores
+from streamad.metric_math import frame_metrics, pixel_metrics
 from streamad.models.image.preprocess import resize_mask
 
 __all__ = ["ImageRecord", "ImageRecorder", "ImageEvalReport", "build_image_report"]

@@ -15,8 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from streamad.eval.metrics import auroc
-from streamad.models.components.thresholds import validate_scores_labels
+from streamad.metric_math import auroc, validate_scores_labels
 
 __all__ = ["plot_roc", "plot_clip_scores", "anomalous_runs"]
 
@@ -41,7 +40,7 @@ def plot_roc(scores: Any, labels: Any, path: str | Path, title: str = "ROC") -> 
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValueError: bad input or one class only (see :func:`streamad.eval.metrics.auroc`).
+        ValueError: bad input or one class only (see :func:`streamad.metric_math.auroc`).
     """
     s, y = validate_scores_labels(scores, labels, f"plot_roc {path}")
     area = auroc(s, y)

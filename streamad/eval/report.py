@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from streamad.eval.metrics import frame_metrics
+from streamad.metric_math import frame_metrics
 
 __all__ = ["FrameRecord", "as_records", "group_by_stream", "EvalReport", "build_report", "write_plots",
            "plot_file_name"]

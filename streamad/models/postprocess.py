@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from streamad.errors import ConfigError, ModelError
-from streamad.models.components.normalization import min_max_normalize
-from streamad.models.components.thresholds import MinMaxStats, f1_adaptive_threshold
+from streamad.metric_math import f1_adaptive_threshold
+from streamad.models.components.normalization import MinMaxStats, min_max_normalize
 from streamad.models.image.preprocess import resize_mask
 
 __all__ = ["PostProcess", "PostProcessFitter", "separated_threshold", "PIXEL_STRIDE"]

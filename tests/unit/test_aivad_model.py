@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from ped2_fixtures import DATA
 from streamad.errors import ModelError
-from streamad.eval.metrics import auroc
 from streamad.frames import Clip, Frame
+from streamad.metric_math import auroc
 from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 from streamad.models.video.aivad.density import GMMEstimator

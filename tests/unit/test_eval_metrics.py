@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from streamad.eval.metrics import aupr, aupro, auroc, frame_metrics, pixel_auroc
 from streamad.eval.plots import anomalous_runs, plot_clip_scores, plot_roc
 from streamad.eval.report import EvalReport, build_report, plot_file_name, write_plots
+from streamad.metric_math import aupr, aupro, auroc, frame_metrics, pixel_auroc
 
 from ped2_fixtures import DATA  # $STREAMAD_DATA or ../shared/data
 TILE_MASK = DATA / "magnetic_tile" / "MT_Blowhole" / "Imgs" / "exp1_num_290998.png"  # two separate blowholes

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamad.models.components.normalization import min_max_normalize
-from streamad.models.components.thresholds import MinMaxStats, f1_adaptive_threshold
+from streamad.metric_math import f1_adaptive_threshold
+from streamad.models.components.normalization import MinMaxStats, min_max_normalize
 
 
 def test_f1_adaptive_threshold_anomalib_example() -> None:

@@ -1,4 +1,5 @@
-"""Min-max score normalisation (anomalib ``MinMaxNormalizationCallback`` / ``normalize_min_max``).
+"""Min-max score normalisation (anomalib ``MinMaxNormalizationCallback`` / ``normalize_min_max``) and the score
+statistics it uses (anomalib ``MinMax``).
 
 After normalisation the decision threshold is always 0.5, whatever the model's raw units.
 """
@@ -6,11 +7,12 @@ After normalisation the decision threshold is always 0.5, whatever the model's r
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 import numpy as np
 
-__all__ = ["min_max_normalize"]
+__all__ = ["min_max_normalize", "MinMaxStats"]
 
 _A = TypeVar("_A", bound=np.ndarray)
 
@@ -67,3 +69,89 @@ def min_max_normalize(x: Any, threshold: float, min_val: float, max_val: float) 
     if out.ndim == 0 and isinstance(x, np.generic):
         return out[()]
     return out
+
+
+@dataclass
+class MinMaxStats:
+    """Running minimum and maximum of scores (anomalib ``MinMax`` metric).
+
+    Starts empty (``min = +inf``, ``max = -inf``); each :meth:`update` widens the range. anomalib fits these on
+    the validation set's scores (anomaly maps, else box scores, else image scores) and uses them with the
+    threshold for min-max normalisation (:func:`min_max_normalize`).
+
+    Example (anomalib's): ``[0.0807, 0.6329, 0.0559, 0.9860, 0.3595]`` -> ``(0.0559, 0.9860)``; then updating
+    with ``[0.3251, 0.3169, 0.3072, 0.6247, 0.9999]`` -> ``(0.0559, 0.9999)``.
+
+    Attributes:
+        min: smallest score seen (raw model units), ``inf`` while empty.
+        max: largest score seen, ``-inf`` while empty.
+    """
+
+    min: float = math.inf
+    max: float = -math.inf
+
+    @property
+    def empty(self) -> bool:
+        """True until a non-empty array has been seen."""
+        return self.min > self.max
+
+    def update(self, values: Any) -> "MinMaxStats":
+        """Widen the range with ``values`` (any shape, float); empty arrays are ignored. Returns ``self``.
+
+        Raises:
+            ValueError: ``values`` holds NaN or infinite entries.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            return self
+        if not np.isfinite(v).all():
+            raise ValueError(f"MinMaxStats.update: {int((~np.isfinite(v)).sum())} values are NaN or infinite")
+        self.min = min(self.min, float(v.min()))
+        self.max = max(self.max, float(v.max()))
+        return self
+
+    @classmethod
+    def from_arrays(cls, *arrays: Any) -> "MinMaxStats":
+        """Stats over all ``arrays`` (each any shape, float).
+
+        Raises:
+            ValueError: an array holds NaN or infinite values.
+        """
+        stats = cls()
+        for a in arrays:
+            stats.update(a)
+        return stats
+
+    def compute(self) -> tuple[float, float]:
+        """``(min, max)``.
+
+        Raises:
+            ValueError: nothing has been seen yet.
+        """
+        if self.empty:
+            raise ValueError("MinMaxStats: no scores seen yet (update it with the validation scores first)")
+        return self.min, self.max
+
+    def to_dict(self) -> dict[str, float]:
+        """``{"min": ..., "max": ...}`` for model.json.
+
+        Raises:
+            ValueError: nothing has been seen yet.
+        """
+        lo, hi = self.compute()
+        return {"min": lo, "max": hi}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "normalisation stats") -> "MinMaxStats":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: ``min``/``max`` missing, not finite numbers, or ``min > max``; the message names ``where``.
+        """
+        try:
+            lo, hi = float(data["min"]), float(data["max"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: expected numbers 'min' and 'max', got {data!r}") from exc
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ValueError(f"{where}: expected finite min <= max, got min={lo}, max={hi}")
+        return cls(lo, hi)

@@ -188,7 +188,7 @@ class ImageModel(abc.ABC):
         Raises:
             ValueError: the set has neither both image labels nor masks with both classes.
         """
-        from streamad.eval.metrics import auroc, pixel_auroc
+        from streamad.metric_math import auroc, pixel_auroc
 
         pred = self.predict_set(validation)
         labels = np.asarray(validation.labels)
