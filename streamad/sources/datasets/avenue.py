@@ -29,6 +29,7 @@ from streamad.errors import DataNotFoundError, SourceError
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
 from streamad.sources.datasets.ground_truth import GroundTruthSource, select_videos
+from streamad.sources.datasets.missing import DatasetHelp
 from streamad.sources.image_folder import natural_key
 from streamad.sources.pacing import check_source_config
 from streamad.sources.video_file import VideoFileSource, probe_video
@@ -37,6 +38,9 @@ __all__ = ["AVENUE_URL", "AvenueVideo", "avenue_videos", "read_vol_label", "Aven
 
 AVENUE_URL = "http://www.cse.cuhk.edu.hk/leojia/projects/detectabnormal/dataset.html"
 DEFAULT_FOLDER = "Avenue Dataset"
+_HELP = DatasetHelp("CUHK Avenue", "unpack 'Avenue Dataset.zip' there so that <data root>/{folder}/testing_videos/"
+                    "01.avi exists (or set the source's root and folder), and unpack ground_truth_demo.zip for the test "
+                    f"labels. Get both from {AVENUE_URL}.")
 _SPLIT_DIRS = {"train": "training_videos", "test": "testing_videos"}
 _LABEL_DIR = "testing_label_mask"
 _DEMO_DIR = "ground_truth_demo"
@@ -97,14 +101,6 @@ def read_vol_label(mat_path: Path) -> list[np.ndarray]:
     return masks
 
 
-def _missing(looked: Path, folder: str, problem: str) -> DataNotFoundError:
-    return DataNotFoundError(
-        f"CUHK Avenue not found: {problem} (looked in {looked.resolve()}). The data root comes from $STREAMAD_DATA "
-        f"or the config's data_root; unpack 'Avenue Dataset.zip' there so that <data root>/{folder}/"
-        f"testing_videos/01.avi exists (or set the source's root and folder), and unpack ground_truth_demo.zip "
-        f"for the test labels. Get both from {AVENUE_URL}.")
-
-
 def _label_dirs(dataset: Path) -> list[Path]:
     return [dataset / _LABEL_DIR, dataset / _DEMO_DIR / _LABEL_DIR, dataset.parent / _DEMO_DIR / _LABEL_DIR]
 
@@ -134,15 +130,15 @@ def avenue_videos(root: str | Path, split: str = "test", folder: str = DEFAULT_F
     dataset = Path(root) / folder
     split_dir = dataset / _SPLIT_DIRS[split]
     if not split_dir.is_dir():
-        raise _missing(split_dir, folder, f"no {_SPLIT_DIRS[split]} folder")
+        raise _HELP.missing(split_dir, f"no {_SPLIT_DIRS[split]} folder", folder=folder)
     files = sorted((p for p in split_dir.iterdir() if p.suffix.lower() == ".avi" and _VIDEO.fullmatch(p.stem)
                     and p.is_file()), key=lambda p: natural_key(p.name))
     if not files:
-        raise _missing(split_dir, folder, f"no NN.avi video in {_SPLIT_DIRS[split]}")
+        raise _HELP.missing(split_dir, f"no NN.avi video in {_SPLIT_DIRS[split]}", folder=folder)
     label_dir = next((d for d in _label_dirs(dataset) if d.is_dir()), None) if split == "test" else None
     if split == "test" and label_dir is None:
-        raise _missing(dataset, folder, "no ground-truth folder (" + ", ".join(str(d) for d in _label_dirs(dataset))
-                       + ")")
+        raise _HELP.missing(dataset, "no ground-truth folder (" + ", ".join(str(d) for d in _label_dirs(dataset))
+                            + ")", folder=folder)
     videos = []
     for path in files:
         info = probe_video(path)

@@ -29,6 +29,7 @@ from streamad.errors import ConfigError, DataNotFoundError, SourceError
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
 from streamad.sources.datasets.ground_truth import GroundTruthSource, select_videos
+from streamad.sources.datasets.missing import DatasetHelp
 from streamad.sources.image_folder import ImageSequenceSource, list_images, natural_key
 from streamad.sources.pacing import FileSource, check_source_config
 from streamad.sources.video_file import VideoFileSource, probe_video
@@ -37,6 +38,9 @@ __all__ = ["SHANGHAITECH_URL", "ShanghaiTechVideo", "shanghaitech_videos", "read
            "ShanghaiTechSource"]
 
 SHANGHAITECH_URL = "https://svip-lab.github.io/dataset/campus_dataset.html"
+_HELP = DatasetHelp("ShanghaiTech Campus", "unpack the dataset there so that <data root>/shanghaitech/testing/frames/"
+                    "01_0014/ exists (or set the source's root to the shanghaitech folder). Get it from "
+                    f"{SHANGHAITECH_URL}.")
 _TRAIN_DIR = Path("training") / "videos"
 _TEST_DIR = Path("testing") / "frames"
 _FRAME_MASK_DIR = Path("testing") / "test_frame_mask"
@@ -68,14 +72,6 @@ class ShanghaiTechVideo:
     labels: np.ndarray
     label_path: Path | None
     mask_path: Path | None
-
-
-def _missing(looked: Path, problem: str) -> DataNotFoundError:
-    return DataNotFoundError(
-        f"ShanghaiTech Campus not found: {problem} (looked in {looked.resolve()}). The data root comes from "
-        f"$STREAMAD_DATA or the config's data_root; unpack the dataset there so that <data root>/shanghaitech/"
-        f"testing/frames/01_0014/ exists (or set the source's root to the shanghaitech folder). Get it from "
-        f"{SHANGHAITECH_URL}.")
 
 
 def read_frame_labels(path: Path) -> np.ndarray:
@@ -167,7 +163,7 @@ def shanghaitech_videos(root: str | Path, split: str = "test",
     base = Path(root)
     split_dir = base / (_TRAIN_DIR if split == "train" else _TEST_DIR)
     if not split_dir.is_dir():
-        raise _missing(split_dir, f"no {split_dir.relative_to(base)} folder")
+        raise _HELP.missing(split_dir, f"no {split_dir.relative_to(base)} folder")
     if split == "train":
         named = {p.stem: p for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() == ".avi"}
     else:
@@ -175,7 +171,7 @@ def shanghaitech_videos(root: str | Path, split: str = "test",
     names = sorted((n for n in named if _VIDEO.fullmatch(n)), key=natural_key)
     if not names:
         what = "<scene>_<clip>.avi video" if split == "train" else "<scene>_<clip> frame folder"
-        raise _missing(split_dir, f"no {what} in {split_dir.relative_to(base)}")
+        raise _HELP.missing(split_dir, f"no {what} in {split_dir.relative_to(base)}")
     if scenes is not None:
         have = sorted({_scene(n) for n in names})
         names = [n for n in names if _scene(n) in set(scenes)]

@@ -26,6 +26,7 @@ from pydantic import Field
 from streamad.errors import ConfigError, DataNotFoundError
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
+from streamad.sources.datasets.missing import DatasetHelp
 from streamad.sources.image_folder import ImageSequenceSource, list_images, natural_key, read_mask
 from streamad.sources.pacing import check_source_config
 
@@ -33,6 +34,9 @@ __all__ = ["UCSD_URL", "UcsdVideo", "ucsd_videos", "parse_gt_frames", "UcsdPedSo
 
 UCSD_URL = "http://www.svcl.ucsd.edu/projects/anomaly/UCSD_Anomaly_Dataset.tar.gz"
 _RELEASE_FOLDER = "UCSD_Anomaly_Dataset.v1p2"
+_HELP = DatasetHelp("UCSD Anomaly Dataset", f"extract the release there so that <data root>/{_RELEASE_FOLDER}/"
+                    "{category}/Test/Test001/ exists (or set the source's root to the extracted "
+                    f"{_RELEASE_FOLDER} folder). Get it from {UCSD_URL} (tar xzf UCSD_Anomaly_Dataset.tar.gz).")
 _SPLIT_DIRS = {"train": "Train", "test": "Test"}
 _GT_LINE = re.compile(r"gt_frame\s*=\s*\[([^\]]*)\]")
 _RANGE = re.compile(r"(\d+)\s*(?::\s*(\d+))?")
@@ -100,14 +104,6 @@ def _labels_from_ranges(n: int, ranges: list[tuple[int, int]]) -> np.ndarray:
     return labels
 
 
-def _missing(looked: Path, category: str, problem: str) -> DataNotFoundError:
-    return DataNotFoundError(
-        f"UCSD Anomaly Dataset not found: {problem} (looked in {looked.resolve()}). The data root comes from "
-        f"$STREAMAD_DATA or the config's data_root; extract the release there so that "
-        f"<data root>/{_RELEASE_FOLDER}/{category}/Test/Test001/ exists (or set the source's root to the extracted "
-        f"{_RELEASE_FOLDER} folder). Get it from {UCSD_URL} (tar xzf UCSD_Anomaly_Dataset.tar.gz).")
-
-
 def ucsd_videos(root: str | Path, category: str = "UCSDped2", split: str = "test") -> list[UcsdVideo]:
     """List the clips of one category and split, with frame paths, frame labels and mask paths.
 
@@ -128,13 +124,14 @@ def ucsd_videos(root: str | Path, category: str = "UCSDped2", split: str = "test
         raise ValueError(f"split must be one of {sorted(_SPLIT_DIRS)}, got {split!r}")
     split_dir = Path(root) / category / _SPLIT_DIRS[split]
     if not split_dir.is_dir():
-        raise _missing(split_dir, category, f"no {category} {split} folder")
+        raise _HELP.missing(split_dir, f"no {category} {split} folder", category=category)
     prefix = _SPLIT_DIRS[split]
     clip_re = re.compile(rf"{prefix}\d+")
     clips = sorted((d for d in split_dir.iterdir() if d.is_dir() and clip_re.fullmatch(d.name)),
                    key=lambda d: natural_key(d.name))
     if not clips:
-        raise _missing(split_dir, category, f"no {prefix}NNN clip folder in the {category} {split} folder")
+        raise _HELP.missing(split_dir, f"no {prefix}NNN clip folder in the {category} {split} folder",
+                            category=category)
     gt: list[list[tuple[int, int]]] | None = None
     if split == "test":
         m_path = split_dir / f"{category}.m"
