@@ -1,5 +1,7 @@
 """AI-VAD's density estimators (anomalib ``models.video.ai_vad.density``).
 
+* :class:`DensityEstimator`: what every per-stream estimator shares: a raw density per region (higher = more
+  anomalous), min-max normalised with statistics of the training features.
 * :class:`GMMEstimator`: Gaussian mixture (scikit-learn), density = negative log-likelihood, min-max normalised
   with the training features' own NLL (anomalib ``GMMEstimator``).
 * :class:`CombinedDensityEstimator`: one estimator per feature stream; region score = sum over streams of the
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Literal
 
 import numpy as np
@@ -18,7 +21,7 @@ from sklearn.mixture import GaussianMixture
 from streamad.errors import ModelError
 from streamad.models.components.blas_threads import one_blas_thread
 
-__all__ = ["GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS", "rows_with_attribute"]
+__all__ = ["DensityEstimator", "GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS", "rows_with_attribute"]
 
 #: Element-wise feature transforms applied before the GMM (streamad extension; anomalib uses the raw features).
 FEATURE_TRANSFORMS = ("none", "log1p")
@@ -30,8 +33,51 @@ def rows_with_attribute(features: np.ndarray) -> np.ndarray:
     return ~np.isnan(x).any(axis=1) if x.ndim == 2 else np.ones(len(x), bool)
 
 
-class GMMEstimator:
-    """Gaussian-mixture density of region features (anomalib ``GMMEstimator``).
+class DensityEstimator(abc.ABC):
+    """Base of the per-stream density estimators: :meth:`predict` gives each region's raw density (higher = more
+    anomalous, in the estimator's own units), min-max normalised with the statistics ``fit`` set from the training
+    features.
+
+    Attributes:
+        min, max: the training statistics (raw density units; 0 and 1 until ``fit`` or ``from_state`` sets them).
+    """
+
+    min: float = 0.0
+    max: float = 1.0
+
+    @property
+    @abc.abstractmethod
+    def fitted(self) -> bool:
+        """True once ``fit`` (or ``from_state``) has run."""
+
+    @abc.abstractmethod
+    def _density(self, features: np.ndarray) -> np.ndarray:
+        """``(M,) float64`` raw density of ``M >= 1`` rows of ``(M, D)`` features.
+
+        Raises:
+            ModelError: ``D`` differs from the training features' width.
+        """
+
+    def predict(self, features: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """``(M,) float32`` density of ``(M, D)`` features, min-max normalised with the training statistics
+        (``(d - min) / (max - min)``, not clipped) when ``normalize``.
+
+        Raises:
+            ModelError: not fitted, or ``D`` differs from the training features' width.
+        """
+        if not self.fitted:
+            raise ModelError(f"{type(self).__name__} used before fit")
+        if len(features) == 0:
+            return np.zeros((0,), np.float32)
+        d = self._density(features)
+        if normalize:
+            d = (d - self.min) / max(self.max - self.min, 1e-12)
+        return d.astype(np.float32)
+
+
+class GMMEstimator(DensityEstimator):
+    """Gaussian-mixture density of region features (anomalib ``GMMEstimator``): a region's density is the negative
+    log-likelihood of its features under the mixture.
 
     Args:
         n_components: mixture components (anomalib ``n_components_velocity``).
@@ -57,8 +103,6 @@ class GMMEstimator:
         self.reg_covar = reg_covar
         self.transform = transform
         self.gmm: GaussianMixture | None = None
-        self.min = 0.0
-        self.max = 1.0
 
     def _prepare(self, features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, np.float64)
@@ -86,26 +130,19 @@ class GMMEstimator:
             nll = -self.gmm.score_samples(x)
         self.min, self.max = float(nll.min()), float(nll.max())
 
-    def predict(self, features: np.ndarray, normalize: bool = True) -> np.ndarray:
-        """``(M,) float32`` negative log-likelihood of ``(M, D)`` features, min-max normalised with the training
-        statistics (``(d - min) / (max - min)``, not clipped) when ``normalize``.
+    @property
+    def fitted(self) -> bool:
+        return self.gmm is not None
 
-        Raises:
-            ModelError: not fitted, or ``D`` differs from the training features' width.
-        """
-        if self.gmm is None:
-            raise ModelError("GMMEstimator used before fit")
-        if len(features) == 0:
-            return np.zeros((0,), np.float32)
+    def _density(self, features: np.ndarray) -> np.ndarray:
+        """Negative log-likelihood of the rows."""
+        assert self.gmm is not None
         x = self._prepare(features)
         dims = self.gmm.means_.shape[1]
         if x.shape[1] != dims:
             raise ModelError(f"GMMEstimator was fitted on {dims}-d features but got {x.shape[1]}-d: the feature "
                              f"operators' settings differ from those the model was fitted with (refit the model)")
-        d = -self.gmm.score_samples(x)
-        if normalize:
-            d = (d - self.min) / max(self.max - self.min, 1e-12)
-        return d.astype(np.float32)
+        return -self.gmm.score_samples(x)
 
     def state(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Params and arrays that restore this estimator (no pickle)."""

@@ -10,6 +10,7 @@ import numpy as np
 from streamad.errors import ModelError
 from streamad.models.components.blas_threads import one_blas_thread
 from streamad.models.components.kcenter_greedy import k_center_greedy
+from streamad.models.video.aivad.density import DensityEstimator
 
 __all__ = ["GroupedKNNEstimator", "BANK_SAMPLING"]
 
@@ -36,9 +37,10 @@ def _knn_distance(bank: np.ndarray, x: np.ndarray, k: int, chunk: int = 2048) ->
     return out
 
 
-class GroupedKNNEstimator:
+class GroupedKNNEstimator(DensityEstimator):
     """Nearest-neighbour distance to the normal training regions, min-max normalised with leave-own-video-out
-    distances (anomalib ``GroupedKNNEstimator``).
+    distances (anomalib ``GroupedKNNEstimator``): a region's density is its mean distance to the ``n_neighbors``
+    nearest bank rows.
 
     Fitting stacks the training features into a memory bank. The normalisation statistics are the minimum and
     maximum, over every training region, of its mean distance to the ``n_neighbors`` nearest regions of the *other*
@@ -70,8 +72,6 @@ class GroupedKNNEstimator:
         self.bank_sampling = bank_sampling
         self.seed = seed
         self.bank: np.ndarray | None = None
-        self.min = 0.0
-        self.max = 1.0
 
     def fit(self, features: np.ndarray, groups: np.ndarray) -> None:
         """Fit on ``(N, D) float32`` training features; ``groups`` ``(N,)`` names the video of each row.
@@ -108,26 +108,19 @@ class GroupedKNNEstimator:
             idx = np.sort(k_center_greedy(x, (self.bank_size + 0.5) / len(x), seed=self.seed))
         return np.ascontiguousarray(x[idx])
 
-    def predict(self, features: np.ndarray, normalize: bool = True) -> np.ndarray:
-        """``(M,) float32`` mean distance of ``(M, D)`` features to their ``n_neighbors`` nearest bank rows,
-        min-max normalised with the training statistics when ``normalize``.
+    @property
+    def fitted(self) -> bool:
+        return self.bank is not None
 
-        Raises:
-            ModelError: not fitted, or ``D`` differs from the training features' width.
-        """
-        if self.bank is None:
-            raise ModelError("GroupedKNNEstimator used before fit")
-        if len(features) == 0:
-            return np.zeros((0,), np.float32)
+    def _density(self, features: np.ndarray) -> np.ndarray:
+        """Mean distance of the rows to their ``n_neighbors`` nearest bank rows."""
+        assert self.bank is not None
         x = np.asarray(features, np.float32)
         if x.ndim != 2 or x.shape[1] != self.bank.shape[1]:
             raise ModelError(f"GroupedKNNEstimator was fitted on {self.bank.shape[1]}-d features but got shape "
                              f"{x.shape}: the feature operators' settings differ from those the model was fitted "
                              f"with (refit the model)")
-        d = _knn_distance(self.bank, x, self.n_neighbors)
-        if normalize:
-            d = (d - self.min) / max(self.max - self.min, 1e-12)
-        return d.astype(np.float32)
+        return _knn_distance(self.bank, x, self.n_neighbors)
 
     def state(self, prefix: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Params and arrays that restore this estimator (no pickle)."""
