@@ -34,11 +34,11 @@ from torch import nn
 from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor, build_feature_extractor, packaged_weights
 from streamad.models.image.image_set import ImageSet
-from streamad.models.image.preprocess import as_batch
+from streamad.models.image.preprocess import Preprocess, as_batch
 from streamad.parts import PartConfig
 from streamad.registry import IMAGE_MODELS
 
-__all__ = ["IMAGE_MODELS", "ImageModelConfig", "ImageModel", "ImagePrediction", "file_sha256"]
+__all__ = ["IMAGE_MODELS", "ImageModelConfig", "ImageModel", "ImageNetwork", "ImagePrediction", "file_sha256"]
 
 
 class ImageModelConfig(PartConfig):
@@ -78,6 +78,24 @@ class ImagePrediction:
 
     anomaly_map: np.ndarray
     score: np.ndarray
+
+
+class ImageNetwork(nn.Module):
+    """Base of the image models' inference networks (:attr:`ImageModel.network`):
+    ``forward(images (N, H, W, 3) uint8 RGB) -> (anomaly_map (N, 1, h, w) float32, score (N,) float32)``.
+
+    Holds what each of them starts from: ``size``, the input ``(h, w)`` in pixels, and ``preprocess``, the
+    :class:`~streamad.models.image.preprocess.Preprocess` step that resizes the frames to it (``(N, 3, h, w)``
+    float32 in 0-255). Subclasses add their backbone and head after calling ``super().__init__(size)``.
+
+    Args:
+        size: input ``(h, w)`` in pixels.
+    """
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.size = tuple(size)
+        self.preprocess = Preprocess(size)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,30 +1,31 @@
 """The epoch loop of gradient-trained image models (STFPM, FastFlow): batches of the training set in a seeded
 shuffled order, a tqdm bar showing the loss, and early stopping on a validation metric.
 
-A model's :meth:`~streamad.models.image.base.ImageModel.fit` supplies one optimisation ``step(batch) -> loss`` and,
-when a labelled validation set exists, ``validate() -> metric`` (higher = better, e.g.
-:meth:`~streamad.models.image.base.ImageModel.validation_metric`) and ``on_best()`` (keep a copy of the weights);
-:func:`train_epochs` runs epochs until ``max_epochs`` or until the metric has not improved for ``patience``
-epochs (anomalib trains these models with Lightning's ``EarlyStopping`` on ``pixel_AUROC`` / ``image_AUROC``).
+Such a model is a :class:`TrainedImageModel`: it builds a :class:`TrainingSetup` (its network, the trainable part,
+the optimiser and the loss), and :meth:`TrainedImageModel.fit` trains it. Underneath,
+:func:`train_epochs` takes one optimisation ``step(batch) -> loss`` and, when a labelled validation set exists,
+``validate() -> metric`` (higher = better, e.g. :meth:`~streamad.models.image.base.ImageModel.validation_metric`)
+and ``on_best()`` (keep a copy of the weights), and runs epochs until ``max_epochs`` or until the metric has not
+improved for ``patience`` epochs (anomalib trains these models with Lightning's ``EarlyStopping`` on
+``pixel_AUROC`` / ``image_AUROC``).
 """
 
 from __future__ import annotations
 
+import abc
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from streamad.models.image.base import ImageModel, ImageNetwork
 from streamad.models.image.image_set import ImageBatch, ImageSet
 
-if TYPE_CHECKING:
-    from streamad.models.image.base import ImageModel
-
-__all__ = ["TrainingLog", "train_epochs", "train_module"]
+__all__ = ["TrainingLog", "TrainingSetup", "TrainedImageModel", "train_epochs", "train_module"]
 
 
 @dataclass
@@ -109,7 +110,7 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
     return log
 
 
-def train_module(model: "ImageModel", module: nn.Module, optimizer: torch.optim.Optimizer,
+def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Optimizer,
                  loss_of: Callable[[ImageBatch], torch.Tensor], train: ImageSet, validation: ImageSet | None,
                  progress: bool) -> TrainingLog:
     """Train ``module``, the trainable part of ``model`` (STFPM's student, FastFlow's norms and flows), with
@@ -150,3 +151,57 @@ def train_module(model: "ImageModel", module: nn.Module, optimizer: torch.optim.
     module.load_state_dict(best)
     module.train(False)
     return log
+
+
+@dataclass
+class TrainingSetup:
+    """What a :class:`TrainedImageModel` trains, built fresh (seeded) for each fit.
+
+    Attributes:
+        network: the whole inference network; it becomes the model's ``network``.
+        module: its trainable part (STFPM's student, FastFlow's norms and flows).
+        optimizer: over ``module``'s parameters.
+        loss: the scalar loss tensor of a batch of preprocessed images (``network.preprocess`` of the batch:
+            ``(N, 3, h, w) float32`` in 0-255).
+    """
+
+    network: ImageNetwork
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[torch.Tensor], torch.Tensor]
+
+
+class TrainedImageModel(ImageModel):
+    """Base of the gradient-trained image models (STFPM, FastFlow): a subclass builds its :class:`TrainingSetup`
+    in :meth:`_training`; :meth:`fit` makes its network the model's and trains the trainable part with
+    :func:`train_module` (early stopping on :meth:`~ImageModel.validation_metric`, the best epoch's weights kept).
+    """
+
+    trainable = True
+
+    @abc.abstractmethod
+    def _training(self) -> TrainingSetup:
+        """A fresh network (seeded by the config), its trainable part, the optimiser and the loss."""
+
+    def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
+        """Train on the normal images of ``train``, stopping early on ``validation`` (when it holds images).
+
+        Returns:
+            the fit statistics for ``model.json``: ``images``, the :class:`TrainingLog` fields, ``seconds`` (of
+            the whole fit, setup included).
+
+        Raises:
+            ValueError: no training image (named by the model's kind), or as :func:`train_epochs`.
+        """
+        if len(train) < 1:
+            raise ValueError(f"{self.kind}: no training image")
+        t0 = time.perf_counter()
+        setup = self._training()
+        self.network = setup.network
+
+        def loss_of(batch: ImageBatch) -> torch.Tensor:
+            return setup.loss(setup.network.preprocess(torch.from_numpy(batch.images)))
+
+        log = train_module(self, setup.module, setup.optimizer, loss_of, train, validation, progress)
+        setup.network.eval()
+        return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}

@@ -29,16 +29,15 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.dynamic_buffers import assign_buffers, buffer_arrays
 from streamad.models.components.kde import GaussianKDE
 from streamad.models.components.pca import PCA
-from streamad.models.image.base import ImageModel, ImageModelConfig
+from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
-from streamad.models.image.preprocess import Preprocess
 from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Dfkde", "DfkdeNetwork"]
 
 
-class DfkdeNetwork(nn.Module):
+class DfkdeNetwork(ImageNetwork):
     """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
 
     ``max_length`` is the scaling constant of the ``scale`` method (a 0-d buffer; ignored by ``norm``).
@@ -46,9 +45,7 @@ class DfkdeNetwork(nn.Module):
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, scaling: str, pca: PCA,
                  kde: GaussianKDE, max_length: torch.Tensor) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.preprocess = Preprocess(size)
+        super().__init__(size)
         self.extractor = extractor
         self.scaling = scaling
         self.pca = pca

@@ -31,23 +31,20 @@ from streamad.models.components.dynamic_buffers import assign_buffers, buffer_ar
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.multivariate_gaussian import GaussianNLL
 from streamad.models.components.pca import PCA
-from streamad.models.image.base import ImageModel, ImageModelConfig
+from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
-from streamad.models.image.preprocess import Preprocess
 from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Dfm", "DfmNetwork"]
 
 
-class DfmNetwork(nn.Module):
+class DfmNetwork(ImageNetwork):
     """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc."""
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, pooling_kernel_size: int,
                  score_type: str, pca: PCA, gaussian: GaussianNLL, sigma: float = 4.0) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.preprocess = Preprocess(size)
+        super().__init__(size)
         self.extractor = extractor
         self.kernel = int(pooling_kernel_size)
         self.score_type = score_type

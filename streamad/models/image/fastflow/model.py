@@ -19,7 +19,6 @@ Normalizing Flows", arXiv 2111.07677), following anomalib's ``FastflowModel`` / 
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import numpy as np
@@ -31,11 +30,9 @@ from torch import nn
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
-from streamad.models.image.base import ImageModel, ImageModelConfig
+from streamad.models.image.base import ImageModelConfig, ImageNetwork
 from streamad.models.image.fastflow.flow import FlowBlock
-from streamad.models.image.image_set import ImageBatch, ImageSet
-from streamad.models.image.preprocess import Preprocess
-from streamad.models.image.training import train_module
+from streamad.models.image.training import TrainedImageModel, TrainingSetup
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Fastflow", "FastflowNetwork", "fastflow_loss"]
@@ -49,7 +46,7 @@ def fastflow_loss(hidden: list[torch.Tensor], log_dets: list[torch.Tensor]) -> t
     return total
 
 
-class FastflowNetwork(nn.Module):
+class FastflowNetwork(ImageNetwork):
     """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
 
     Args:
@@ -59,9 +56,7 @@ class FastflowNetwork(nn.Module):
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, norms: nn.ModuleList,
                  flows: nn.ModuleList, sigma: float = 4.0) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.preprocess = Preprocess(size)
+        super().__init__(size)
         self.extractor = extractor
         self.norms = norms
         self.flows = flows
@@ -90,7 +85,7 @@ class FastflowNetwork(nn.Module):
 
 
 @IMAGE_MODELS.register("fastflow")
-class Fastflow(ImageModel):
+class Fastflow(TrainedImageModel):
     """FastFlow with anomalib's parameters (see the module doc and ``README.md`` beside this file).
 
     Config:
@@ -102,7 +97,6 @@ class Fastflow(ImageModel):
     """
 
     version = "1"
-    trainable = True
     score_meaning = "minus the smallest mean per-layer Gaussian likelihood of the flows' outputs, in [-1, 0]"
 
     class Config(ImageModelConfig):
@@ -129,22 +123,14 @@ class Fastflow(ImageModel):
                                             seed=c.seed + i) for i, f in enumerate(feats.values()))
         return norms, flows
 
-    def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
+    def _training(self) -> TrainingSetup:
+        """Fresh norms and flows, Adam over them, the FastFlow loss."""
         c = self.config
-        if len(train) < 1:
-            raise ValueError("fastflow: no training image")
-        t0 = time.perf_counter()
         norms, flows = self._heads()
         net = FastflowNetwork(self.input_size, self.extractor, norms, flows)
-        self.network = net
         heads = nn.ModuleList([norms, flows])
         opt = torch.optim.Adam(heads.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        def loss_of(b: ImageBatch) -> torch.Tensor:
-            return fastflow_loss(*net.hidden(net.preprocess(torch.from_numpy(b.images))))
-
-        log = train_module(self, heads, opt, loss_of, train, validation, progress)
-        net.eval()
-        return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
+        return TrainingSetup(net, heads, opt, lambda x: fastflow_loss(*net.hidden(x)))
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         net = self.require_network()

@@ -29,16 +29,15 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.multivariate_gaussian import PatchGaussian, mahalanobis_map
 from streamad.models.components.patch_pool import PatchPool, PatchSize
-from streamad.models.image.base import ImageModel, ImageModelConfig
+from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
-from streamad.models.image.preprocess import Preprocess
 from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Padim", "PadimNetwork"]
 
 
-class PadimNetwork(nn.Module):
+class PadimNetwork(ImageNetwork):
     """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
 
     Args:
@@ -52,9 +51,7 @@ class PadimNetwork(nn.Module):
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, channels: torch.Tensor,
                  mean: torch.Tensor, inv_covariance: torch.Tensor, sigma: float = 4.0,
                  patch_size: int | tuple[int, int] = 1) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.preprocess = Preprocess(size)
+        super().__init__(size)
         self.extractor = extractor
         self.pool = PatchPool(patch_size)
         self.register_buffer("channels", channels)

@@ -34,16 +34,15 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.kcenter_greedy import k_center_greedy
 from streamad.models.components.patch_pool import PatchPool, PatchSize
-from streamad.models.image.base import ImageModel, ImageModelConfig
+from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
-from streamad.models.image.preprocess import Preprocess
 from streamad.registry import IMAGE_MODELS
 
 
 __all__ = ["Patchcore", "PatchcoreNetwork"]
 
 
-class PatchcoreNetwork(nn.Module):
+class PatchcoreNetwork(ImageNetwork):
     """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
 
     Args:
@@ -56,9 +55,7 @@ class PatchcoreNetwork(nn.Module):
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, memory_bank: torch.Tensor,
                  num_neighbors: int, sigma: float = 4.0, patch_size: int | tuple[int, int] = 3) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.preprocess = Preprocess(size)
+        super().__init__(size)
         self.extractor = extractor
         self.pool = PatchPool(patch_size)
         self.num_neighbors = int(num_neighbors)

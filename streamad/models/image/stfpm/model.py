@@ -15,7 +15,6 @@ arXiv 2103.04257), following anomalib's ``STFPMModel`` / ``STFPMLoss`` / ``Anoma
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import numpy as np
@@ -27,11 +26,9 @@ from torch import nn
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
-from streamad.models.image.base import ImageModel, ImageModelConfig
-from streamad.models.image.image_set import ImageBatch, ImageSet
-from streamad.models.image.preprocess import Preprocess
+from streamad.models.image.base import ImageModelConfig, ImageNetwork
 from streamad.models.image.stfpm.student import Student
-from streamad.models.image.training import train_module
+from streamad.models.image.training import TrainedImageModel, TrainingSetup
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Stfpm", "StfpmNetwork", "stfpm_loss", "stfpm_layer_map"]
@@ -54,7 +51,7 @@ def stfpm_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor
     return total
 
 
-class StfpmNetwork(nn.Module):
+class StfpmNetwork(ImageNetwork):
     """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
 
     Args:
@@ -64,9 +61,7 @@ class StfpmNetwork(nn.Module):
 
     def __init__(self, size: tuple[int, int], teacher: FeatureExtractor, student: Student,
                  sigma: float = 4.0) -> None:
-        super().__init__()
-        self.size = tuple(size)
-        self.preprocess = Preprocess(size)
+        super().__init__(size)
         self.teacher = teacher
         self.student = student
         self.blur = GaussianBlur2d(sigma)
@@ -88,7 +83,7 @@ class StfpmNetwork(nn.Module):
 
 
 @IMAGE_MODELS.register("stfpm")
-class Stfpm(ImageModel):
+class Stfpm(TrainedImageModel):
     """STFPM with anomalib's parameters (see the module doc and ``README.md`` beside this file).
 
     Config:
@@ -99,7 +94,6 @@ class Stfpm(ImageModel):
     """
 
     version = "1"
-    trainable = True
     score_meaning = ("largest product over layers of the student's distance to the teacher's normalised features, "
                      "in [0, 2^layers]")
 
@@ -116,22 +110,13 @@ class Stfpm(ImageModel):
     def _network(self, student: Student) -> StfpmNetwork:
         return StfpmNetwork(self.input_size, self.extractor, student)
 
-    def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
+    def _training(self) -> TrainingSetup:
+        """A fresh (seeded) student, SGD over it, the STFPM loss."""
         c = self.config
-        if len(train) < 1:
-            raise ValueError("stfpm: no training image")
-        t0 = time.perf_counter()
         net = self._network(Student(self.extractor, c.seed))
-        self.network = net
-        student = net.student
-        opt = torch.optim.SGD(student.parameters(), lr=c.lr, momentum=c.momentum, dampening=0.0,
+        opt = torch.optim.SGD(net.student.parameters(), lr=c.lr, momentum=c.momentum, dampening=0.0,
                               weight_decay=c.weight_decay)
-        def loss_of(b: ImageBatch) -> torch.Tensor:
-            return stfpm_loss(*net.features(net.preprocess(torch.from_numpy(b.images))))
-
-        log = train_module(self, student, opt, loss_of, train, validation, progress)
-        net.eval()
-        return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
+        return TrainingSetup(net, net.student, opt, lambda x: stfpm_loss(*net.features(x)))
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         net = self.require_network()
