@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -42,6 +41,7 @@ from streamad.metrics import Metrics
 from streamad.parts import BuildContext, PartConfig
 from streamad.redact import redact
 from streamad.registry import SOURCES
+from streamad.runtime.loop_thread import LoopThread
 from streamad.runtime.pipeline import Pipeline
 from streamad.runtime.reload import StreamSet
 
@@ -215,9 +215,10 @@ class _Slot:
     ready: bool = False
 
 
-class GroupWorker:
+class GroupWorker(LoopThread):
     """One worker of a group: publishes the config's stream slots, joins the consumer group and keeps the
-    pipeline serving exactly the streams of the partitions it holds (in a background thread).
+    pipeline serving exactly the streams of the partitions it holds (in a background thread). :meth:`stop` leaves
+    the group (the others take the streams over at once) and stops the thread (waiting up to 30 s).
 
     Args:
         options: the group.
@@ -230,6 +231,7 @@ class GroupWorker:
 
     def __init__(self, options: GroupOptions, cfg: PipelineConfig, streams: StreamSet, pipeline: Pipeline,
                  make_context: Callable[[], BuildContext], metrics: Metrics) -> None:
+        super().__init__(f"group-{options.name}", join_timeout_s=30)
         self.options = options
         self.cfg = cfg
         self.streams = streams
@@ -240,8 +242,6 @@ class GroupWorker:
         self._applied: list[str] | None = None
         self._retry_at = 0.0
         self._held_ids: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"group-{options.name}", daemon=True)
         self._count = metrics.group_streams.labels(options.name)
         self._held = metrics.group_stream
         self.error: str | None = None
@@ -262,14 +262,7 @@ class GroupWorker:
         publish_slots(self.options, slots, partitions)
         log.info("group %s: published %d stream slot(s) to %s (%d partitions)", self.options.name, len(slots),
                  self.options.topic, partitions)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Leave the group (the others take the streams over at once) and stop the thread. Idempotent."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        return super().start()
 
     # -- the consumer loop -----------------------------------------------------------------------------------
     def _consumer(self) -> Any:

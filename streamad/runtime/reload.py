@@ -27,6 +27,7 @@ from streamad.config import PipelineConfig, load_config
 from streamad.errors import StreamadError
 from streamad.parts import BuildContext, PartConfig, Source
 from streamad.redact import redact
+from streamad.runtime.loop_thread import LoopThread
 from streamad.runtime.pipeline import Pipeline
 from streamad.runtime.ratecap import RateCap
 
@@ -129,9 +130,10 @@ def _fingerprint(path: Path) -> str | None:
         return None
 
 
-class ConfigReloader:
+class ConfigReloader(LoopThread):
     """A thread that re-reads ``path`` on request (SIGHUP) or when its content changes, and hands each valid new
-    config to ``on_config``; a config that fails to load or apply is logged and ignored.
+    config to ``on_config``; a config that fails to load or apply is logged and ignored. :meth:`start` starts
+    watching; :meth:`stop` stops (waiting up to 60 s for a reload in progress).
 
     Args:
         path: the pipeline.yaml being served.
@@ -145,6 +147,7 @@ class ConfigReloader:
 
     def __init__(self, path: Path, on_config: Callable[[PipelineConfig], None],
                  requests: threading.Event | None = None, watch_interval_s: float | None = 1.0) -> None:
+        super().__init__("config-reload", join_timeout_s=60)
         self.path = Path(path)
         self.on_config = on_config
         self.requests = requests
@@ -152,19 +155,6 @@ class ConfigReloader:
         self.reloads = 0
         self.failures = 0
         self._seen = _fingerprint(self.path)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="config-reload", daemon=True)
-
-    def start(self) -> "ConfigReloader":
-        """Start watching; returns ``self``."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop watching (waits for a reload in progress). Idempotent."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
 
     def _loop(self) -> None:
         next_check = time.monotonic() + (self.watch_interval_s or 0.0)
