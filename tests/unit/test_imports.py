@@ -26,6 +26,9 @@ LAYER_RULES: dict[str, tuple[str, ...]] = {
     "streamad.sources": ("streamad.runtime", "streamad.operators", "streamad.eval", "streamad.export", "streamad.cli"),
     "streamad.sinks": ("streamad.runtime", "streamad.operators", "streamad.eval", "streamad.export", "streamad.cli"),
     "streamad.operators": ("streamad.runtime", "streamad.cli"),
+    "streamad.eval": ("streamad.runtime", "streamad.cli"),
+    "streamad.export": ("streamad.runtime", "streamad.cli"),
+    "streamad.runtime": ("streamad.cli",),
     "streamad.registry": ("streamad",),  # a leaf: nothing of streamad
 }
 
