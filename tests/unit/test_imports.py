@@ -6,6 +6,7 @@ sources / sinks -> config, parts, frames, errors, metrics, registry.
 * The layer rule holds for every import a module writes, wherever it stands (a lazy import inside a function is a
   dependency all the same).
 * Each top-level subpackage imports on its own in a fresh interpreter.
+* Every Prometheus metric is declared in ``streamad/metrics.py``: no other module imports a metric class.
 """
 
 from __future__ import annotations
@@ -197,6 +198,27 @@ def test_layers_point_down() -> None:
         for banned in bans if _under(i.target, banned)
     })
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+PROMETHEUS_METRIC_CLASSES = {"Counter", "Gauge", "Histogram", "Summary", "Info", "Enum"}
+
+
+def test_every_prometheus_metric_is_declared_in_metrics_py() -> None:
+    wrong = []
+    for name, path in _modules().items():
+        if name == "streamad.metrics":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        aliases = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for a in node.names if a.name.startswith("prometheus_client")}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prometheus_client"):
+                wrong += [f"{name} (line {node.lineno}) imports prometheus_client's {a.name}" for a in node.names
+                          if a.name in PROMETHEUS_METRIC_CLASSES or a.name == "*"]
+            elif isinstance(node, ast.Attribute) and node.attr in PROMETHEUS_METRIC_CLASSES \
+                    and ast.unparse(node.value) in aliases:
+                wrong.append(f"{name} (line {node.lineno}) uses {ast.unparse(node)}")
+    assert not wrong, "declare metrics in streamad.metrics.Metrics:\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize("package", SUBPACKAGES)
