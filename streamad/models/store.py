@@ -10,8 +10,8 @@ Layout::
     MODEL_DIR/onnx/         optional: ``model.onnx`` + ``export.json``
 
 Loading never unpickles and never imports code named by the file: the model kind must be a registered video model
-(``VIDEO_MODELS``) or image model (``IMAGE_MODELS``). Image models store their fitted arrays (memory bank, Gaussians, PCA)
-but not their backbone's weights, which come from the package or the configured file (checked by SHA-256).
+(``VIDEO_MODELS``) or image model (``IMAGE_MODELS``). Image models store their fitted arrays (memory bank, Gaussians,
+PCA) but not their backbone's weights, which come from the package or the configured file (checked by SHA-256).
 """
 
 from __future__ import annotations

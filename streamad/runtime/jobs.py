@@ -1,8 +1,8 @@
 """The three jobs a pipeline config supports, all built by the one run builder (:mod:`streamad.runtime.run`) on
 the one dataflow engine (:class:`~streamad.runtime.pipeline.Pipeline`):
 
-* :func:`fit`    run the training streams through the operators before the model operator (``video_model`` or
-                 ``image_model``), fit the model, then score the validation streams to fit the post-processing
+* :func:`fit`    run the training streams through the operators before the model operator (the one whose class
+                 ``holds_model``), fit the model, then score the validation streams to fit the post-processing
                  (min-max statistics and thresholds); write the model directory.
 * :func:`evaluate` score labelled streams through the whole operator chain and report frame-level metrics
                  (image datasets: image- and pixel-level metrics), :mod:`streamad.eval.evaluation`.
@@ -63,7 +63,7 @@ class FitResult:
 def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False) -> FitResult:
     """Fit the model of the config's model operator and its post-processing.
 
-    The model operator is the one whose class ``holds_model`` (``video_model``, ``image_model``); its fitter
+    The model operator is the one whose class ``holds_model`` (a video or an image model); its fitter
     (:class:`~streamad.models.fitting.ModelFitter`) says what to collect and how to fit.
 
     1. Training streams (``fit.train``) go through the operators before the model operator; the fitter collects
@@ -71,10 +71,10 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
        frames at the model's input size) and fits the model. Gradient-trained image models also get the
        validation streams (early stopping).
     2. Validation streams (``fit.validation``) go through the operators up to the one that applies the
-       post-processing (``threshold``); their scores give the min-max statistics and the image threshold
-       (F1-adaptive on their labels, or ``fit.threshold.value``); image models add the pixel threshold
-       (F1-adaptive on the masks). Without validation streams, min and max come from the training streams and the
-       threshold must be manual.
+       post-processing (its class ``applies_postprocess``); their scores give the min-max statistics and the
+       image threshold (F1-adaptive on their labels, or ``fit.threshold.value``); image models add the pixel
+       threshold (F1-adaptive on the masks). Without validation streams, min and max come from the training
+       streams and the threshold must be manual.
 
     Raises:
         ConfigError: no ``fit`` section, no model operator, or a threshold method the data cannot support.

@@ -1,4 +1,5 @@
-"""How ``streamad fit`` fits an image model (the ``image_model`` operator's :class:`~streamad.models.fitting.ModelFitter`).
+"""How ``streamad fit`` fits an image model: the ``image_model`` operator's
+:class:`~streamad.models.fitting.ModelFitter`.
 
 1. :meth:`ImageFitter.collect` receives every training frame leaving the operators before ``image_model`` and
    stores it at the model's input size in an :class:`~streamad.models.image.image_set.ImageSet` (on disk);
