@@ -35,6 +35,16 @@ __all__ = ["PipelineConfig", "load_config", "load_config_text", "interpolate", "
 
 log = logging.getLogger("streamad.config")
 
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest pipeline.yaml read (bytes); a config is a few kilobytes."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and sequences in a config."""
+MAX_YAML_NODES = 100_000
+"""Most YAML nodes a config may stand for once its aliases are expanded (an alias bomb is refused before it is
+built)."""
+MAX_QUEUE_SIZE = 10_000
+"""Largest ``runtime.queue_size`` (messages per queue: each may hold a decoded frame)."""
+
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -105,14 +115,14 @@ class RuntimeConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    queue_size: int = Field(16, ge=1)
+    queue_size: int = Field(16, ge=1, le=MAX_QUEUE_SIZE)
     live_policy: Literal["drop_oldest", "drop_newest", "block"] = "drop_oldest"
-    max_active_streams: int = Field(4, ge=1)
-    grace_period_s: float = Field(10.0, gt=0)
-    batch_size: int = Field(1, ge=1)
+    max_active_streams: int = Field(4, ge=1, le=1024)
+    grace_period_s: float = Field(10.0, gt=0, le=3600)
+    batch_size: int = Field(1, ge=1, le=1024)
     http: HttpConfig | None = None
     watch_config: bool = True
-    watch_interval_s: float = Field(1.0, gt=0)
+    watch_interval_s: float = Field(1.0, gt=0, le=3600)
 
 
 def _union(registry: Registry, family: str) -> Any:
@@ -276,8 +286,52 @@ def _allowed_keys_hint(err: ValidationError, parent: tuple[Any, ...]) -> str:
     return ""
 
 
+def _check_shape(text: str, name: str) -> None:
+    """Refuse a config too large, nested too deeply or whose aliases expand to too many nodes, before PyYAML builds
+    it (its composer recurses per level, and aliases expand exponentially when the tree is walked).
+
+    Raises:
+        ConfigError: over :data:`MAX_CONFIG_BYTES`, :data:`MAX_YAML_DEPTH` or :data:`MAX_YAML_NODES` (names the
+            file and, for depth, the line).
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{name}: config is larger than {MAX_CONFIG_BYTES} bytes; a pipeline.yaml is a few KB")
+    stack: list[list[Any]] = []  # open collections: [anchor, expanded node count]
+    sizes: dict[str, int] = {}
+    done = 0
+
+    def add(n: int) -> None:
+        nonlocal done
+        if stack:
+            stack[-1][1] += n
+        else:
+            done += n
+        if done + sum(c for _, c in stack) > MAX_YAML_NODES:
+            raise ConfigError(f"{name}: the YAML stands for more than {MAX_YAML_NODES} values once its aliases "
+                              f"(*name) are expanded; refusing it")
+
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([ev.anchor, 1])
+            if len(stack) > MAX_YAML_DEPTH:
+                raise ConfigError(f"{name}:{ev.start_mark.line + 1}: YAML nested deeper than {MAX_YAML_DEPTH} "
+                                  f"levels")
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            anchor, n = stack.pop()
+            if anchor:
+                sizes[anchor] = n
+            add(n)
+        elif isinstance(ev, yaml.ScalarEvent):
+            if ev.anchor:
+                sizes[ev.anchor] = 1
+            add(1)
+        elif isinstance(ev, yaml.AliasEvent):
+            add(sizes.get(ev.anchor, 1))
+
+
 def _parse(text: str, name: str) -> tuple[dict[str, Any], yaml.Node | None]:
     try:
+        _check_shape(text, name)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -321,7 +375,10 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
     if "extends" in data:
         root = None  # line numbers would point into the wrong file for inherited keys
     data = _resolve_extends(data, name, path)
-    data = _interpolate_tree(data, "", env)
+    try:
+        data = _interpolate_tree(data, "", env)
+    except ConfigError as exc:  # name the file too: the key path alone does not say which config
+        raise ConfigError(f"{name}: {exc}") from None
     schema = _pipeline_model()
     _canonical_kinds(data, name)
     try:

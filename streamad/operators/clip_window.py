@@ -14,6 +14,10 @@ from streamad.registry import OPERATORS
 __all__ = ["ClipWindow"]
 
 
+MAX_CLIP_LENGTH = 1000
+"""Longest clip (frames); a clip holds its decoded frames in memory (AI-VAD uses 2, anomalib's video datasets 2-16)."""
+
+
 @OPERATORS.register("clip_window")
 class ClipWindow(Operator):
     """Cut a frame stream into clips (anomalib ``ClipsIndexer`` / torchvision ``VideoClips`` unfold semantics).
@@ -32,8 +36,8 @@ class ClipWindow(Operator):
 
     class Config(PartConfig):
         kind: Literal["clip_window"] = "clip_window"
-        clip_length_in_frames: int = Field(2, ge=1)
-        frames_between_clips: int = Field(1, ge=1)
+        clip_length_in_frames: int = Field(2, ge=1, le=MAX_CLIP_LENGTH)
+        frames_between_clips: int = Field(1, ge=1, le=100_000)
         target_frame: Literal["first", "last", "mid", "all"] = "last"
         pad_edges: bool = True
 

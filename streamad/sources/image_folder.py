@@ -58,17 +58,31 @@ def read_rgb(path: Path) -> np.ndarray:
     (OpenCV ``IMREAD_COLOR`` semantics).
 
     Raises:
-        SourceError: the file is missing or not a readable image (names the file).
+        SourceError: the file is missing, not a readable image, or a JPEG cut short (no end-of-image marker:
+            OpenCV would decode it with the missing rows grey); the message names the file.
     """
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not _jpeg_complete(data):
+        raise SourceError(f"{path}: truncated JPEG (no end-of-image marker): the file was cut short")
     if _IMREAD_RGB is not None:
-        image = cv2.imread(str(path), _IMREAD_RGB)
+        image = cv2.imdecode(data, _IMREAD_RGB)
     else:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
         if image is not None:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if image is None:
         raise SourceError(f"{path}: cannot read image (missing, unsupported format or corrupt)")
     return image
+
+
+def _jpeg_complete(data: np.ndarray) -> bool:
+    """The JPEG bytes end with the end-of-image marker ``FF D9`` (padding NUL / whitespace bytes after it are
+    allowed)."""
+    tail = data[-4096:].tobytes().rstrip(b"\x00\r\n ")
+    return tail.endswith(b"\xff\xd9")
 
 
 def read_mask(path: Path) -> np.ndarray:
