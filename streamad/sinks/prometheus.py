@@ -9,9 +9,11 @@ Binds loopback by default; set ``host: 0.0.0.0`` to be scraped from other machin
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
@@ -22,14 +24,24 @@ from streamad.frames import Scores
 from streamad.parts import BuildContext, Sink, SinkConfig
 from streamad.registry import SINKS
 
-__all__ = ["PrometheusSink", "MetricsServer", "Route"]
+__all__ = ["PrometheusSink", "MetricsServer", "Route", "REQUEST_TIMEOUT_S", "MAX_CONNECTIONS"]
+
+log = logging.getLogger("streamad.http")
+
+REQUEST_TIMEOUT_S = 10.0
+"""Seconds a connection may stay silent (an idle or half-open client) before the server closes it."""
+MAX_CONNECTIONS = 64
+"""Connections served at once; more are closed at once (a scrape and a few probes need a handful)."""
 
 # an extra endpoint: () -> (HTTP status, body, content type)
 Route = Callable[[], tuple[int, bytes, str]]
 
 
-def _handler(registry: CollectorRegistry, routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, routes: dict[str, Route],
+             timeout_s: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = timeout_s  # socket timeout of every read: a silent client is dropped, its thread ends
+
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
@@ -56,6 +68,45 @@ def _handler(registry: CollectorRegistry, routes: dict[str, Route]) -> type[Base
     return Handler
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``max_connections`` at once and logs, rather than prints, the
+    errors of a request (a client that hung up is not an error)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int) -> None:
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("HTTP: %d connections open already; closing one from %s", self.max_connections,
+                        client_address[0])
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError)):
+            log.debug("HTTP: client %s went away: %s", client_address[0], exc)
+            return
+        log.warning("HTTP: request from %s failed: %r", client_address[0], exc)
+
+
 class MetricsServer:
     """An HTTP server thread serving ``registry`` at ``/metrics`` and a liveness ``/healthz``.
 
@@ -64,15 +115,18 @@ class MetricsServer:
         host: address to bind (``127.0.0.1`` = this machine only).
         port: TCP port (``0`` = any free port; :attr:`port` tells which).
         routes: more ``GET`` endpoints, ``{path: route}`` (they take precedence over the default ``/healthz``).
+        request_timeout_s: a connection silent this long (seconds) is closed.
+        max_connections: connections served at once; more are closed at once.
 
     Raises:
         OSError: the address cannot be bound (port in use, unknown host).
     """
 
     def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9108,
-                 routes: dict[str, Route] | None = None) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler(registry, dict(routes or {})))
-        self._server.daemon_threads = True
+                 routes: dict[str, Route] | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self._server = _BoundedHTTPServer((host, port), _handler(registry, dict(routes or {}), request_timeout_s),
+                                          max_connections)
         self.host = host
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"metrics-http-{self.port}",
