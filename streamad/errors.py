@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamadError", "ConfigError", "DataNotFoundError", "SourceError", "ModelError", "SinkFullError"]
+EXIT_UNDELIVERED = 5
+"""Exit status of ``streamad serve`` when alerts it accepted were not delivered by the time it stopped (they stay
+in the sink's spool and are sent at the next start with the same ``spool_dir``)."""
+
+__all__ = ["EXIT_UNDELIVERED", "StreamadError", "ConfigError", "DataNotFoundError", "SourceError", "ModelError", "SinkFullError"]
 
 
 class StreamadError(Exception):

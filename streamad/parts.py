@@ -211,3 +211,14 @@ class Sink(abc.ABC):
 
     def close(self) -> None:
         """Flush and release resources; called once after every stream ended or on shutdown."""
+
+    def delivery_problem(self) -> str | None:
+        """Why this sink cannot deliver alerts now (destination unreachable past its retry budget, local spool
+        full or unwritable), or ``None`` while delivery works. ``/readyz`` reports it; it must not block."""
+        return None
+
+    def undelivered(self) -> int:
+        """Alerts this sink accepted and had not delivered when it closed (kept on disk for the next start, e.g.
+        a Kafka sink's spool); read after :meth:`close`. ``streamad serve`` exits with
+        :data:`~streamad.errors.EXIT_UNDELIVERED` when any sink reports some."""
+        return 0
