@@ -62,7 +62,7 @@ def load_handle(ctx: BuildContext, kind: str, operator: str,
     if handle is None:
         model, meta = load_model_of_kind(ctx.model_dir, kind, operator)
         raw = meta.get("postprocess")
-        post = PostProcess.from_json(raw, str(Path(str(ctx.model_dir)) / "model.json")) if raw else None
+        post = PostProcess.from_json(raw, str(Path(ctx.model_dir) / "model.json")) if raw else None
         runner = make_runner(model, meta) if make_runner is not None else None
         handle = ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta, post, runner)
         ctx.model = handle

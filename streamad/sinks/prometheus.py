@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Literal
@@ -98,8 +99,6 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, socket.timeout, TimeoutError)):
             log.debug("HTTP: client %s went away: %s", client_address[0], exc)
