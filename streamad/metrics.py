@@ -29,6 +29,7 @@ process never collide). The ``prometheus`` sink serves it over HTTP; the Grafana
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["Metrics", "SOURCE_STATUSES"]
 
@@ -78,3 +79,21 @@ class Metrics:
         """Mark ``status`` (one of :data:`SOURCE_STATUSES`) as the stream's current status."""
         for s in SOURCE_STATUSES:
             self.source_status.labels(stream, s).set(1.0 if s == status else 0.0)
+
+    def remove_stream(self, stream: str) -> int:
+        """Remove every series labelled ``stream=<stream>`` (a stream that is not served any more: removed or
+        renamed by a config reload), of every metric declared here, except ``streamad_group_stream`` (the group
+        worker keeps it at 0 after a stream moved away). Returns how many series were removed (0 for an unknown
+        stream)."""
+        removed = 0
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase) or metric is self.group_stream:
+                continue
+            names = metric._labelnames  # noqa: SLF001 (prometheus_client lists no children publicly)
+            if "stream" not in names:
+                continue
+            pos = names.index("stream")
+            for values in [v for v in list(metric._metrics) if v[pos] == stream]:  # noqa: SLF001
+                metric.remove(*values)
+                removed += 1
+        return removed

@@ -100,6 +100,7 @@ class _Stream:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     gone: threading.Event = field(default_factory=threading.Event)
+    delivered: bool = False  # its end reached the sinks and consumers
 
 
 class Pipeline:
@@ -120,6 +121,8 @@ class Pipeline:
         persistent: keep running when every stream has ended (until ``stop``), so that streams added later
             (config reload) are served; otherwise the run ends with its last stream.
         batch_size: most messages a batching stage handles in one call (1 = no batching).
+        stall_after_s: :meth:`health` reports delivery as stalled when messages wait for the sinks and none was
+            delivered for this long (seconds).
 
     Raises:
         ValueError: two sources share a ``stream_id``, or ``batch_size`` < 1.
@@ -129,7 +132,7 @@ class Pipeline:
                  sinks: Sequence[Sink] = (), consumers: Sequence[Callable[[Any], None]] = (),
                  queue_size: int = 16, live_policy: str = "drop_oldest", max_active_streams: int = 4,
                  grace_period_s: float = 10.0, rate_caps: dict[str, RateCap] | None = None,
-                 persistent: bool = False, batch_size: int = 1) -> None:
+                 persistent: bool = False, batch_size: int = 1, stall_after_s: float = 60.0) -> None:
         ids = [s.stream_id for s in sources]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
@@ -139,7 +142,8 @@ class Pipeline:
         self.stages = list(stages)
         self.metrics = metrics
         self.sinks = list(sinks)
-        self.consumers = list(consumers)
+        # the last consumer forgets a removed stream's metric series once its end reached the sinks and consumers
+        self.consumers = [*consumers, self._after_delivery]
         self.live_policy = live_policy
         self.grace_period_s = grace_period_s
         self.persistent = persistent
@@ -148,6 +152,10 @@ class Pipeline:
         self.errors: dict[str, str] = {}  # every stream that ended with an error (source or operator)
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}  # streams whose end stage 0 has not seen yet
+        self._ended_streams: dict[str, _Stream] = {}  # ended on their own: health() keeps them until removed/replaced
+        self._forget: set[str] = set()  # removed streams whose metric series go once their end is delivered
+        self.stall_after_s = stall_after_s
+        self._progress = (0, time.monotonic())  # (messages delivered, when that count was first seen by health())
         self._file_slots = threading.Semaphore(max_active_streams)
         self.ingress = IngressQueue(queue_size, on_drop=self._count_drop)
         names = [st.name for st in self.stages] + ["sinks"]
@@ -219,18 +227,31 @@ class Pipeline:
                 raise ValueError(f"stream id {sid!r} is already running")
             self.failed.pop(sid, None)
             self.errors.pop(sid, None)
+            self._ended_streams.pop(sid, None)
+            self._forget.discard(sid)  # a stream of this id is served again: its series stay
             st = self._streams[sid] = _Stream(src, rate_cap)
             if self._started:
                 self._start_stream(st)
 
-    def remove_stream(self, stream_id: str) -> threading.Event:
+    def remove_stream(self, stream_id: str, forget_metrics: bool = False) -> threading.Event:
         """Stop reading ``stream_id``: its source is closed, the frames already read are processed and the
-        stream is flushed (open alert events end) like a stream that ended.
+        stream is flushed (open alert events end) like a stream that ended. A stream that had already ended
+        (:meth:`health` still lists it, e.g. as ``failed``) is dropped from the health table.
+
+        With ``forget_metrics`` (the id is not served any more, e.g. removed or renamed by a config reload) every
+        metric series of the stream is removed (:meth:`Metrics.remove_stream`) once its end was delivered to the
+        sinks and consumers (at once for a stream that had already ended), unless a stream of the same id is added
+        before that.
 
         Returns an event that is set once the stream's end passed the first stage (already set for an unknown id).
         """
         with self._lock:
             st = self._streams.get(stream_id)
+            ended = self._ended_streams.pop(stream_id, None)
+            if forget_metrics and ended is not None and ended.delivered:
+                self.metrics.remove_stream(stream_id)
+            elif forget_metrics and (st is not None or ended is not None):
+                self._forget.add(stream_id)
         if st is None:
             done = threading.Event()
             done.set()
@@ -254,6 +275,18 @@ class Pipeline:
             src.close()
         except Exception as exc:  # closing a broken source must not hide the end of stream
             log.warning("stream %s: error while closing: %s", src.stream_id, redact(str(exc)))
+
+    def _after_delivery(self, msg: Any) -> None:
+        """The last consumer: once a stream's end was delivered, forget its metric series if it was removed."""
+        if not isinstance(msg, EndOfStream):
+            return
+        sid = msg.stream_id
+        with self._lock:
+            if sid in self._forget:
+                self._forget.discard(sid)
+                self.metrics.remove_stream(sid)
+            elif sid in self._ended_streams:
+                self._ended_streams[sid].delivered = True
 
     # -- threads ---------------------------------------------------------------------------------------------
     def _source_loop(self, st: _Stream) -> None:
@@ -345,6 +378,8 @@ class Pipeline:
                     self.ingress.remove_stream(sid)
                     with self._lock:
                         st = self._streams.pop(sid, None)
+                        if st is not None and not st.stop.is_set():  # ended on its own, not removed
+                            self._ended_streams[sid] = st
                     if st is not None:
                         st.gone.set()
                     if self._finished():
@@ -473,27 +508,74 @@ class Pipeline:
 
     # -- health ----------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """A snapshot for health endpoints.
+        """A snapshot for health endpoints (never blocks on a sink or a source).
 
         Returns:
-            ``{"running": bool, "stopping": bool, "threads_alive": bool, "streams": {id: {"status": str,
-            "live": bool, "reconnects": int}}}``; ``status`` is one of
-            :data:`~streamad.metrics.SOURCE_STATUSES` (``"unknown"`` before the first report).
+            ``{"running": bool, "stopping": bool, "threads_alive": bool,
+            "streams": {id: {"status": str, "live": bool, "reconnects": int[, "error": str]}},
+            "delivery": {sink: reason}, "stalled": str | None}``.
+
+            ``streams`` lists the streams being read and those that ended on their own (until a reload removes
+            or replaces them): ``status`` is one of :data:`~streamad.metrics.SOURCE_STATUSES` (``"unknown"``
+            before the first report); a stream that ended with an error (source gave up, corrupt file, operator
+            failure) is ``"failed"`` with its ``error`` (credentials redacted); one that ended normally is
+            ``"ended"``. ``delivery`` names each sink whose :meth:`Sink.delivery_problem` reports a reason (sinks
+            named by kind, ``kafka_2`` for a second one). ``stalled`` says why delivery looks stuck: messages wait
+            for the sinks and none was delivered for ``stall_after_s`` seconds (``None`` otherwise).
         """
         reg = self.metrics.registry
         with self._lock:
-            streams = dict(self._streams)
+            streams = {**self._ended_streams, **self._streams}
+            ended = set(self._ended_streams)
+            errors = dict(self.errors)
         out: dict[str, Any] = {}
         for sid, st in streams.items():
             status = "unknown"
             for s in SOURCE_STATUSES:
                 if reg.get_sample_value("streamad_source_status", {"stream": sid, "status": s}) == 1.0:
                     status = s
+            if sid in errors:
+                status = "failed"
+            elif sid in ended:
+                status = "ended"
             reconnects = reg.get_sample_value("streamad_source_reconnects_total", {"stream": sid}) or 0.0
             out[sid] = {"status": status, "live": bool(st.source.live), "reconnects": int(reconnects)}
+            if sid in errors:
+                out[sid]["error"] = errors[sid]
         alive = bool(self._threads) and all(t.is_alive() for t in self._threads)
         return {"running": self._started and not self._ended, "stopping": self._stop.is_set(),
-                "threads_alive": alive, "streams": out}
+                "threads_alive": alive, "streams": out, "delivery": self._delivery_problems(),
+                "stalled": self._stall()}
+
+    def _delivery_problems(self) -> dict[str, str]:
+        """``{sink name: reason}`` of the sinks that report a delivery problem."""
+        seen: Counter[str] = Counter()
+        problems = {}
+        for sink in self.sinks:
+            kind = getattr(sink, "kind", type(sink).__name__)
+            seen[kind] += 1
+            name = kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"
+            try:
+                reason = sink.delivery_problem()
+            except Exception as exc:  # a broken probe is a problem to report, never a failing health endpoint
+                reason = f"delivery_problem() raised {type(exc).__name__}: {exc}"
+            if reason:
+                problems[name] = redact(str(reason))
+        return problems
+
+    def _stall(self) -> str | None:
+        """Why delivery looks stuck (messages wait for the sinks, none delivered for ``stall_after_s``), or None."""
+        waiting = self.queues[-1].qsize()
+        now = time.monotonic()
+        with self._lock:
+            count = self.stats.delivered
+            if waiting == 0 or count != self._progress[0]:
+                self._progress = (count, now)
+                return None
+            idle = now - self._progress[1]
+        if idle < self.stall_after_s:
+            return None
+        return f"no message delivered to the sinks for {idle:.0f} s while {waiting} wait"
 
     # -- public ----------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> RunStats:

@@ -4,8 +4,14 @@ re-read and applied to the running pipeline.
 * A stream whose config entry did not change keeps running untouched: same source, connection, operator state
   (windows, smoothing, open alert events). Entries are compared by their whole validated content and the data root
   they resolve against.
-* A stream whose entry disappeared is drained and stopped (its open events end, as at the end of a file).
-* A new or changed entry starts a new stream (a changed one after the old one drained).
+* A stream whose entry disappeared is drained and stopped (its open events end, as at the end of a file); once its
+  end was delivered, its metric series (``stream="<id>"``) are removed from ``/metrics``, and ``/readyz`` stops
+  listing it (also when it had failed). A changed entry that keeps its stream id keeps its series.
+* A new or changed entry starts a new stream (a changed one after the old one drained, waiting up to 30 s).
+* Only entries whose streams actually started are recorded as served. A stream that does not start (its old self
+  did not drain in time) is logged as an error naming it (:class:`StreamStartError`), the other changes stay
+  applied, and the next reload retries it: with ``runtime.watch_config`` at the next check of the file, otherwise at
+  the next SIGHUP. ``serve --group`` applies partition assignments the same way and retries after 5 s.
 * A new config that does not load (bad YAML, unknown key, missing file, unset variable) or whose streams cannot be
   built is logged as an error and changes nothing: the running pipeline goes on as it was.
 * Changes to other sections (``operators``, ``sinks``, ``runtime`` ...) need a restart; reload says so in the log
@@ -31,7 +37,7 @@ from streamad.runtime.loop_thread import LoopThread
 from streamad.runtime.pipeline import Pipeline
 from streamad.runtime.ratecap import RateCap
 
-__all__ = ["StreamSet", "ReloadPlan", "ConfigReloader", "other_sections_changed"]
+__all__ = ["StreamSet", "ReloadPlan", "StreamStartError", "ConfigReloader", "other_sections_changed"]
 
 log = logging.getLogger("streamad.reload")
 
@@ -102,18 +108,52 @@ class StreamSet:
         plan.removed = [sid for e in old.values() for sid in e.stream_ids]
         return plan
 
-    def apply(self, plan: ReloadPlan, pipeline: Pipeline) -> None:
-        """Stop the removed streams, start the added ones (a changed stream restarts once its old self drained).
+    def apply(self, plan: ReloadPlan, pipeline: Pipeline, wait_s: float = 30.0) -> None:
+        """Stop the removed streams, start the added ones (a changed stream restarts once its old self drained,
+        waiting up to ``wait_s`` seconds for that).
+
+        Only entries whose streams all started are recorded as served, so the next :meth:`plan` builds the others
+        again and the next apply retries them. An entry that started only some of its streams (a dataset split) has
+        those stopped again. A removed stream id that the new section does not serve any more has its metric series
+        removed once its end was delivered (:meth:`Pipeline.remove_stream`).
 
         Raises:
-            TimeoutError: an old stream did not drain in time for its replacement to start.
+            StreamStartError: some streams did not start (names each stream and why, e.g. its previous self did
+                not drain within ``wait_s``); every other change was applied.
         """
+        served = set(plan.kept) | {src.stream_id for src, _ in plan.added}
         for sid in plan.removed:
-            pipeline.remove_stream(sid)
-        self.entries = plan.entries
+            pipeline.remove_stream(sid, forget_metrics=sid not in served)
+        failed: dict[str, str] = {}
         for src, cap in plan.added:
-            pipeline.add_source(src, cap)
-        log.info("streams: %d kept, %d stopped, %d started", len(plan.kept), len(plan.removed), len(plan.added))
+            try:
+                pipeline.add_source(src, cap, wait_s=wait_s)
+            except (TimeoutError, ValueError, RuntimeError) as exc:
+                failed[src.stream_id] = redact(str(exc))
+        self.entries = [e for e in plan.entries if not failed.keys() & set(e.stream_ids)]
+        for e in plan.entries:
+            if failed.keys() & set(e.stream_ids):  # a partly started entry: stop the rest, retried as a whole
+                for sid in e.stream_ids:
+                    if sid not in failed:
+                        pipeline.remove_stream(sid)
+        started = len(plan.added) - len(failed)
+        log.info("streams: %d kept, %d stopped, %d started, %d not started", len(plan.kept), len(plan.removed),
+                 started, len(failed))
+        if failed:
+            raise StreamStartError(failed)
+
+
+class StreamStartError(RuntimeError):
+    """Streams of a reload (or of a group assignment) did not start; a later reload retries them.
+
+    Attributes:
+        failed: ``{stream id: why}``.
+    """
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = dict(failed)
+        why = "; ".join(f"{sid}: {msg}" for sid, msg in self.failed.items())
+        super().__init__(f"{len(self.failed)} stream(s) not started, retried at the next reload: {why}")
 
 
 def other_sections_changed(old: PipelineConfig, new: PipelineConfig) -> list[str]:
@@ -176,6 +216,11 @@ class ConfigReloader(LoopThread):
         try:
             cfg = load_config(self.path)
             self.on_config(cfg)
+        except StreamStartError as exc:
+            self.failures += 1
+            self._seen = None  # counts as changed: the next check of the file retries the streams not started
+            log.error("config reload (%s) from %s applied in part: %s", reason, self.path, redact(exc))
+            return False
         except (StreamadError, ValueError, TimeoutError, RuntimeError, OSError) as exc:
             self.failures += 1
             log.error("config reload (%s) from %s failed; the running pipeline goes on unchanged: %s", reason,
