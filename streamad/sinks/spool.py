@@ -247,6 +247,12 @@ class Spool:
             return len(self._pending)
 
     @property
+    def depth_nowait(self) -> int:
+        """:attr:`depth` read without taking the lock (for health checks that must never block; may be a moment
+        stale)."""
+        return len(self._pending)
+
+    @property
     def size_bytes(self) -> int:
         """Bytes of segment files on disk (counts acknowledged records until their whole segment is deleted)."""
         with self._cond:
