@@ -3,6 +3,12 @@
 Thin by design: parse arguments, load the config, call :mod:`streamad.runtime.jobs`, print the result. Errors the
 user can fix (bad config, missing data, missing model) print one message and exit non-zero without a traceback:
 2 for config errors, 3 for missing data, 4 for model problems, 1 otherwise.
+
+``serve`` also exits 5 (:data:`~streamad.errors.EXIT_UNDELIVERED`) when alerts it accepted were not delivered by
+the time it stopped (kept in a Kafka sink's spool for the next start with the same ``spool_dir``, or in its
+dead-letter file, or refused by a sink; the log says which), and 1 when a stream ended with an error. When both
+happen it exits 5: undelivered alerts need the operator to act (restart with the same spool) before anything else,
+and a failed stream is printed either way.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Callable
 import click
 
 from streamad import __version__
-from streamad.errors import StreamadError
+from streamad.errors import EXIT_UNDELIVERED, StreamadError
 
 __all__ = ["main"]
 
@@ -135,7 +141,10 @@ def serve(config: str, model_dir: str | None, group: str | None = None, bootstra
 
     With --group NAME it is one worker of a group and runs until SIGINT/SIGTERM (no config reload).
 
-    Exits 1 when a stream ended with an error (the others were still served)."""
+    Exits 5 when alerts were not delivered by the time it stopped (they stay in the Kafka sink's spool and are
+    sent by the next start with the same spool_dir; an alert too large for the spool is in its dead-letter.jsonl),
+    else 1 when a stream ended with an error (the others were still served), else 0. Undelivered alerts win over a
+    failed stream: both are printed."""
     from streamad.runtime.jobs import serve as run_serve
 
     cfg = _load(config)
@@ -167,6 +176,10 @@ def serve(config: str, model_dir: str | None, group: str | None = None, bootstra
         click.echo(res.report.format_table())
     for sid, err in st.errors.items():
         click.echo(f"stream {sid} failed: {err}", err=True)
+    if st.undelivered:
+        click.echo(f"{st.undelivered} alerts were not delivered; they stay in the sinks' spool and are sent at the "
+                   f"next start with the same spool_dir (exit status {EXIT_UNDELIVERED})", err=True)
+        sys.exit(EXIT_UNDELIVERED)
     if st.errors:
         sys.exit(1)
 

@@ -2,7 +2,9 @@
 
 One :class:`Metrics` object per pipeline, on its own ``CollectorRegistry`` (so tests and several pipelines in one
 process never collide). The ``prometheus`` sink serves it over HTTP; the Grafana dashboard and alert rules in
-``deploy/`` use exactly these names. Every metric with a ``stream`` label is per stream id.
+``deploy/`` use exactly these names. Every metric with a ``stream`` label is per stream id. The ``sink`` label names one sink: its kind, or for a
+``kafka`` sink ``kafka:<topic>`` (``kafka:<topic>#2``, ``#3`` ... for further Kafka sinks on the same topic), so
+that two Kafka sinks never share a series.
 
 | metric | type | labels | meaning |
 |---|---|---|---|
@@ -19,8 +21,12 @@ process never collide). The ``prometheus`` sink serves it over HTTP; the Grafana
 | ``streamad_stream_errors_total`` | counter | stream | streams ended by an error (corrupt file, ...) |
 | ``streamad_queue_depth`` | gauge | queue | messages waiting in a bounded queue |
 | ``streamad_model_inference_seconds`` | histogram | model | time of one model scoring call |
-| ``streamad_sink_retries_total`` | counter | sink | delivery retries (e.g. Kafka unreachable) |
+| ``streamad_sink_retries_total`` | counter | sink | failed delivery attempts to the destination (e.g. Kafka unreachable) |
+| ``streamad_sink_full_waits_total`` | counter | sink, reason | times the pipeline waited (and retried, never dropped) because a sink could not take an alert: ``spool_full``, ``write_error`` (disk full, I/O error) |
+| ``streamad_sink_stalled_seconds`` | gauge | sink | seconds alerts have waited with no delivery succeeding (0 while none waits): grows from the first second of an outage |
+| ``streamad_sink_dead_letters_total`` | counter | sink | alerts too large to ever spool, written to the dead-letter file instead (never delivered) |
 | ``streamad_spool_depth`` | gauge | sink | alerts on local disk not yet acknowledged |
+| ``streamad_spool_bytes`` | gauge | sink | bytes of the spool's segment files (bounded by ``spool_max_bytes``) |
 | ``streamad_sink_errors_total`` | counter | sink | sink calls that failed (logged; the message is not retried) |
 | ``streamad_group_streams`` | gauge | group | streams this ``--group`` worker serves (:mod:`streamad.runtime.group`) |
 | ``streamad_group_stream`` | gauge | group, stream | 1 while this worker holds the stream, 0 after it moved |
@@ -68,6 +74,13 @@ class Metrics:
                                    ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.sink_retries = Counter("streamad_sink_retries", "Sink delivery retries", ["sink"], registry=r)
         self.sink_errors = Counter("streamad_sink_errors", "Sink calls that failed", ["sink"], registry=r)
+        self.sink_full_waits = Counter("streamad_sink_full_waits", "Waits of the pipeline on a sink that could "
+                                       "not take an alert", ["sink", "reason"], registry=r)
+        self.sink_stalled = Gauge("streamad_sink_stalled_seconds", "Seconds alerts have waited with no delivery "
+                                  "succeeding", ["sink"], registry=r)
+        self.sink_dead_letters = Counter("streamad_sink_dead_letters", "Alerts too large to spool, written to the "
+                                         "dead-letter file", ["sink"], registry=r)
+        self.spool_bytes = Gauge("streamad_spool_bytes", "Bytes of spool segment files", ["sink"], registry=r)
         self.spool_depth = Gauge("streamad_spool_depth", "Alerts spooled on disk, not yet acknowledged", ["sink"],
                                  registry=r)
         self.group_streams = Gauge("streamad_group_streams", "Streams this worker of the group serves", ["group"],

@@ -212,6 +212,11 @@ class Sink(abc.ABC):
     def close(self) -> None:
         """Flush and release resources; called once after every stream ended or on shutdown."""
 
+    @property
+    def metrics_label(self) -> str:
+        """The ``sink`` label of this sink's metrics (default: its kind; a Kafka sink adds its topic)."""
+        return getattr(self, "kind", type(self).__name__)
+
     def delivery_problem(self) -> str | None:
         """Why this sink cannot deliver alerts now (destination unreachable past its retry budget, local spool
         full or unwritable), or ``None`` while delivery works. ``/readyz`` reports it; it must not block."""

@@ -70,6 +70,8 @@ class ServeProcess(ChildProcess):
                  env: dict[str, str] | None = None, log_level: str = "INFO") -> None:
         self.config, self.model_dir, self.workdir, self.http_port = config, model_dir, workdir, http_port
         self.env = {**os.environ, **(env or {})}
+        # the checkout under test, not whatever streamad is installed (the child runs in another folder)
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), self.env.get("PYTHONPATH", "")) if p)
         self.log_level = log_level
         self.log_path = workdir / "serve.log"
         self.out_path = workdir / "serve.out"

@@ -15,6 +15,11 @@ bounded queues -> one delivery thread that updates metrics and feeds the sinks.
   config reload starts new streams and drains removed ones without touching the others.
 * Cross-stream batching: a stage whose operator overrides :meth:`Operator.process_batch` takes up to
   ``batch_size`` messages that are already waiting (of any streams) and handles them in one call.
+* Sinks never drop an alert for a passing reason: a :class:`~streamad.errors.SinkFullError` (a full spool, a
+  full or failing disk) is retried every second, holding the pipeline back, and counted in
+  ``streamad_sink_full_waits_total{sink, reason}``. Alerts a sink could not take (another error, or the run ended
+  while it was still waiting) and alerts left in a sink's spool at close are counted in
+  :attr:`RunStats.undelivered`.
 * Latency: each stage's time per message goes to ``streamad_stage_latency_seconds{stage}`` and to the message's
   ``timings``; ``streamad_end_to_end_latency_seconds{stream}`` is measured from the frame's ``wall_time`` to delivery.
 """
@@ -77,13 +82,16 @@ def build_stages(configs: Sequence[PartConfig], ctx: BuildContext) -> list[Stage
 
 @dataclass
 class RunStats:
-    """What a run did: frames read and delivered, per-stream errors, wall time (seconds)."""
+    """What a run did: frames read and delivered, per-stream errors, wall time (seconds), and ``undelivered``:
+    alerts accepted and not delivered when the sinks closed (left in a spool or dead-letter file,
+    :meth:`Sink.undelivered`, plus those a sink refused or the run gave up waiting for)."""
 
     frames_in: int = 0
     delivered: int = 0
     seconds: float = 0.0
     errors: dict[str, str] = field(default_factory=dict)
     drained: bool = True
+    undelivered: int = 0
 
     @property
     def fps(self) -> float:
@@ -162,6 +170,8 @@ class Pipeline:
         self.queues = [StageQueue(n, queue_size, self._depth_gauge(n)) for n in names]
         self.stats = RunStats()
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # the grace period is over: stop waiting for full sinks
+        self._refused = 0  # alerts a sink did not take (counted into stats.undelivered)
         self._started = False
         self._ended = False
         self._threads: list[threading.Thread] = []
@@ -491,20 +501,37 @@ class Pipeline:
                 c(msg)
 
     def _safe(self, fn: Callable[[Any], None], arg: Any, sink: Sink) -> None:
-        """Call a sink; a full sink is retried (never dropped), any other failure is logged and counted."""
-        name = getattr(sink, "kind", type(sink).__name__)
+        """Call a sink. A :class:`SinkFullError` (full spool, full or failing disk) is retried every second,
+        holding the pipeline back, until it succeeds or the run gives up after its grace period; any other failure
+        is logged and counted. The alerts of a call that did not succeed are counted as undelivered."""
+        name = sink.metrics_label
+        waits = 0
         while True:
             try:
                 fn(arg)
+                if waits:
+                    log.info("sink %s takes alerts again after %d waits", name, waits)
                 return
             except SinkFullError as exc:
-                self.metrics.sink_retries.labels(name).inc()
-                log.warning("sink %s is full, holding the pipeline back: %s", name, redact(str(exc)))
-                time.sleep(1.0)
+                waits += 1
+                self.metrics.sink_full_waits.labels(name, getattr(exc, "reason", "full")).inc()
+                if self._abandon.is_set():
+                    self._count_refused(arg, name, f"still not writable when the grace period ended: {exc}")
+                    return
+                if waits == 1 or waits % 30 == 0:  # bounded logging of a long stall
+                    log.warning("sink %s cannot take alerts, holding the pipeline back (wait %d): %s", name, waits,
+                                redact(str(exc)))
+                self._abandon.wait(1.0)
             except Exception as exc:
                 self.metrics.sink_errors.labels(name).inc()
-                log.error("sink %s failed: %s", name, redact(str(exc)))
+                self._count_refused(arg, name, str(exc))
                 return
+
+    def _count_refused(self, msg: Any, name: str, why: str) -> None:
+        n = len(msg.events) if isinstance(msg, Scores) else 0
+        with self._lock:
+            self._refused += n
+        log.error("sink %s failed%s: %s", name, f"; {n} alerts NOT delivered" if n else "", redact(why))
 
     # -- health ----------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -612,15 +639,31 @@ class Pipeline:
                     self._close_source(src)
                 deliver.join(self.grace_period_s)
                 if deliver.is_alive():
+                    self._abandon.set()
                     self.stats.drained = False
                     log.warning("grace period of %.1f s ended before the queues drained", self.grace_period_s)
                 break
         with self._lock:
             self._ended = True
         self._close_sinks(None if deadline is None else max(0.5, deadline - time.monotonic()))
+        self._abandon.set()
         self.stats.seconds = time.perf_counter() - t0
         self.stats.errors = dict(self.errors)
+        self.stats.undelivered = self._count_undelivered()
         return self.stats
+
+    def _count_undelivered(self) -> int:
+        """Alerts the sinks refused plus what each sink reports undelivered after closing (logged)."""
+        total = self._refused
+        for s in self.sinks:
+            try:
+                total += s.undelivered()
+            except Exception as exc:  # a broken sink must not hide the others' counts
+                log.error("sink %s: cannot count undelivered alerts: %s", s.metrics_label, redact(str(exc)))
+        if total:
+            log.error("%d alerts were not delivered (see the sinks' messages above; a Kafka sink keeps them in its "
+                      "spool for the next start)", total)
+        return total
 
     def _close_sinks(self, budget_s: float | None) -> None:
         """Close every sink, in order; with a ``budget_s`` (seconds left of the grace period) stop waiting when

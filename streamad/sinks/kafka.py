@@ -8,10 +8,27 @@ Path of one alert (design.md "Alerts"):
    both utf-8) and waits for the broker's acknowledgement (``acks="all"``); only then is it removed from the spool.
    One message at a time, so each stream's events reach the topic in order even across retries.
 3. On failure (broker down, restarting, timing out) it retries with capped exponential backoff and jitter
-   (``retry_backoff_s`` doubling to ``retry_backoff_max_s``), counting ``streamad_sink_retries_total{sink="kafka"}``
+   (``retry_backoff_s`` doubling to ``retry_backoff_max_s``), counting ``streamad_sink_retries_total{sink}``
    and recreating the producer. The broker need not be up when the sink starts.
 4. :meth:`KafkaSink.close` waits up to ``flush_timeout_s`` for the spool to drain; what is left stays spooled
-   and is resent by the next run that uses the same ``spool_dir``.
+   and is resent by the next run that uses the same ``spool_dir`` (:meth:`KafkaSink.undelivered` counts it, and
+   ``streamad serve`` then exits with :data:`~streamad.errors.EXIT_UNDELIVERED`).
+
+Faults (issue 18):
+
+* The disk is full or the spool cannot be written (``ENOSPC``, ``EFBIG``, I/O error): ``write`` raises
+  :class:`~streamad.sinks.spool.SpoolWriteError`, a :class:`~streamad.errors.SinkFullError`, and the runtime
+  retries it, holding the pipeline back (``streamad_sink_full_waits_total{reason="write_error"}``); the spool
+  stays intact and nothing is dropped. A full spool (broker down long) does the same with ``reason="spool_full"``.
+* An alert larger than the whole spool (``spool_max_bytes``, at least 1 MiB) can never be spooled: it is appended
+  to ``<spool_dir>/dead-letter.jsonl`` (fsync'd), logged as an error and counted
+  (``streamad_sink_dead_letters_total``, :meth:`KafkaSink.undelivered`); it is never sent, and the pipeline goes on.
+* :meth:`KafkaSink.delivery_problem` (``/readyz``) names the problem while the spool is full or cannot be written,
+  or while alerts have waited longer than ``send_timeout_s + retry_backoff_max_s`` with no delivery succeeding.
+
+Metrics (label ``sink="kafka:<topic>"``): ``streamad_spool_depth``, ``streamad_spool_bytes``,
+``streamad_sink_retries_total`` (failed sends), ``streamad_sink_stalled_seconds`` (seconds alerts have waited with
+no delivery succeeding; an outage shows from its first second), ``streamad_sink_dead_letters_total``.
 
 A crash between the broker's acknowledgement and the spool's can resend an event: consumers drop duplicates by
 ``(event_id, type, seq)``, as :func:`consume_events` does.
@@ -24,14 +41,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
+import weakref
 from pathlib import Path
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from streamad.backoff import backoff_delay
 from streamad.errors import ConfigError
@@ -41,11 +60,19 @@ from streamad.parts import BuildContext, Sink, SinkConfig
 from streamad.redact import redact, register_secret
 from streamad.registry import SINKS
 from streamad.sinks.jsonl import event_json
-from streamad.sinks.spool import Spool
+from streamad.sinks.spool import Spool, SpoolRecordTooLargeError, SpoolWriteError
 
 __all__ = ["KafkaSink", "consume_events", "backoff_delay"]
 
 log = logging.getLogger(__name__)
+
+MIN_SPOOL_BYTES = 2**20
+"""Smallest ``spool_max_bytes`` (1 MiB): room for thousands of alerts of a few hundred bytes."""
+
+DEAD_LETTER_FILE = "dead-letter.jsonl"
+"""File in the spool folder where alerts too large for the spool are kept (one alert JSON a line)."""
+
+_LABELS: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()  # sink labels taken, per Metrics
 
 _CODEC_PACKAGES = {"gzip": None, "snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
 
@@ -67,7 +94,7 @@ class KafkaSink(Sink):
             bootstrap_servers: ``host:port[,host:port...]`` of the brokers.
             topic: alert topic.
             spool_dir: spool folder (default ``.streamad/spool/<topic>`` in the working directory).
-            spool_max_bytes: bound of the spool on disk (bytes).
+            spool_max_bytes: bound of the spool on disk (bytes, at least 1 MiB).
             spool_full_timeout_s: how long ``write`` waits for space when the spool is full before failing.
             retry_backoff_s, retry_backoff_max_s: first and largest pause between delivery attempts (seconds).
             send_timeout_s: how long one delivery attempt waits for the broker's acknowledgement (seconds).
@@ -83,7 +110,7 @@ class KafkaSink(Sink):
         kind: Literal["kafka"] = "kafka"
         topic: str = Field("streamad.alerts", min_length=1)
         spool_dir: str | None = None
-        spool_max_bytes: int = Field(64 * 2**20, gt=0)
+        spool_max_bytes: int = 64 * 2**20
         spool_full_timeout_s: float = Field(30.0, ge=0)
         retry_backoff_s: float = Field(0.5, gt=0)
         retry_backoff_max_s: float = Field(10.0, gt=0)
@@ -91,6 +118,14 @@ class KafkaSink(Sink):
         flush_timeout_s: float = Field(10.0, ge=0)
         compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
         client_id: str | None = None
+
+        @field_validator("spool_max_bytes")
+        @classmethod
+        def _spool_big_enough(cls, v: int) -> int:
+            if v < MIN_SPOOL_BYTES:
+                raise ValueError(f"spool_max_bytes must be at least {MIN_SPOOL_BYTES} (1 MiB), got {v}: the spool "
+                                 f"must hold the alerts of a broker outage, and any single alert")
+            return v
 
     def __init__(self, config: Config, ctx: BuildContext) -> None:
         super().__init__(config, ctx)
@@ -100,9 +135,20 @@ class KafkaSink(Sink):
         self.spool_dir = Path(config.spool_dir or Path(".streamad") / "spool" / config.topic).expanduser()
         self.spool = Spool(self.spool_dir, max_bytes=config.spool_max_bytes,
                            full_timeout_s=config.spool_full_timeout_s)
+        self._label = self._take_label(ctx.metrics, f"kafka:{config.topic}")
+        self._write_problem: str | None = None  # why the last write could not spool (cleared by the next success)
+        self._last_error: str | None = None  # the last failed delivery attempt
+        self._waiting_since: float | None = time.monotonic() if self.spool.depth else None  # no progress since
+        self._dead_letters = 0
+        self._left: int | None = None  # spool depth at close
+        self._resume: tuple[Scores, int] | None = None  # a frame whose first n events were spooled before a failure
         metrics = ctx.metrics
-        self._retries = metrics.sink_retries.labels("kafka") if metrics is not None else None
-        self._depth = metrics.spool_depth.labels("kafka") if metrics is not None else None
+        self._retries = metrics.sink_retries.labels(self._label) if metrics is not None else None
+        self._depth = metrics.spool_depth.labels(self._label) if metrics is not None else None
+        self._dead_counter = metrics.sink_dead_letters.labels(self._label) if metrics is not None else None
+        if metrics is not None:
+            metrics.sink_stalled.labels(self._label).set_function(self.stalled_s)
+            metrics.spool_bytes.labels(self._label).set_function(lambda: self.spool.size_bytes)
         self._update_depth()
         if self.spool.depth:
             log.warning("kafka sink: %d alerts spooled in %s by an earlier run were not acknowledged; resending",
@@ -114,16 +160,75 @@ class KafkaSink(Sink):
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------------ pipeline
+    @property
+    def metrics_label(self) -> str:
+        """``kafka:<topic>`` (``#2`` ... added for a further Kafka sink on the same topic in this pipeline)."""
+        return self._label
+
     def write(self, scores: Scores) -> None:
-        """Spool the frame's events (durably) and return; delivery happens in the background.
+        """Spool the frame's events (durably) and return; delivery happens in the background. When called again
+        with the same frame after a failure, the events already spooled are not spooled twice. An event larger
+        than the spool goes to the dead-letter file (module doc).
 
         Raises:
             SpoolFullError: the spool stayed full for ``spool_full_timeout_s`` (broker unreachable for long).
+            SpoolWriteError: the spool (or the dead-letter file) cannot be written now (disk full, I/O error).
+            Both are :class:`~streamad.errors.SinkFullError`: retry later, nothing was lost.
         """
-        for event in scores.events:
-            self.spool.append(event.stream_id, event_json(event))
+        done = self._resume[1] if self._resume is not None and self._resume[0] is scores else 0
+        for i, event in enumerate(scores.events[done:], start=done):
+            text = event_json(event)
+            try:
+                self.spool.append(event.stream_id, text)
+            except SpoolRecordTooLargeError as e:
+                self._dead_letter(text, e)
+            except Exception as e:  # SpoolFullError, SpoolWriteError: the runtime retries this frame
+                self._write_problem = str(e)
+                self._resume = (scores, i)
+                raise
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+        self._resume = None
+        self._write_problem = None
         if scores.events:
             self._update_depth()
+
+    def delivery_problem(self) -> str | None:
+        """Why alerts are not being delivered now, or ``None``; never blocks. The reasons:
+
+        * ``kafka sink kafka:<topic>: spool <dir> is full (...)``: an alert is waiting for spool space;
+        * ``kafka sink kafka:<topic>: cannot spool alerts: <error>``: the last spool write failed (disk full,
+          I/O error, or the spool stayed full for ``spool_full_timeout_s``);
+        * ``kafka sink kafka:<topic>: no alert delivered to <servers> for <n> s (<m> waiting in <dir>); last error:
+          <error>``: alerts have waited longer than ``send_timeout_s + retry_backoff_max_s`` with no delivery;
+        * ``kafka sink kafka:<topic>: the delivery thread has stopped``.
+        """
+        who = f"kafka sink {self._label}"
+        if self.spool.waiting_for_space:
+            return (f"{who}: spool {self.spool_dir} is full ({self.spool.depth_nowait} alerts, "
+                    f"spool_max_bytes={self.config.spool_max_bytes}); the pipeline is held back")
+        problem = self._write_problem
+        if problem is not None:
+            return f"{who}: cannot spool alerts: {redact(problem)}"
+        stalled = self.stalled_s()
+        if stalled > self.config.send_timeout_s + self.config.retry_backoff_max_s:
+            return (f"{who}: no alert delivered to {redact(self.config.bootstrap_servers)} for {stalled:.0f} s "
+                    f"({self.spool.depth_nowait} waiting in {self.spool_dir}); last error: "
+                    f"{redact(self._last_error or 'none yet (first attempt in progress)')}")
+        if not self._closed and not self._thread.is_alive():
+            return f"{who}: the delivery thread has stopped"
+        return None
+
+    def stalled_s(self) -> float:
+        """Seconds alerts have waited with no delivery succeeding (0 while none waits)."""
+        since = self._waiting_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+    def undelivered(self) -> int:
+        """Alerts accepted and not delivered: still in the spool (at close, or now if not closed) plus those
+        written to the dead-letter file by this run."""
+        left = self._left if self._left is not None else self.spool.depth_nowait
+        return left + self._dead_letters
 
     def close(self) -> None:
         """Wait up to ``flush_timeout_s`` for every spooled alert to be acknowledged, then stop. Alerts still
@@ -135,7 +240,7 @@ class KafkaSink(Sink):
         self._stop.set()
         self._thread.join(timeout=self.config.send_timeout_s + 5)
         self._close_producer()
-        left = self.spool.depth
+        left = self._left = self.spool.depth
         self._update_depth()
         self.spool.close()
         if not drained and left:
@@ -151,6 +256,8 @@ class KafkaSink(Sink):
             record = self.spool.peek(timeout=0.2)
             if record is None:
                 continue
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
             try:
                 producer = self._producer or self._open_producer()
                 key = record.key.encode("utf-8") if record.key is not None else None
@@ -158,6 +265,7 @@ class KafkaSink(Sink):
                 future.get(timeout=self.config.send_timeout_s + 1.0)
             except Exception as e:  # broker down, timeout, auth, bad producer state: retry, never drop
                 failures += 1
+                self._last_error = f"{type(e).__name__}: {e}"
                 if self._retries is not None:
                     self._retries.inc()
                 delay = backoff_delay(failures, self.config.retry_backoff_s, self.config.retry_backoff_max_s, rng)
@@ -175,6 +283,7 @@ class KafkaSink(Sink):
                           redact(e))
                 self._stop.wait(self.config.retry_backoff_s)
                 continue
+            self._waiting_since = time.monotonic() if self.spool.depth_nowait else None
             if failures:
                 log.info("kafka sink: delivering to %s again after %d failed attempts",
                          redact(self.config.bootstrap_servers), failures)
@@ -206,6 +315,39 @@ class KafkaSink(Sink):
                 producer.close(timeout=1)
             except Exception as e:
                 log.debug("kafka sink: closing producer: %s", redact(e))
+
+    def _dead_letter(self, text: str, error: Exception) -> None:
+        """Keep an alert the spool can never hold in the dead-letter file (fsync'd); SpoolWriteError if that fails."""
+        path = self.spool_dir / DEAD_LETTER_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                view = memoryview((text + "\n").encode("utf-8"))
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise SpoolWriteError(f"cannot write the dead-letter file {path}: {e}") from e
+        self._dead_letters += 1
+        if self._dead_counter is not None:
+            self._dead_counter.inc()
+        log.error("kafka sink %s: an alert of %d bytes can never be spooled (%s); it is kept in %s and NOT sent",
+                  self._label, len(text), redact(error), path)
+
+    @staticmethod
+    def _take_label(metrics: Any, label: str) -> str:
+        """``label``, or ``label#2``, ``#3`` ... if another sink of the same ``metrics`` took it."""
+        if metrics is None:
+            return label
+        taken = _LABELS.setdefault(metrics, set())
+        n, out = 1, label
+        while out in taken:
+            n += 1
+            out = f"{label}#{n}"
+        taken.add(out)
+        return out
 
     def _update_depth(self) -> None:
         if self._depth is not None:

@@ -12,11 +12,19 @@ Layout of a spool directory::
 * The deliverer reads the oldest un-acknowledged record with :meth:`Spool.peek`, delivers it, then calls
   :meth:`Spool.ack`. The watermark file is replaced atomically (tmp file, fsync, rename, fsync of the folder), and
   segments whose records are all acknowledged are deleted.
+* Segments are written unbuffered (``os.write`` on a file descriptor opened ``O_APPEND``). When a write fails
+  (disk full ``ENOSPC``, file-size limit ``EFBIG``, I/O error), what part of the line reached the file is cut with
+  ``os.ftruncate`` and :class:`SpoolWriteError` is raised: the record was not appended, the caller may retry, and
+  the sequence number of the failed attempt is never reused. If even the cut fails, the segment is closed and the
+  next append starts a new one.
 * On open, un-acknowledged records are recovered in order. A torn last line (an append cut short by a crash, so
-  never acknowledged to the caller) is cut off with a warning; damage anywhere else is an error.
+  never acknowledged to the caller) is cut off with a warning. A line that cannot be read anywhere else (a torn
+  line followed by good records, or a record out of sequence order) is skipped with an error log naming the file
+  and line: the records around it are recovered and the spool opens (it never refuses to start over its content).
 * Bounded: the segment files never exceed ``max_bytes`` together. When the spool is full, :meth:`Spool.append`
-  blocks until the deliverer frees space, up to a timeout, then raises :class:`SpoolFullError`. Nothing is ever
-  dropped silently.
+  blocks until the deliverer frees space, up to a timeout, then raises :class:`SpoolFullError`. A single record
+  larger than ``max_bytes`` can never be stored: :class:`SpoolRecordTooLargeError` (not retryable). Nothing is
+  ever dropped silently.
 
 Thread-safe for one appending thread and one delivering thread (one lock and condition guard all state).
 """
@@ -35,7 +43,7 @@ from pathlib import Path
 
 from streamad.errors import SinkFullError, StreamadError
 
-__all__ = ["Spool", "SpoolRecord", "SpoolError", "SpoolFullError"]
+__all__ = ["Spool", "SpoolRecord", "SpoolError", "SpoolFullError", "SpoolWriteError", "SpoolRecordTooLargeError"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,22 @@ class SpoolError(StreamadError):
 
 
 class SpoolFullError(SpoolError, SinkFullError):
-    """The spool stayed full (``max_bytes``) for longer than the append timeout: the deliverer is not keeping up."""
+    """The spool stayed full (``max_bytes``) for longer than the append timeout: the deliverer is not keeping up.
+    Retryable (a :class:`~streamad.errors.SinkFullError`): the runtime holds the pipeline back and tries again."""
+
+    reason = "spool_full"
+
+
+class SpoolWriteError(SpoolError, SinkFullError):
+    """Writing a segment failed (disk full, file-size limit, I/O error); the record was not appended and the spool
+    is intact. Retryable (a :class:`~streamad.errors.SinkFullError`): the runtime holds the pipeline back and tries
+    again, so a full disk applies backpressure and never drops an alert."""
+
+    reason = "write_error"
+
+
+class SpoolRecordTooLargeError(SpoolError):
+    """One record is larger than the spool's ``max_bytes``: it can never be stored (not retryable)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +132,8 @@ class Spool:
         self._cond = threading.Condition()
         self._pending: collections.deque[SpoolRecord] = collections.deque()
         self._segments: list[_Segment] = []
-        self._active = None  # binary file object of the last segment while this process appends to it
+        self._active: int | None = None  # O_APPEND descriptor of the last segment while this process appends to it
+        self.waiting_for_space = False  # an append is blocked on a full spool (read without the lock, for health)
         self._closed = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -176,23 +200,32 @@ class Spool:
             if rec is None or rec.seq <= (records[-1].seq if records else after):
                 if bad_at is None:
                     bad_at, bad_line = offset, lineno
-            elif bad_at is not None:
-                raise SpoolError(f"spool segment {path} is damaged at line {bad_line} (valid records follow it); "
-                                 f"move the folder aside to start an empty spool")
             else:
+                if bad_at is not None:  # a torn or out-of-order line with good records after it: skip it
+                    log.error("spool segment %s: skipped unreadable line %d (%d bytes; a write cut short or damage "
+                              "on disk); the records after it are recovered", path, bad_line, offset - bad_at)
+                    bad_at = None
                 records.append(rec)
             offset += len(raw) + 1
         if bad_at is None:
             return records, len(data)
         if not is_last:
-            raise SpoolError(f"spool segment {path} is damaged at line {bad_line} and is not the last segment; "
-                             f"move the folder aside to start an empty spool")
+            log.error("spool segment %s: skipped %d unreadable bytes at its end (line %d)", path,
+                      len(data) - bad_at, bad_line)
+            return records, len(data)
         log.warning("spool segment %s: cut %d bytes of a torn last record (an append interrupted by a crash, "
                     "never confirmed to the pipeline)", path, len(data) - bad_at)
-        with open(path, "r+b") as f:
-            f.truncate(bad_at)
-            if self._fsync:
-                os.fsync(f.fileno())
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, bad_at)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:  # the torn bytes stay: the next run skips them again, and appends go to a new segment
+            log.error("spool segment %s: cannot cut the torn last record: %s", path, e)
+            return records, len(data)
         return records, bad_at
 
     @staticmethod
@@ -214,6 +247,12 @@ class Spool:
             return len(self._pending)
 
     @property
+    def depth_nowait(self) -> int:
+        """:attr:`depth` read without taking the lock (for health checks that must never block; may be a moment
+        stale)."""
+        return len(self._pending)
+
+    @property
     def size_bytes(self) -> int:
         """Bytes of segment files on disk (counts acknowledged records until their whole segment is deleted)."""
         with self._cond:
@@ -228,8 +267,11 @@ class Spool:
             timeout: seconds to wait for space when the spool is full (default ``full_timeout_s``).
 
         Raises:
-            SpoolFullError: still full after ``timeout`` seconds, or the record alone exceeds ``max_bytes``.
-            SpoolError: the spool is closed, or the write failed (disk full, I/O error); nothing was appended.
+            SpoolFullError: still full after ``timeout`` seconds (retryable).
+            SpoolWriteError: the write failed (disk full, file-size limit, I/O error); nothing was appended and the
+                spool stays readable (retryable).
+            SpoolRecordTooLargeError: the record alone exceeds ``max_bytes`` (never storable).
+            SpoolError: the spool is closed.
         """
         timeout = self.full_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -240,20 +282,23 @@ class Spool:
                 line = (json.dumps({"seq": seq, "key": key, "value": value}, ensure_ascii=False,
                                    separators=(",", ":")) + "\n").encode("utf-8")
                 if len(line) > self.max_bytes:
-                    raise SpoolFullError(f"record of {len(line)} bytes exceeds the spool's max_bytes={self.max_bytes}"
+                    raise SpoolRecordTooLargeError(f"record of {len(line)} bytes exceeds the spool's max_bytes={self.max_bytes}"
                                          f" ({self.directory}); raise spool_max_bytes")
                 used = sum(s.size for s in self._segments)
                 if used + len(line) <= self.max_bytes:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self.waiting_for_space = False
                     raise SpoolFullError(
                         f"spool {self.directory} is full ({used} of max_bytes={self.max_bytes} bytes, "
                         f"{len(self._pending)} records unacknowledged) and stayed full for {timeout:g} s: the "
                         f"destination is not taking messages; raise spool_max_bytes or fix the destination")
+                self.waiting_for_space = True
                 self._cond.wait(left)
+            self.waiting_for_space = False
+            self._next_seq = seq + 1  # also when the write fails: a failed attempt's number is never reused
             self._write(seq, line)
-            self._next_seq = seq + 1
             self._pending.append(SpoolRecord(seq, key, value))
             self._cond.notify_all()
             return seq
@@ -289,9 +334,8 @@ class Spool:
                 self._pending.popleft()
             while self._segments and self._segments[0].last_seq <= seq:
                 seg = self._segments.pop(0)
-                if not self._segments and self._active is not None:
-                    self._active.close()
-                    self._active = None
+                if not self._segments:
+                    self._close_active()
                 self._unlink(seg.path)
             self._cond.notify_all()
 
@@ -313,9 +357,8 @@ class Spool:
             if self._closed:
                 return
             self._closed = True
-            if self._active is not None:
-                self._active.close()
-                self._active = None
+            self.waiting_for_space = False
+            self._close_active()
             self._cond.notify_all()
         self._release_lock()
 
@@ -330,34 +373,64 @@ class Spool:
         if self._closed:
             raise SpoolError(f"spool {self.directory} is closed")
 
+    def _close_active(self) -> None:
+        fd, self._active = self._active, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError as e:
+                log.warning("spool %s: closing the active segment: %s", self.directory, e)
+
+    def _open_segment(self, seq: int) -> _Segment:
+        self._close_active()
+        path = self.directory / f"{seq:020d}{_SEGMENT_SUFFIX}"
+        try:
+            self._active = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if self._fsync:
+                _fsync_dir(self.directory)
+        except OSError as e:
+            self._close_active()
+            self._unlink(path)
+            raise SpoolWriteError(f"cannot create spool segment {path}: {e}") from e
+        seg = _Segment(path, seq - 1, 0)
+        self._segments.append(seg)
+        return seg
+
     def _write(self, seq: int, line: bytes) -> None:
+        """Append ``line`` to the active segment (a new one if none or if it would pass ``segment_bytes``) and
+        fsync it; on failure cut the partial line and raise :class:`SpoolWriteError`."""
         seg = self._segments[-1] if self._segments and self._active is not None else None
         if seg is None or (seg.size > 0 and seg.size + len(line) > self.segment_bytes):
-            if self._active is not None:
-                self._active.close()
-                self._active = None
-            path = self.directory / f"{seq:020d}{_SEGMENT_SUFFIX}"
-            try:
-                self._active = open(path, "ab")
-                if self._fsync:
-                    _fsync_dir(self.directory)
-            except OSError as e:
-                raise SpoolError(f"cannot create spool segment {path}: {e}") from e
-            seg = _Segment(path, seq - 1, 0)
-            self._segments.append(seg)
+            seg = self._open_segment(seq)
+        fd = self._active
+        assert fd is not None
         try:
-            self._active.write(line)
-            self._active.flush()
+            view = memoryview(line)
+            while view:  # a write may be short (e.g. up to a file-size limit); the next one then raises
+                view = view[os.write(fd, view):]
             if self._fsync:
-                os.fsync(self._active.fileno())
+                os.fsync(fd)
         except OSError as e:
-            try:  # cut what part of the line reached the file, so that later appends stay readable
-                self._active.truncate(seg.size)
-            except OSError:
-                pass
-            raise SpoolError(f"cannot write spool segment {seg.path}: {e}") from e
+            self._undo_write(seg)
+            raise SpoolWriteError(f"cannot write spool segment {seg.path}: {e}; the record was not spooled "
+                                  f"(the spool is intact)") from e
         seg.size += len(line)
         seg.last_seq = seq
+
+    def _undo_write(self, seg: _Segment) -> None:
+        """Cut what part of a failed append reached ``seg`` (through the descriptor: nothing is buffered); a
+        segment left empty is deleted. If the cut fails, the segment is closed for good: later appends go to a
+        new segment and recovery skips the torn line."""
+        try:
+            os.ftruncate(self._active, seg.size)  # type: ignore[arg-type]
+        except OSError as e:
+            log.error("spool segment %s: cannot cut a failed append (%s); continuing in a new segment", seg.path, e)
+            self._close_active()
+            return
+        if seg.size == 0:
+            self._close_active()
+            self._segments.remove(seg)
+            self._unlink(seg.path)
 
     def _write_watermark(self, seq: int) -> None:
         path = self.directory / _WATERMARK

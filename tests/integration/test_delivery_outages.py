@@ -20,6 +20,7 @@ from pathlib import Path
 
 from serve_process import ServeProcess, pipeline_yaml, wait_until
 from servers import TansuBroker
+from streamad.errors import EXIT_UNDELIVERED
 from streamad.sinks.kafka import consume_events
 
 CLIPS = ["Test001", "Test002", "Test003", "Test004"]  # 180, 180, 150, 180 frames: 15-18 s at 10 frames/s
@@ -76,13 +77,13 @@ def test_broker_outage_loses_no_event(durable_kafka_broker: TansuBroker, ped2_mo
     cfg = _config(tmp_path, "outage.yaml", data_root, broker.bootstrap, port, str(jsonl))
     env = {"STREAMAD_DATA": str(data_root)}
     with ServeProcess(cfg, ped2_model, tmp_path, port, env=env) as proc:
-        wait_until(lambda: _events(proc) >= 5 and proc.value("streamad_spool_depth", sink="kafka") == 0, 60,
+        wait_until(lambda: _events(proc) >= 5 and proc.value("streamad_spool_depth", sink="kafka:" + TOPIC) == 0, 60,
                    "the first alerts delivered")
         broker.kill()  # a crash, while the clips keep producing alerts
         at_kill = len(_jsonl_idents(jsonl))
         wait_until(lambda: len(_jsonl_idents(jsonl)) >= at_kill + 5, 30, "alerts produced during the outage")
-        wait_until(lambda: proc.value("streamad_sink_retries_total", sink="kafka") >= 1, 20, "delivery retries")
-        assert proc.value("streamad_spool_depth", sink="kafka") > 0
+        wait_until(lambda: proc.value("streamad_sink_retries_total", sink="kafka:" + TOPIC) >= 1, 20, "delivery retries")
+        assert proc.value("streamad_spool_depth", sink="kafka:" + TOPIC) > 0
         time.sleep(2.0)
         at_restart = len(_jsonl_idents(jsonl))
         broker.start()
@@ -110,7 +111,7 @@ def test_sigkill_of_streamad_then_restart_delivers_everything(ped2_model: Path, 
     try:
         with first:
             wait_until(lambda: len(_jsonl_idents(first_jsonl)) >= 10, 60, "alerts of the first run")
-            assert first.value("streamad_spool_depth", sink="kafka") >= 10
+            assert first.value("streamad_spool_depth", sink="kafka:" + TOPIC) >= 10
             first.kill()  # SIGKILL mid-run: no drain, no flush, no goodbye
         before = _jsonl_idents(first_jsonl)
         assert list((tmp_path / "spool").glob("*.seg")), "the unacknowledged alerts must be on disk"
@@ -137,22 +138,38 @@ def test_sigkill_of_streamad_then_restart_delivers_everything(ped2_model: Path, 
     assert os.path.exists(tmp_path / "spool" / "acked.json")
 
 
-def test_sigterm_with_the_broker_down_exits_within_the_grace_period(ped2_model: Path, data_root: Path,
-                                                                    tmp_path: Path) -> None:
-    broker = TansuBroker(log_dir=tmp_path)  # never started: every delivery attempt fails
+def test_sigterm_with_the_broker_down_exits_5_within_the_grace_period_and_the_next_start_delivers(
+        ped2_model: Path, data_root: Path, tmp_path: Path) -> None:
+    broker = TansuBroker(log_dir=tmp_path)  # not running yet: every delivery attempt fails
     jsonl = tmp_path / "alerts.jsonl"
     port = ServeProcess.port()
     cfg = _config(tmp_path, "term.yaml", data_root, broker.bootstrap, port, str(jsonl))  # flush_timeout_s: 60
     text = cfg.read_text().replace("grace_period_s: 10", "grace_period_s: 3")
     cfg.write_text(text)
-    with ServeProcess(cfg, ped2_model, tmp_path, port, env={"STREAMAD_DATA": str(data_root)}) as proc:
+    env = {"STREAMAD_DATA": str(data_root)}
+    with ServeProcess(cfg, ped2_model, tmp_path, port, env=env) as proc:
         wait_until(lambda: len(_jsonl_idents(jsonl)) >= 3, 60, "alerts")
         t = time.monotonic()
         proc.signal(signal.SIGTERM)
         rc = proc.wait(30)
         took = time.monotonic() - t
     # 3 s of grace plus slack for a loaded 2-core machine; ignoring the grace period would wait the 60 s flush timeout
-    assert rc == 0 and took <= 3.0 + 5.0, f"exit code {rc} after {took:.1f} s"
+    assert rc == EXIT_UNDELIVERED and took <= 3.0 + 5.0, f"exit code {rc} after {took:.1f} s"
     assert "did not close within the grace period" in proc.log()
+    assert "alerts were not delivered" in proc.out() + proc.log()
+    written = _jsonl_idents(jsonl)
     spooled = sum(p.read_text().count("\n") for p in (tmp_path / "spool").glob("*.seg"))
-    assert spooled >= len(_jsonl_idents(jsonl))  # everything the JSONL file got is on disk for the next start
+    assert spooled >= len(written)  # everything the JSONL file got is on disk for the next start
+
+    broker.start()
+    try:
+        port = ServeProcess.port()
+        again = ServeProcess(_config(tmp_path, "again.yaml", data_root, broker.bootstrap, port,
+                                     str(tmp_path / "again.jsonl"), max_frames=10, clips=CLIPS[:1]),
+                             ped2_model, tmp_path, port, env=env)
+        with again:
+            assert again.wait(120) == 0, again.log()[-3000:]
+        on_topic = _topic_idents(broker.bootstrap, len(written))
+    finally:
+        broker.stop()
+    assert set(written) <= on_topic, f"lost: {sorted(set(written) - on_topic)[:5]}"

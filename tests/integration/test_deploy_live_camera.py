@@ -37,5 +37,5 @@ def test_shipped_pipeline_serves_a_live_camera(start_rtsp, vtest_h264: Path, kaf
         # people in vtest.avi are anomalies to the Ped2 model: the alerts reach the Kafka topic of the pipeline
         first = next(consume_events(kafka_broker.bootstrap, "streamad.alerts", stream="entrance", timeout_s=40), None)
         assert first is not None and first["type"] == "start" and first["stream_id"] == "entrance", first
-        wait_until(lambda: serve.value("streamad_spool_depth", sink="kafka") == 0, 20, "an empty spool")
+        wait_until(lambda: serve.value("streamad_spool_depth", sink="kafka:streamad.alerts") == 0, 20, "an empty spool")
         assert serve.stop(timeout_s=40) == 0, serve.log()[-3000:]

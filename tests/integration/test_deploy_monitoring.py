@@ -193,7 +193,7 @@ def test_every_dashboard_query_returns_data_from_a_real_serve(kafka_broker, ped2
         assert status, "the down camera is not shown as reconnecting"
         score = prom.query('streamad_anomaly_threshold{stream="UCSDped2/Test001"}')
         assert float(score[0]["value"][1]) == 0.5
-        spool = prom.query('streamad_spool_depth{sink="kafka"}')
+        spool = prom.query('streamad_spool_depth{sink=~"kafka:.*"}')
         assert spool and float(spool[0]["value"][1]) >= 0
 
         # Prometheus evaluates the deploy rules on this data: all healthy, the recordings have data, and the

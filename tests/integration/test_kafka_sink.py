@@ -80,11 +80,11 @@ def _wait(predicate, timeout_s: float, what: str) -> None:
 
 
 def _retries(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("streamad_sink_retries_total", {"sink": "kafka"}) or 0.0
+    return metrics.registry.get_sample_value("streamad_sink_retries_total", {"sink": "kafka:alerts"}) or 0.0
 
 
 def _depth(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("streamad_spool_depth", {"sink": "kafka"})
+    return metrics.registry.get_sample_value("streamad_spool_depth", {"sink": "kafka:alerts"})
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:

@@ -46,7 +46,7 @@ def test_no_secret_in_logs_metrics_health_or_alerts(start_rtsp, vtest_h264: Path
         wait_until(lambda: proc.value("streamad_stream_errors_total", stream=door) == 1, 30, "the refused camera")
         wait_until(lambda: (tmp_path / "alerts.jsonl").exists() and (tmp_path / "alerts.jsonl").read_text().count(
             "\n") >= 2, 90, "alerts on the working camera")
-        wait_until(lambda: proc.value("streamad_sink_retries_total", sink="kafka") >= 2, 30, "kafka retries")
+        wait_until(lambda: proc.value("streamad_sink_retries_total", sink="kafka:secret.alerts") >= 2, 30, "kafka retries")
         exposed = [proc.get(p)[1] for p in ("/metrics", "/healthz", "/readyz")]
         exposed += [_get(metrics_port, p) for p in ("/metrics", "/healthz", "/readyz")]
         proc.signal(signal.SIGTERM)

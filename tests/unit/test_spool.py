@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamad.sinks.spool import Spool, SpoolError, SpoolFullError
+from streamad.sinks.spool import Spool, SpoolError, SpoolFullError, SpoolRecordTooLargeError
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -92,16 +92,18 @@ def test_torn_last_line_is_cut_and_spool_stays_usable(tmp_path: Path, caplog: py
         assert [r[2] for r in _drain(spool)] == [f"alert {i}" for i in range(4)]
 
 
-def test_damage_before_valid_records_is_an_error_naming_the_file(tmp_path: Path) -> None:
+def test_damage_before_valid_records_is_skipped_and_named_and_the_rest_recovered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with Spool(tmp_path) as spool:
         for i in range(3):
             spool.append("cam", f"alert {i}")
     seg = _segments(tmp_path)[-1]
     lines = seg.read_bytes().split(b"\n")
-    lines[1] = b"garbage"
+    lines[1] = b'{"seq":1,"key":"cam","val'  # a torn line in the middle, good records after it
     seg.write_bytes(b"\n".join(lines))
-    with pytest.raises(SpoolError, match=rf"{seg.name}.*line 2"):
-        Spool(tmp_path)
+    with Spool(tmp_path) as spool:  # opens: it never refuses to start over its content
+        assert [r[2] for r in _drain(spool)] == ["alert 0", "alert 2"]
+    assert f"{seg.name}: skipped unreadable line 2" in caplog.text
 
 
 def test_second_user_of_a_directory_is_refused(tmp_path: Path) -> None:
@@ -125,7 +127,7 @@ def test_full_spool_blocks_then_raises_and_never_drops(tmp_path: Path) -> None:
         with pytest.raises(SpoolFullError):
             spool.append("cam", value, timeout=0.3)
         assert 0.25 < time.monotonic() - t0 < 2.0
-        with pytest.raises(SpoolFullError, match="exceeds"):
+        with pytest.raises(SpoolRecordTooLargeError, match="exceeds"):
             spool.append("cam", "y" * 2000)
 
         # a blocked append proceeds as soon as the deliverer frees a segment
@@ -164,3 +166,47 @@ def test_concurrent_appender_and_deliverer_keep_order(tmp_path: Path) -> None:
         assert got == [f"alert {i:05d}" for i in range(total)]
         assert max_size <= 4000
         assert spool.wait_empty(1.0) and spool.depth == 0
+
+
+_FAILING_WRITER = """
+import json, resource, signal, sys
+from streamad.sinks.spool import Spool, SpoolWriteError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+spool = Spool(sys.argv[1], max_bytes=2**20, segment_bytes=2**20)
+acked, failures = [], []
+for i in range(12):
+    if i == 4:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (spool.size_bytes + 30, hard))  # the next record breaks off
+    if i == 8:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+    try:
+        acked.append((spool.append("cam", "alert %d " % i + "x" * 60), "alert %d " % i + "x" * 60))
+    except SpoolWriteError as e:
+        failures.append(str(e))
+print(json.dumps({"acked": acked, "failures": failures}))
+"""  # exits without close(), as a crash would
+
+
+def test_a_write_failing_mid_record_leaves_the_spool_readable_and_loses_nothing_acknowledged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = subprocess.run([sys.executable, "-c", _FAILING_WRITER, str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    got = json.loads(out)
+    acked = [(seq, value) for seq, value in got["acked"]]
+    assert len(got["failures"]) == 4 and "File too large" in got["failures"][0]
+    assert [v.split()[1] for _, v in acked] == ["0", "1", "2", "3", "8", "9", "10", "11"]
+    seqs = [seq for seq, _ in acked]
+    assert seqs == [0, 1, 2, 3, 8, 9, 10, 11], "a failed attempt's number is never reused"
+    with Spool(tmp_path) as spool:  # every record acknowledged to the caller comes back, nothing else
+        assert [(r[0], r[2]) for r in _drain(spool)] == acked
+    assert "skipped" not in caplog.text and "torn" not in caplog.text  # the failed writes left no bytes behind
+
+
+def test_an_oversized_record_is_refused_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    with Spool(tmp_path, max_bytes=1000) as spool:
+        t0 = time.monotonic()
+        with pytest.raises(SpoolRecordTooLargeError, match=rf"exceeds the spool's max_bytes=1000 \({tmp_path}"):
+            spool.append("cam", "y" * 2000, timeout=30)
+        assert time.monotonic() - t0 < 5  # not retried as "full": it can never fit
+        assert spool.depth == 0 and spool.append("cam", "ok") == 0
