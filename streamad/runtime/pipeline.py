@@ -579,9 +579,9 @@ class Pipeline:
         seen: Counter[str] = Counter()
         problems = {}
         for sink in self.sinks:
-            kind = getattr(sink, "kind", type(sink).__name__)
-            seen[kind] += 1
-            name = kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"
+            label = sink.metrics_label  # the sink's name in its metrics (a Kafka sink: kafka:<topic>)
+            seen[label] += 1
+            name = label if seen[label] == 1 else f"{label}_{seen[label]}"
             try:
                 reason = sink.delivery_problem()
             except Exception as exc:  # a broken probe is a problem to report, never a failing health endpoint

@@ -2,7 +2,7 @@
 scores UCSD Ped2 clips in real time into a real broker (tansu) through a spool on a small tmpfs this test mounts
 (root only; skipped otherwise). The disk fills mid-run (a filler file takes every free byte) and frees again; then
 it fills once more and streamad is SIGKILLed during the stall. A second start with the same spool opens it cleanly
-and every alert of the JSONL sink reaches the topic. While the disk is full, ``/metrics`` shows the stall.
+and every alert of the JSONL sink reaches the topic. While the disk is full, ``/metrics`` and ``/readyz`` show the stall.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def test_a_full_disk_holds_alerts_back_and_loses_none_even_with_a_sigkill(
         stalled = wait_until(lambda: _full_waits(proc) >= 4 and proc.metrics(), 20, "a longer stall")
         assert len(_jsonl_idents(jsonl)) == before, "held back: no alert passes the spool while the disk is full"
         assert proc.value("streamad_sink_errors_total", stalled, sink=SINK) == 0  # nothing given up
-        # TODO(issue 18 item 7, after merging the /readyz wiring): assert proc.get("/readyz")[0] == 503 here and
-        # that its body names "kafka sink kafka:alerts.diskfull: cannot spool alerts".
+        status, ready = proc.json("/readyz")  # readiness shows the stall; liveness does not restart the pod
+        assert status == 503 and "cannot spool alerts" in ready["reasons"][f"sink:{SINK}"], ready
+        assert proc.json("/healthz")[0] == 200
         filler.unlink()  # space again: the held alerts go through
         wait_until(lambda: len(_jsonl_idents(jsonl)) > before, 30, "alerts flowing again")
         waits = _full_waits(proc)
