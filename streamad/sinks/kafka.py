@@ -13,8 +13,10 @@ Path of one alert (design.md "Alerts"):
 4. :meth:`KafkaSink.close` waits up to ``flush_timeout_s`` for the spool to drain; what is left stays spooled
    and is resent by the next run that uses the same ``spool_dir``.
 
-A crash between the broker's acknowledgement and the spool's can resend an event: consumers drop duplicates by
-``(event_id, type, seq)``, as :func:`consume_events` does.
+Duplicates happen, and consumers must drop them by ``(event_id, type, seq)``, as :func:`consume_events` does. They
+come from a crash between the broker's acknowledgement and the spool's; from a frozen or slow broker, when a send
+timed out (and is resent) although the broker had in fact written it; and from a file stream replayed after a
+restart, whose events get the same ``event_id`` (reproducible for files: :func:`streamad.operators.alert.event_id`).
 
 kafka-python 3 enables producer idempotence by default, and such a producer fails for good after a broker restart
 (``InitProducerId ... UnknownError``), so the producer is built with ``enable_idempotence=False``.
