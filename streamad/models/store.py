@@ -15,7 +15,9 @@ parent fsynced) and the old copy removed. A crash at any point leaves ``NAME`` h
 new model, never ``weights.npz`` of one fit with ``model.json`` of another; in the instant between the two renames
 ``NAME`` is missing, and :func:`recover_model_dir` (called by every load and save) puts the complete copy back.
 The next save removes leftovers. Exports (``openvino/``, ``onnx/``) belong to the old weights and are not carried
-over; any other file of the old directory is copied into the new one.
+over; any other file of the old directory is copied into the new one. Because the directory is replaced as a whole,
+saving needs write access to its parent, a symlinked ``MODEL_DIR`` is replaced by a real directory, and a process
+whose working directory is ``MODEL_DIR`` keeps the old (deleted) one.
 
 Loading never unpickles and never imports code named by the file: the model kind must be a registered video model
 (``VIDEO_MODELS``) or image model (``IMAGE_MODELS``). Image models store their fitted arrays (memory bank, Gaussians,
@@ -41,8 +43,8 @@ from streamad.models.image.base import ImageModel
 from streamad.models.postprocess import PostProcess
 from streamad.registry import MODEL_REGISTRIES
 
-__all__ = ["save_model", "recover_model_dir", "load_model", "load_model_of_kind", "read_metadata", "read_postprocess", "FORMAT",
-           "FORMAT_VERSION"]
+__all__ = ["save_model", "recover_model_dir", "load_model", "load_model_of_kind", "read_metadata", "read_postprocess",
+           "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "streamad-model"
 FORMAT_VERSION = 1
@@ -76,7 +78,7 @@ def recover_model_dir(model_dir: str | Path) -> None:
     into place; with only the old one, it is renamed back. Does nothing when ``model_dir`` exists. Safe to call
     from several processes at once (a rename another process did first is not an error).
     """
-    d = Path(model_dir)
+    d = Path(os.path.abspath(model_dir))  # "." or "x/.." have no name of their own
     if d.exists():
         return
     for old in reversed(_leftovers(d, _OLD)):
@@ -116,7 +118,7 @@ def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postproces
     Raises:
         OSError: the directory or its parent cannot be written (the old model, if any, is left in place).
     """
-    d = Path(model_dir)
+    d = Path(os.path.abspath(model_dir))  # "." or "x/.." have no name of their own
     d.parent.mkdir(parents=True, exist_ok=True)
     recover_model_dir(d)
     _remove_leftovers(d)
@@ -169,7 +171,7 @@ def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postproces
     _fsync_path(d.parent)
     if had_old:
         shutil.rmtree(old, ignore_errors=True)
-    return d
+    return Path(model_dir)
 
 
 def read_metadata(model_dir: str | Path) -> dict[str, Any]:

@@ -126,3 +126,4 @@ def test_a_model_dir_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model").write_text("x")
     with pytest.raises(NotADirectoryError, match="model"):
         save_model(tmp_path / "model", Fake(1.0), POST)
+
