@@ -16,6 +16,7 @@ YAML is read with ``yaml.safe_load`` semantics: no Python objects are ever const
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -189,11 +190,15 @@ class PipelineConfig:
         data_root: resolved data root: the config's ``data_root``, else ``$STREAMAD_DATA``, else ``None``.
         model_dir: the ``model_dir`` path (relative paths are relative to the working directory, like every
             output path in a config), or ``None``.
+        raw_streams: the ``streams`` entries as written (after ``extends``, before ``${VAR}`` interpolation, so
+            holding ``${CAM_PASSWORD}``, not the password), one per entry of ``spec.streams``; ``None`` for a
+            config not read from YAML. ``serve --group`` fingerprints them (:mod:`streamad.runtime.group`).
     """
 
-    def __init__(self, spec: Any, path: Path | None) -> None:
+    def __init__(self, spec: Any, path: Path | None, raw_streams: list[Any] | None = None) -> None:
         self.spec = spec
         self.path = path
+        self.raw_streams = raw_streams
         root = spec.data_root or os.environ.get("STREAMAD_DATA") or None
         self.data_root = Path(root).expanduser() if root else None
         self.model_dir = Path(spec.model_dir).expanduser() if spec.model_dir else None
@@ -375,6 +380,7 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
     if "extends" in data:
         root = None  # line numbers would point into the wrong file for inherited keys
     data = _resolve_extends(data, name, path)
+    raw_streams = copy.deepcopy(data.get("streams"))
     try:
         data = _interpolate_tree(data, "", env)
     except ConfigError as exc:  # name the file too: the key path alone does not say which config
@@ -385,7 +391,7 @@ def load_config_text(text: str, name: str = "<config>", path: Path | None = None
         spec = schema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, name, root)) from None
-    return PipelineConfig(spec, path)
+    return PipelineConfig(spec, path, raw_streams if isinstance(raw_streams, list) else None)
 
 
 def _canonical_kinds(data: dict[str, Any], name: str) -> None:

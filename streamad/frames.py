@@ -74,6 +74,9 @@ class Frame:
         timings: seconds spent per stage on this frame, filled in by the runtime.
         source_size: ``(width, height)`` of the frame as the source delivered it, before any resize (pixels);
             ``None`` means ``image`` is at source size. Alerts report boxes in source pixels.
+        origin: identity of what a file stream reads (a hash of the file's path, size and modification time, see
+            :meth:`~streamad.sources.pacing.FileSource.identity`): the same file gives the same ``origin`` on every
+            run, so alert event ids are reproducible; ``None`` for live streams (their event ids are random).
     """
 
     stream_id: str
@@ -86,6 +89,7 @@ class Frame:
     video: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     source_size: tuple[int, int] | None = None
+    origin: str | None = None
 
     @property
     def height(self) -> int:
@@ -189,6 +193,7 @@ class Scores:
         timings: seconds per stage.
         events: alert events that this frame caused (set by the ``alert`` operator).
         model: ``{"name": ..., "version": ...}`` of the model that scored the frame.
+        origin: the scored frame's :attr:`Frame.origin` (``None`` for live streams).
         width, height: size of the source frame in pixels.
         image: ``(H, W, 3) uint8 RGB`` pixels of the scored target frame at the pipeline's frame size (after any
             ``resize``), a reference to the frame's array, not a copy; ``None`` when the producer had none.
@@ -216,6 +221,7 @@ class Scores:
     width: int = 0
     height: int = 0
     image: np.ndarray | None = field(default=None, repr=False)
+    origin: str | None = None
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import uuid
 from typing import Any, Literal
 
@@ -14,7 +15,9 @@ from streamad.frames import Event, Scores
 from streamad.parts import Operator, PartConfig
 from streamad.registry import OPERATORS
 
-__all__ = ["Alert", "iso_utc"]
+__all__ = ["Alert", "iso_utc", "event_id"]
+
+_EVENT_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://streamad/event_id")
 
 
 def iso_utc(t: float) -> str:
@@ -22,11 +25,27 @@ def iso_utc(t: float) -> str:
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def event_id(stream_id: str, first: Scores, settings: dict[str, Any]) -> str:
+    """The id of the event of stream ``stream_id`` whose first anomalous frame is ``first``.
+
+    For a file stream (``first.origin`` set: a fingerprint of the file's path, size and modification time) it is
+    ``uuid5(ns, JSON [stream id, origin, model name, model version, alert settings, first frame index])``: the same
+    file read again (a replay after a restart) with the same model and ``alert`` settings gives the same ids, so
+    consumers that drop duplicates by ``(event_id, type, seq)`` drop the replayed events; another file, a changed
+    file, a refitted model (its version includes the fit time) or other settings give other ids. For a live stream
+    (``origin`` is ``None``) it is a random ``uuid4``: unique per event.
+    """
+    if first.origin is None:
+        return str(uuid.uuid4())
+    key = [stream_id, first.origin, first.model.get("name"), first.model.get("version"), settings, first.index]
+    return str(uuid.uuid5(_EVENT_NS, json.dumps(key, sort_keys=True, default=str)))
+
+
 class _Open:
     """State of an open event."""
 
-    def __init__(self, first: Scores) -> None:
-        self.event_id = str(uuid.uuid4())
+    def __init__(self, stream_id: str, first: Scores, settings: dict[str, Any]) -> None:
+        self.event_id = event_id(stream_id, first, settings)
         self.start = first
         self.seq = 0
         self.frames = 0
@@ -53,6 +72,9 @@ class Alert(Operator):
     so far and the regions of the peak frame (top ``max_regions`` by score, boxes in source pixels, with each
     feature stream's contribution and ``reasons``: the words of the streams that drove the region, see
     :mod:`streamad.explain`), and the event's ``reasons`` (their union, largest contribution first).
+
+    Event ids: reproducible for file streams (same file, model and settings give the same ids, so a replay can be
+    deduplicated), random for live streams; see :func:`event_id`.
 
     Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them. Each
     frame is passed on when the next one arrives (one frame of delay), so that the ``end`` of an event still open
@@ -83,6 +105,7 @@ class Alert(Operator):
         self.open: _Open | None = None
         self.below = 0
         self.held: Scores | None = None
+        self._settings = self.config.model_dump(mode="json")  # part of a file stream's event ids
 
     def _event(self, kind: str, s: Scores, end_frame: int | None = None) -> Event:
         o = self.open
@@ -138,7 +161,7 @@ class Alert(Operator):
             self.run.append(s)
             if len(self.run) < c.min_frames:
                 return
-            self.open = _Open(self.run[0])
+            self.open = _Open(self.stream_id, self.run[0], self._settings)
             for r in self.run:
                 self.open.add(r)
             self.open.last_anomalous = s

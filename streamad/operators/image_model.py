@@ -173,7 +173,7 @@ class ImageModelOp(Operator):
                 score=score, boxes=scale_boxes(boxes, (amap.shape[1], amap.shape[0]), size),
                 region_scores=rscores.copy(), label=f.label, video=f.video, timings=f.timings,
                 model={"name": h.name, "version": h.version}, width=size[0], height=size[1], anomaly_map=amap,
-                mask=f.mask, image=f.image, scored=scored))
+                mask=f.mask, image=f.image, scored=scored, origin=f.origin))
         return out
 
     @staticmethod

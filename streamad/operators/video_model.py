@@ -92,6 +92,7 @@ class VideoModelOp(Operator):
                 boxes=scale_boxes(boxes, (frame.width, frame.height), frame.source_size),
                 region_scores=result.region_scores, contributions=result.contributions, label=frame.label,
                 video=frame.video, timings=frame.timings, model={"name": handle.name, "version": handle.version},
+                origin=frame.origin,
                 width=(frame.source_size or (frame.width, frame.height))[0],
                 height=(frame.source_size or (frame.width, frame.height))[1], image=frame.image,
             ))

@@ -3,12 +3,28 @@
 Design (README "Scaling with --group"):
 
 * **Control topic** ``streamad.control.<NAME>`` (``--control-topic``): partition ``i`` holds stream slot ``i``, the
-  ``i``-th entry of the config's ``streams`` as JSON (key = the entry's ``id``, else ``streams[i]``). A worker
-  creates the topic with one partition per entry when it does not exist (tansu and older clusters cannot add
-  partitions later, so the count is fixed up front), fails with :class:`GroupError` when it exists with fewer
-  partitions than entries, and then publishes every entry (a tombstone for partitions beyond the entries).
-  The latest record of a partition is its slot's config: a worker started with a changed config republishes and
-  every worker applies the change to the streams it holds.
+  ``i``-th entry of the config's ``streams``, as a *reference*, never the entry itself: ``{"slot": i, "id": KEY,
+  "sha256": FINGERPRINT}`` (key = the entry's ``id``, else ``streams[i]``; the fingerprint is the SHA-256 of the
+  entry as written in the YAML, ``${VAR}`` references unexpanded, see :func:`slot_fingerprint`). No URL, path,
+  option or secret travels through Kafka. A worker creates the topic with one partition per entry when it does not
+  exist (tansu and older clusters cannot add partitions later, so the count is fixed up front), fails with
+  :class:`GroupError` when it exists with fewer partitions than entries, and then publishes every slot (a
+  tombstone for partitions beyond the entries).
+* **Trust.** A worker serves only streams of its *own* config: for an assigned partition ``i`` it reads the latest
+  record and serves its local ``streams[i]`` (interpolated from its own environment) only when the record's
+  ``slot``, ``id`` and ``sha256`` match that local entry; any other record (another id or fingerprint, a slot
+  beyond its config, not a reference at all, e.g. a forged stream config with a URL) is refused with an ERROR log
+  line naming the topic, partition and offset, and the slot is not served. Whoever can write the control topic can
+  therefore only stop streams or move them between workers, never make a worker open a URL, file or FFmpeg option
+  that is not in its config. Protect the topic anyway: with Kafka ACLs allow ``Write`` (and ``Describe``/``Create``)
+  on ``streamad.control.<NAME>`` and ``Read`` on the consumer group ``NAME`` to the group's workers only, and
+  ``Read`` on the topic to nobody else (readers learn stream ids and the fingerprints of the entries, whose
+  content a guessable literal secret in the YAML would be exposed to by brute force: write secrets as
+  ``${VAR}``).
+* **Same config everywhere.** Every worker must run the same ``streams:`` entries (same order, same text up to
+  ``${VAR}`` values, which each worker takes from its own environment). A worker started with a changed entry
+  republishes its fingerprint; workers whose config differs then refuse that slot (logged) until they run the new
+  config too.
 * **Assignment** is Kafka's consumer-group protocol: every worker subscribes to the control topic with
   ``group_id = NAME``; the group coordinator (the broker) hands out partitions (sticky assignor: streams move only
   when they must). A worker serves exactly the streams of the partitions it holds: after each assignment it reads
@@ -28,11 +44,12 @@ model directory) of every stream.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from streamad.config import PipelineConfig
 from streamad.errors import ConfigError
@@ -40,12 +57,12 @@ from streamad.kafka_connection import KafkaConnection
 from streamad.metrics import Metrics
 from streamad.parts import BuildContext, PartConfig
 from streamad.redact import redact
-from streamad.registry import SOURCES
 from streamad.runtime.loop_thread import LoopThread
 from streamad.runtime.pipeline import Pipeline
 from streamad.runtime.reload import StreamSet
 
-__all__ = ["GroupError", "GroupOptions", "GroupWorker", "slot_records", "ensure_control_topic"]
+__all__ = ["GroupError", "GroupOptions", "GroupWorker", "slot_records", "slot_fingerprint", "parse_slot",
+           "ensure_control_topic"]
 
 log = logging.getLogger("streamad.group")
 
@@ -111,26 +128,49 @@ def _slot_key(config: PartConfig, i: int) -> str:
     return str(getattr(config, "id", None) or f"streams[{i}]")
 
 
-def slot_records(configs: Sequence[PartConfig]) -> list[tuple[str, bytes]]:
+def slot_fingerprint(raw_entry: Any) -> str:
+    """SHA-256 (hex) of a ``streams:`` entry as written (a YAML mapping, ``${VAR}`` unexpanded), canonical JSON
+    (sorted keys): equal for equal entries on every worker, whatever each worker's environment holds."""
+    text = json.dumps(raw_entry, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _slots(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """``(key, fingerprint)`` of each of the config's stream entries. Entries of a config not read from YAML
+    (no ``raw_streams``) are fingerprinted from their validated form."""
+    raws = cfg.raw_streams
+    if raws is None or len(raws) != len(cfg.streams):
+        raws = [c.model_dump(mode="json") for c in cfg.streams]
+    return [(_slot_key(c, i), slot_fingerprint(r)) for i, (c, r) in enumerate(zip(cfg.streams, raws))]
+
+
+def slot_records(cfg: PipelineConfig) -> list[tuple[str, bytes]]:
     """``(key, value)`` of each stream slot's control record: the key names the slot (the entry's ``id``, else
-    ``streams[i]``), the value is ``{"slot": i, "stream": <the entry as JSON>}`` (utf-8)."""
-    return [(_slot_key(c, i), json.dumps({"slot": i, "stream": c.model_dump(mode="json")}, sort_keys=True)
-             .encode("utf-8")) for i, c in enumerate(configs)]
+    ``streams[i]``), the value is ``{"slot": i, "id": key, "sha256": fingerprint}`` (utf-8 JSON): a reference to
+    the entry, never its content (no URL, path or secret)."""
+    return [(k, json.dumps({"slot": i, "id": k, "sha256": f}, sort_keys=True).encode("utf-8"))
+            for i, (k, f) in enumerate(_slots(cfg))]
 
 
-def parse_slot(value: bytes | None, where: str) -> PartConfig | None:
-    """The stream config of a control record (``None`` for a tombstone: the slot is empty).
+def parse_slot(value: bytes | None, where: str) -> dict[str, Any] | None:
+    """The ``{"slot", "id", "sha256"}`` reference of a control record (``None`` for a tombstone: the slot is
+    empty).
 
     Raises:
-        GroupError: the record is not a stream config this streamad knows (names ``where``).
+        GroupError: the record is not such a reference (names ``where``); a record carrying a stream config
+            (URL, path) is refused too: workers build streams from their own config only.
     """
     if value is None:
         return None
     try:
-        data = json.loads(value)["stream"]
-        return SOURCES.get(data["kind"]).Config.model_validate(data)
-    except Exception as e:  # JSON, missing key, unknown kind, validation: all mean "not ours"
-        raise GroupError(f"{where}: not a stream config of this streamad version: {redact(str(e))}") from None
+        data = json.loads(value)
+        ref = {"slot": data["slot"], "id": data["id"], "sha256": data["sha256"]}
+        if not (isinstance(ref["slot"], int) and isinstance(ref["id"], str) and isinstance(ref["sha256"], str)):
+            raise ValueError("slot must be an integer, id and sha256 strings")
+    except Exception as e:  # JSON, missing key, wrong type: all mean "not ours"
+        raise GroupError(f"{where}: refused: not a stream reference {{slot, id, sha256}} of this streamad version "
+                         f"({type(e).__name__}: {redact(str(e))[:200]})") from None
+    return ref
 
 
 def _admin_client(options: GroupOptions) -> Any:
@@ -183,9 +223,9 @@ def ensure_control_topic(options: GroupOptions, slots: int, timeout_s: float = 3
     return len(partitions)
 
 
-def publish_slots(options: GroupOptions, configs: Sequence[PartConfig], partitions: int,
-                  timeout_s: float = 30.0) -> None:
-    """Write each slot's config to its partition, and a tombstone to partitions beyond the slots.
+def publish_slots(options: GroupOptions, cfg: PipelineConfig, partitions: int, timeout_s: float = 30.0) -> None:
+    """Write each slot's reference (:func:`slot_records`) to its partition, and a tombstone to partitions beyond
+    the slots.
 
     Raises:
         GroupError: the broker did not acknowledge within ``timeout_s`` seconds.
@@ -195,9 +235,9 @@ def publish_slots(options: GroupOptions, configs: Sequence[PartConfig], partitio
     producer = KafkaProducer(**options.connection.client_options(), acks="all", enable_idempotence=False)
     try:
         futures = [producer.send(options.topic, key=k.encode("utf-8"), value=v, partition=i)
-                   for i, (k, v) in enumerate(slot_records(configs))]
+                   for i, (k, v) in enumerate(slot_records(cfg))]
         futures += [producer.send(options.topic, key=f"slot{i}".encode(), value=None, partition=i)
-                    for i in range(len(configs), partitions)]
+                    for i in range(len(cfg.streams), partitions)]
         for f in futures:
             f.get(timeout=timeout_s)
     except Exception as e:
@@ -244,6 +284,7 @@ class GroupWorker(LoopThread):
         self._held_ids: set[str] = set()
         self._count = metrics.group_streams.labels(options.name)
         self._held = metrics.group_stream
+        self._local = _slots(cfg)
         self.error: str | None = None
 
     def start(self) -> "GroupWorker":
@@ -259,7 +300,7 @@ class GroupWorker(LoopThread):
             raise GroupError(f"{self.cfg.path}: streams: nothing to serve (the list is empty)")
         StreamSet().plan(slots, self.make_context(), "streams")  # the config's streams are valid here: fail now
         partitions = ensure_control_topic(self.options, len(slots))
-        publish_slots(self.options, slots, partitions)
+        publish_slots(self.options, self.cfg, partitions)
         log.info("group %s: published %d stream slot(s) to %s (%d partitions)", self.options.name, len(slots),
                  self.options.topic, partitions)
         return super().start()
@@ -358,10 +399,32 @@ class GroupWorker(LoopThread):
         slot.offset = offset
         slot.ready = True
         try:
-            slot.config = parse_slot(value, f"{self.options.topic} partition {partition} offset {offset}")
+            slot.config = self._verify(partition, value, f"{self.options.topic} partition {partition} offset {offset}")
         except GroupError as e:
             slot.config = None
             log.error("group %s: %s; the slot is not served", self.options.name, e)
+
+    def _verify(self, partition: int, value: bytes | None, where: str) -> PartConfig | None:
+        """The local stream config that the control record of ``partition`` refers to (``None``: empty slot).
+
+        Raises:
+            GroupError: the record does not name this worker's entry ``streams[partition]`` by slot, id and
+                fingerprint (a forged or foreign record, or another config on the publishing worker).
+        """
+        ref = parse_slot(value, where)
+        if ref is None:
+            return None
+        if ref["slot"] != partition or partition >= len(self._local):
+            raise GroupError(f"{where}: refused: the record names slot {ref['slot']} (stream {ref['id']!r}) but "
+                             f"this worker's config {self.cfg.path} has {len(self._local)} stream entries; a worker "
+                             f"serves only streams of its own config")
+        key, fingerprint = self._local[partition]
+        if (ref["id"], ref["sha256"]) != (key, fingerprint):
+            raise GroupError(f"{where}: refused: the record names stream {ref['id']!r} (sha256 "
+                             f"{ref['sha256'][:12]}) but entry streams[{partition}] of this worker's config "
+                             f"{self.cfg.path} is {key!r} (sha256 {fingerprint[:12]}); a worker serves only streams "
+                             f"of its own config: give every worker of the group the same streams: section")
+        return self.cfg.streams[partition]
 
     def _apply(self) -> None:
         ready = sorted((p, s.config) for p, s in self._slots.items() if s.ready and s.config is not None)

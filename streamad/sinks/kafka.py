@@ -30,8 +30,10 @@ Metrics (label ``sink="kafka:<topic>"``): ``streamad_spool_depth``, ``streamad_s
 ``streamad_sink_retries_total`` (failed sends), ``streamad_sink_stalled_seconds`` (seconds alerts have waited with
 no delivery succeeding; an outage shows from its first second), ``streamad_sink_dead_letters_total``.
 
-A crash between the broker's acknowledgement and the spool's can resend an event: consumers drop duplicates by
-``(event_id, type, seq)``, as :func:`consume_events` does.
+Duplicates happen, and consumers must drop them by ``(event_id, type, seq)``, as :func:`consume_events` does. They
+come from a crash between the broker's acknowledgement and the spool's; from a frozen or slow broker, when a send
+timed out (and is resent) although the broker had in fact written it; and from a file stream replayed after a
+restart, whose events get the same ``event_id`` (reproducible for files: :func:`streamad.operators.alert.event_id`).
 
 kafka-python 3 enables producer idempotence by default, and such a producer fails for good after a broker restart
 (``InitProducerId ... UnknownError``), so the producer is built with ``enable_idempotence=False``.

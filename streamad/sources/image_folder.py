@@ -19,7 +19,7 @@ from streamad.errors import ConfigError, SourceError
 from streamad.frames import Frame
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
-from streamad.sources.pacing import FileSource, check_source_config
+from streamad.sources.pacing import FileSource, check_source_config, file_identity
 
 __all__ = ["IMAGE_EXTENSIONS", "natural_key", "list_images", "read_rgb", "read_mask", "ImageSequenceSource",
            "ImageFolderSource"]
@@ -132,6 +132,10 @@ class ImageSequenceSource(FileSource):
     def __len__(self) -> int:
         """Number of frames in the sequence (before ``max_frames``)."""
         return len(self.paths)
+
+    def identity(self) -> str | None:
+        """:func:`~streamad.sources.pacing.file_identity` of the images (in order)."""
+        return file_identity(self.paths)
 
     def decode(self) -> Iterator[Frame]:
         """Read the images in order.

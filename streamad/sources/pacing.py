@@ -8,15 +8,18 @@ deliver the frames) and stopping after ``max_frames`` live here, once.
 from __future__ import annotations
 
 import abc
+import hashlib
+import os
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
 
 from streamad.errors import ConfigError
 from streamad.frames import Frame
 from streamad.parts import Source, SourceConfig
 
-__all__ = ["paced", "FileSource", "check_source_config"]
+__all__ = ["paced", "FileSource", "check_source_config", "file_identity"]
 
 
 def paced(frames: Iterable[Frame], *, realtime: bool = False, max_frames: int | None = None,
@@ -71,6 +74,20 @@ def check_source_config(config: SourceConfig, where: str) -> None:
         raise ConfigError(f"{where}.max_frames: must be >= 1 (or left out for all frames), got {config.max_frames}")
 
 
+def file_identity(paths: Sequence[str | Path]) -> str | None:
+    """SHA-256 (hex) over the resolved path, size (bytes) and modification time (ns) of each file, in order: the
+    same unchanged files give the same value on every run (see :meth:`FileSource.identity`); ``None`` when a file
+    cannot be stat'ed (reading it will fail and name it)."""
+    h = hashlib.sha256()
+    try:
+        for p in paths:
+            st = os.stat(p)
+            h.update(f"{Path(p).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
 class FileSource(Source):
     """Base of file-backed (non-live) sources: subclasses implement :meth:`decode`.
 
@@ -106,12 +123,21 @@ class FileSource(Source):
                 the frames that did decode were yielded.
         """
 
+    def identity(self) -> str | None:
+        """What this stream reads, as a string that is the same on every run over the same unchanged input
+        (e.g. a hash of the file's resolved path, size and modification time) and differs when the input
+        changed; set as :attr:`Frame.origin` of every frame, it makes alert event ids reproducible. ``None``
+        (the default) when the source cannot tell: its event ids are then random."""
+        return None
+
     def frames(self) -> Iterator[Frame]:
-        """Frames ``(H, W, 3) uint8 RGB`` in order, paced and limited as configured.
+        """Frames ``(H, W, 3) uint8 RGB`` in order, paced and limited as configured, each with
+        ``origin`` = :meth:`identity` (looked up once, when reading starts).
 
         Raises:
             SourceError: see :meth:`decode`.
         """
+        origin = self.identity()
         gen = paced(self.decode(), realtime=self.realtime, max_frames=self.max_frames, stop=self._stop)
         with self._lock:
             if self._stop.is_set():
@@ -126,6 +152,7 @@ class FileSource(Source):
                         frame = next(gen)
                     except StopIteration:
                         return
+                frame.origin = origin
                 yield frame
         finally:
             with self._lock:

@@ -21,7 +21,7 @@ from streamad.errors import ConfigError, SourceError
 from streamad.frames import Frame
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
-from streamad.sources.pacing import FileSource, check_source_config
+from streamad.sources.pacing import FileSource, check_source_config, file_identity
 
 __all__ = ["VideoInfo", "probe_video", "VideoFileSource"]
 
@@ -214,6 +214,10 @@ class VideoFileSource(FileSource):
         self.backend = backend
         self.fps = fps
         self.loop = loop
+
+    def identity(self) -> str | None:
+        """:func:`~streamad.sources.pacing.file_identity` of the video file."""
+        return file_identity([self.path])
 
     def decode(self) -> Iterator[Frame]:
         """Decode the file in order (with ``loop``, again and again; a replay continues the indices and ``pts``
