@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from streamad.builtin import load_builtin_parts
 from streamad.errors import ConfigError
@@ -73,17 +73,31 @@ def interpolate(text: str, env: dict[str, str] | None = None, where: str = "") -
 
 
 class ThresholdConfig(BaseModel):
-    """How the image threshold is set at fit time (anomalib ``F1AdaptiveThreshold`` / ``ManualThreshold``).
+    """How the image threshold is set at fit time.
 
     Attributes:
-        method: ``f1_adaptive`` picks the raw score maximising F1 on the labelled validation streams;
-            ``manual`` uses ``value`` (raw model units).
+        method: ``f1_adaptive`` picks the raw score maximising F1 on the labelled validation streams (anomalib
+            ``F1AdaptiveThreshold``); ``manual`` uses ``value`` (raw model units, anomalib ``ManualThreshold``);
+            ``false_alarm_rate`` and ``quantile`` need no labels: they use normal footage held out from training
+            (``fit.validation``), see :mod:`streamad.models.label_free`.
         value: the manual threshold in raw score units.
+        events_per_hour: ``false_alarm_rate``: the lowest threshold at which the pipeline's alert operator,
+            replayed over the held-out footage, raises at most this many events per hour.
+        q: ``quantile``: the threshold is this quantile of the held-out normal frame scores (0 < q < 1).
     """
 
     model_config = ConfigDict(extra="forbid")
-    method: Literal["f1_adaptive", "manual"] = "f1_adaptive"
+    method: Literal["f1_adaptive", "manual", "false_alarm_rate", "quantile"] = "f1_adaptive"
     value: float | None = None
+    events_per_hour: float | None = Field(None, gt=0, le=3600)
+    q: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _setting_of_the_method(self) -> "ThresholdConfig":
+        need = {"manual": "value", "false_alarm_rate": "events_per_hour", "quantile": "q"}.get(self.method)
+        if need is not None and getattr(self, need) is None:
+            raise ValueError(f"method {self.method} needs {need}")
+        return self
 
 
 class HttpConfig(BaseModel):

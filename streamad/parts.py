@@ -126,13 +126,16 @@ class Operator(abc.ABC):
     * ``holds_model``: it runs the pipeline's fitted model and offers ``fitter(config, ctx)`` returning a
       :class:`~streamad.models.fitting.ModelFitter` (``streamad fit`` trains on what reaches it);
     * ``applies_postprocess``: it normalises scores with the fitted post-processing (``streamad fit`` calibrates
-      on what reaches it).
+      on what reaches it);
+    * ``raises_events``: it turns normalised scores into alert events; its config's ``threshold``, ``min_frames``
+      and ``cooldown_frames`` are what ``fit.threshold.method: false_alarm_rate`` replays.
     """
 
     Config: ClassVar[type[PartConfig]]
     kind: ClassVar[str]
     holds_model: ClassVar[bool] = False
     applies_postprocess: ClassVar[bool] = False
+    raises_events: ClassVar[bool] = False
 
     def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
         self.config = config

@@ -131,6 +131,10 @@ class EvalReport:
         threshold: the decision threshold, in ``score`` units.
         per_clip: per stream id: ``frames``, ``anomalous_frames``, ``predicted_anomalous_frames``,
             ``max_score``, and ``auroc`` / ``aupr`` (``None`` when the clip holds one class only).
+        operating_points: when the pipeline raises alerts: ``{"model": ..., "f1_optimal": ...}``, each
+            ``{"threshold", "f1", "events", "false_alarms_per_hour"}`` at the model's threshold (with its
+            ``method``) and at the F1-optimal one chosen on these labels (the oracle), so a label-free threshold is
+            compared with the best a labelled one could do (:mod:`streamad.eval.false_alarms`).
     """
 
     frame_auroc: float
@@ -144,6 +148,7 @@ class EvalReport:
     recall: float
     threshold: float
     per_clip: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict: ``frame_auroc``, ``frame_aupr``, ``f1``, ``frames``, ``fps`` first, then
@@ -160,6 +165,8 @@ class EvalReport:
             "recall": self.recall,
             "threshold": self.threshold,
             "per_clip": {k: dict(v) for k, v in self.per_clip.items()},
+            **({"operating_points": {k: dict(v) for k, v in self.operating_points.items()}}
+               if self.operating_points else {}),
         }
 
     def format_table(self) -> str:
@@ -178,6 +185,12 @@ class EvalReport:
             f"{'frames':24}{self.frames:>10d}",
             f"{'fps':24}{self.fps:>10.1f}",
         ]
+        if self.operating_points:
+            lines += ["", f"{'operating point':32}{'threshold':>12}{'F1':>8}{'events':>8}{'false alarms/h':>16}"]
+            for name, op in self.operating_points.items():
+                label = (f"model ({op['method']})" if name == "model" else "F1-optimal (oracle, test labels)")
+                lines.append(f"{label:32}{op['threshold']:>12.4g}{op['f1']:>8.4f}{op['events']:>8d}"
+                             f"{op['false_alarms_per_hour']:>16.2f}")
         if self.per_clip:
             width = max(12, *(len(k) for k in self.per_clip)) + 2
             lines += ["", f"{'clip':{width}}{'frames':>8}{'anomalous':>11}{'predicted':>11}{'AUROC':>9}{'AUPR':>9}"

@@ -68,12 +68,14 @@ class ModelFitter(abc.ABC):
         """A scored validation message (leaving the operators before ``threshold``): its smoothed raw score,
         label and, for image models, anomaly map and mask go to :attr:`calibration`."""
         if isinstance(msg, Scores):
-            self.calibration.add(msg.score, msg.label, getattr(msg, "anomaly_map", None), getattr(msg, "mask", None))
+            self.calibration.add(msg.score, msg.label, getattr(msg, "anomaly_map", None), getattr(msg, "mask", None),
+                                 stream=msg.stream_id, pts=msg.pts)
 
-    def postprocess(self, method: str, value: float | None, where: str) -> PostProcess:
+    def postprocess(self, method: str, value: float | None, where: str, **label_free: Any) -> PostProcess:
         """The post-processing of the observed validation frames
-        (:meth:`~streamad.models.postprocess.PostProcessFitter.fit`; raises what it raises)."""
-        return self.calibration.fit(method, value, where)
+        (:meth:`~streamad.models.postprocess.PostProcessFitter.fit`, ``label_free`` = its ``q``,
+        ``events_per_hour``, ``replay``; raises what it raises)."""
+        return self.calibration.fit(method, value, where, **label_free)
 
     def close(self) -> None:
         """Release what was collected. Default: nothing."""

@@ -8,7 +8,9 @@ models alike (anomalib's post-processing: ``MinMax`` statistics, ``F1AdaptiveThr
   image models, anomaly map and mask) and :meth:`PostProcessFitter.fit` returns the :class:`PostProcess`:
 
   - ``min`` / ``max`` over the frame scores and, when there are maps, the anomaly-map pixels too;
-  - ``image_threshold``: F1-adaptive on the frame scores and labels, or manual;
+  - ``image_threshold``: F1-adaptive on the frame scores and labels, manual, or label-free on normal footage
+    (``quantile``, ``false_alarm_rate``: :mod:`streamad.models.label_free`; then ``min`` / ``max`` come from the
+    frames not labelled anomalous only);
   - ``pixel_threshold``: F1-adaptive on the anomaly-map pixels and ground-truth masks when masks with both classes
     were seen, else the image threshold (anomalib: "if pixel was never updated, pixel = image"); manual when the
     image threshold is manual.
@@ -34,6 +36,7 @@ import numpy as np
 
 from streamad.errors import ConfigError, ModelError
 from streamad.metric_math import f1_adaptive_threshold
+from streamad.models.label_free import AlertReplay, false_alarm_threshold, quantile_threshold
 from streamad.models.components.normalization import MinMaxStats, min_max_normalize
 from streamad.models.image.preprocess import resize_mask
 
@@ -51,10 +54,12 @@ class PostProcess:
         image_threshold: decision threshold of the frame score (raw units), manual or F1-adaptive.
         pixel_threshold: threshold of anomaly-map pixels and region scores (raw units, image models); ``None``:
             the image threshold.
-        threshold_method: ``f1_adaptive`` or ``manual``.
+        threshold_method: ``f1_adaptive``, ``manual``, ``quantile`` or ``false_alarm_rate``.
         statistics_from: which streams the statistics came from (``fit.validation`` or ``fit.train``).
         frames: validation frames the statistics were fitted on.
         pixel_threshold_from: how the pixel threshold was chosen (``image``, ``masks ...``), or ``None``.
+        calibration: what a label-free method measured (``quantile``: ``q``; ``false_alarm_rate``:
+            ``events_per_hour``, ``held_out_hours``, ``events_budget``, ``events_at_threshold``), else ``None``.
     """
 
     min: float
@@ -65,6 +70,7 @@ class PostProcess:
     statistics_from: str = ""
     frames: int = 0
     pixel_threshold_from: str | None = None
+    calibration: dict[str, float] | None = None
 
     @property
     def region_threshold(self) -> float:
@@ -118,6 +124,8 @@ class PostProcess:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise ModelError(f"{where}: postprocess.{k} must be a finite number, got {v!r}")
             values[k] = float(v)
+        if values.get("calibration") is not None and not isinstance(values["calibration"], dict):
+            raise ModelError(f"{where}: postprocess.calibration must be an object, got {values['calibration']!r}")
         return cls(**values)
 
 
@@ -132,24 +140,36 @@ class PostProcessFitter:
 
     def __init__(self) -> None:
         self.minmax = MinMaxStats()
+        self.minmax_normal = MinMaxStats()  # frames not labelled anomalous (label-free methods)
         self.scores: list[float] = []
         self.labels: list[int] = []
+        self.streams: list[str] = []
+        self.pts: list[float] = []
         self._pix: list[np.ndarray] = []
         self._pix_labels: list[np.ndarray] = []
 
     def add(self, score: float, label: int | None, anomaly_map: np.ndarray | None = None,
-            mask: np.ndarray | None = None) -> None:
-        """One validation frame.
+            mask: np.ndarray | None = None, stream: str = "", pts: float | None = None) -> None:
+        """One validation frame, in its stream's frame order.
 
         Args:
             score: its (smoothed) raw frame score. label: 0 / 1, or ``None`` when unknown.
             anomaly_map: ``(h, w) float32`` raw map (image models). mask: ``(H, W) bool`` ground truth.
+            stream: its stream id. pts: its presentation time (seconds); with ``stream``, gives the footage's
+                duration to ``false_alarm_rate``.
         """
         self.scores.append(float(score))
         self.labels.append(-1 if label is None else int(label))
+        self.streams.append(stream)
+        self.pts.append(float("nan") if pts is None else float(pts))
         self.minmax.update([score])
+        normal = label != 1
+        if normal:
+            self.minmax_normal.update([score])
         if anomaly_map is not None:
             self.minmax.update(anomaly_map)
+            if normal:
+                self.minmax_normal.update(anomaly_map)
             m = mask if mask is not None else (np.zeros(anomaly_map.shape, bool) if label == 0 else None)
             if m is not None:
                 m = resize_mask(m, anomaly_map.shape)
@@ -160,21 +180,28 @@ class PostProcessFitter:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def fit(self, method: str, value: float | None, where: str) -> PostProcess:
+    def fit(self, method: str, value: float | None, where: str, q: float | None = None,
+            events_per_hour: float | None = None, replay: AlertReplay | None = None) -> PostProcess:
         """The post-processing of what :meth:`add` saw.
 
         Args:
-            method: ``f1_adaptive`` or ``manual``. value: the manual threshold (raw units; image and pixel).
+            method: ``f1_adaptive``, ``manual``, ``quantile`` or ``false_alarm_rate``.
+            value: the manual threshold (raw units; image and pixel).
             where: which streams these were (for messages and ``statistics_from``).
+            q: the quantile (``quantile``). events_per_hour: the false-alarm budget (``false_alarm_rate``).
+            replay: the alert operator's ``min_frames`` / ``cooldown_frames`` (``false_alarm_rate``).
 
         Raises:
-            ValueError: no frames, a manual method without value, one class only for ``f1_adaptive``.
+            ValueError: no frames, a method without its setting, one class only for ``f1_adaptive``, held-out
+                footage too short for ``false_alarm_rate`` (says how much is needed).
             ConfigError: ``f1_adaptive`` with unlabelled frames.
         """
         if not self.scores:
             raise ValueError(f"{where}: no frame was scored, so no min-max statistics can be fitted")
         scores = np.asarray(self.scores, np.float64)
         labels = np.asarray(self.labels)
+        if method in ("quantile", "false_alarm_rate"):
+            return self._fit_label_free(method, where, scores, labels, q, events_per_hour, replay)
         lo, hi = self.minmax.compute()
         common = {"min": lo, "max": hi, "threshold_method": method, "statistics_from": where,
                   "frames": int(scores.size)}
@@ -194,3 +221,44 @@ class PostProcessFitter:
                 pixel = f1_adaptive_threshold(pix, pix_labels)
                 source = f"masks (every {PIXEL_STRIDE}th row and column)"
         return PostProcess(image_threshold=image, pixel_threshold=pixel, pixel_threshold_from=source, **common)
+
+    def _fit_label_free(self, method: str, where: str, scores: np.ndarray, labels: np.ndarray, q: float | None,
+                        events_per_hour: float | None, replay: AlertReplay | None) -> PostProcess:
+        normal = labels != 1
+        if not normal.any():
+            raise ValueError(f"{where}: every frame is labelled anomalous; {method} needs normal footage")
+        lo, hi = self.minmax_normal.compute()
+        common = {"min": lo, "max": hi, "threshold_method": method, "statistics_from": f"{where} (normal frames)",
+                  "frames": int(normal.sum()), "pixel_threshold_from": "image"}
+        if method == "quantile":
+            if q is None:
+                raise ValueError(f"{where}: the quantile method needs q")
+            t = quantile_threshold(scores[normal], q)
+            return PostProcess(image_threshold=t, calibration={"q": float(q)}, **common)
+        if events_per_hour is None:
+            raise ValueError(f"{where}: the false_alarm_rate method needs events_per_hour")
+        by_stream: dict[str, list[int]] = {}
+        for i, sid in enumerate(self.streams):
+            if normal[i]:
+                by_stream.setdefault(sid, []).append(i)
+        pts = np.asarray(self.pts, np.float64)
+        seconds = sum(_duration_s(pts[idx]) for idx in by_stream.values())
+        replay = replay or AlertReplay()
+        cal = false_alarm_threshold([scores[idx] for idx in by_stream.values()], seconds, float(events_per_hour),
+                                    replay, where)
+        # the replay found the alert's decision point in raw units; the image threshold sits where that point
+        # normalises to the alert's threshold (normalised = (x - t) / (max - min) + 0.5)
+        image = cal.threshold - (replay.threshold - 0.5) * (hi - lo)
+        return PostProcess(image_threshold=image, calibration={
+            "events_per_hour": float(events_per_hour), "held_out_hours": round(cal.hours, 6),
+            "events_budget": cal.budget, "events_at_threshold": cal.events}, **common)
+
+
+def _duration_s(pts: np.ndarray) -> float:
+    """Seconds one stream's frames span: first to last presentation time plus one frame interval (0 when
+    unknown)."""
+    p = pts[np.isfinite(pts)]
+    if p.size < 2:
+        return 0.0
+    step = float(np.median(np.diff(p)))
+    return float(p.max() - p.min()) + max(step, 0.0)

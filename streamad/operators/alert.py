@@ -90,6 +90,8 @@ class Alert(Operator):
             reaches it, the largest contributor is named.
     """
 
+    raises_events = True
+
     class Config(PartConfig):
         kind: Literal["alert"] = "alert"
         threshold: float = Field(0.5, ge=0, le=1)

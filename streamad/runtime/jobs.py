@@ -31,6 +31,7 @@ from streamad.eval.image_report import ImageEvalReport
 from streamad.eval.report import EvalReport
 from streamad.frames import Clip, Scores
 from streamad.metrics import Metrics
+from streamad.models.label_free import AlertReplay
 from streamad.models.postprocess import PostProcess
 from streamad.models.store import save_model
 from streamad.parts import Sink
@@ -72,8 +73,9 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
        validation streams (early stopping).
     2. Validation streams (``fit.validation``) go through the operators up to the one that applies the
        post-processing (its class ``applies_postprocess``); their scores give the min-max statistics and the
-       image threshold (F1-adaptive on their labels, or ``fit.threshold.value``); image models add the pixel
-       threshold (F1-adaptive on the masks). Without validation streams, min and max come from the training
+       image threshold (F1-adaptive on their labels, ``fit.threshold.value``, or label-free on held-out normal
+       footage: ``quantile`` / ``false_alarm_rate``, :mod:`streamad.models.label_free`); image models add the
+       pixel threshold (F1-adaptive on the masks). Without validation streams, min and max come from the training
        streams and the threshold must be manual.
 
     Raises:
@@ -91,8 +93,7 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
     if not cfg.fit.validation and thr_cfg.method == "f1_adaptive":
         raise ConfigError(f"{cfg.path}: fit.threshold.method is f1_adaptive but fit.validation lists no labelled "
                           f"streams: add fit.validation, or use method: manual with a value")
-    if thr_cfg.method == "manual" and thr_cfg.value is None:
-        raise ConfigError(f"{cfg.path}: fit.threshold.method is manual: give fit.threshold.value (raw units)")
+    label_free = _label_free_settings(cfg, builder)
     val_cfgs = cfg.fit.validation or cfg.fit.train
     where = "fit.validation" if cfg.fit.validation else "fit.train"
     model_cfg = cfg.operators[mi]
@@ -114,7 +115,7 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
 
         end = ti if ti is not None else len(cfg.operators)
         builder.feed(builder.sources(val_cfgs, where), cfg.operators[:end], observe, "fit: calibrate", quiet)
-        post = fitter.postprocess(thr_cfg.method, thr_cfg.value, where)
+        post = fitter.postprocess(thr_cfg.method, thr_cfg.value, where, **label_free)
         extra = {
             "pipeline": {"name": cfg.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},
             "fit": {**fit_stats, "train_streams": len(train_sources), "seconds": round(time.perf_counter() - t0, 2)},
@@ -125,6 +126,38 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
     return FitResult(model_dir, int(fit_stats.get("train_clips", fitter.samples)),
                      int(fit_stats.get("train_regions", 0)), post.frames, post, time.perf_counter() - t0,
                      stats.errors)
+
+
+def _label_free_settings(cfg: PipelineConfig, builder: RunBuilder) -> dict[str, Any]:
+    """The keyword settings of a label-free ``fit.threshold`` (``q``; ``events_per_hour`` and the alert operator's
+    lifecycle to replay), empty for the labelled methods.
+
+    Raises:
+        ConfigError: a label-free method without ``fit.validation`` (held-out normal footage), or
+            ``false_alarm_rate`` in a pipeline with no alert operator.
+    """
+    thr = cfg.fit.threshold if cfg.fit is not None else None
+    if thr is None or thr.method not in ("quantile", "false_alarm_rate"):
+        return {}
+    if not cfg.fit.validation:  # type: ignore[union-attr]
+        raise ConfigError(f"{cfg.path}: fit.threshold.method is {thr.method}: list held-out normal footage of the "
+                          f"camera (not used for training) in fit.validation")
+    if thr.method == "quantile":
+        return {"q": thr.q}
+    replay = _alert_replay(cfg, builder)
+    if replay is None:
+        raise ConfigError(f"{cfg.path}: fit.threshold.method is false_alarm_rate, which replays the pipeline's alert "
+                          f"operator, but operators has none")
+    return {"events_per_hour": thr.events_per_hour, "replay": replay}
+
+
+def _alert_replay(cfg: PipelineConfig, builder: RunBuilder) -> AlertReplay | None:
+    """The lifecycle settings of the pipeline's alert operator (the one that ``raises_events``), or ``None``."""
+    ei = builder.events_index()
+    if ei is None:
+        return None
+    a = cfg.operators[ei]
+    return AlertReplay(a.min_frames, a.cooldown_frames, a.threshold)  # type: ignore[attr-defined]
 
 
 def _require_model_dir(cfg: PipelineConfig, model_dir: Path | None) -> Path:
@@ -150,7 +183,7 @@ def evaluate(cfg: PipelineConfig, model_dir: Path | None = None, plots_dir: Path
     stream_cfgs = cfg.eval.streams if cfg.eval is not None else cfg.streams
     sources = builder.sources(stream_cfgs, "eval.streams" if cfg.eval is not None else "streams")
     images = bool(stream_cfgs) and all(getattr(c, "image_dataset", False) for c in stream_cfgs)
-    evaluation = Evaluation(images)
+    evaluation = Evaluation(images, None if images else _alert_replay(cfg, builder))
     bar = progress_bar("eval", quiet)
     run = builder.build(sources, consumers=[evaluation, lambda m: bar.update(isinstance(m, Scores))])
     try:

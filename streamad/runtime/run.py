@@ -119,6 +119,10 @@ class RunBuilder:
         """Position of the operator that applies the post-processing (``applies_postprocess``), or ``None``."""
         return self._index("applies_postprocess")
 
+    def events_index(self) -> int | None:
+        """Position of the operator that raises alert events (``raises_events``), or ``None``."""
+        return self._index("raises_events")
+
     def model_operator_class(self) -> Any:
         """The class of the model operator (its ``fitter(config, ctx)`` hook).
 
