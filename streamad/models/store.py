@@ -38,6 +38,7 @@ import numpy as np
 
 from streamad import __version__
 from streamad.errors import ModelError
+from streamad.fsync import fsync_path
 from streamad.models.base import VideoModel
 from streamad.models.image.base import ImageModel
 from streamad.models.postprocess import PostProcess
@@ -53,13 +54,6 @@ FORMAT_VERSION = 1
 _NEW, _OLD = ".new-", ".old-"
 _STALE = ("openvino", "onnx")  # exports of an earlier fit: they no longer match new weights
 
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _leftovers(d: Path, marker: str) -> list[Path]:
@@ -155,7 +149,7 @@ def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postproces
             fh.write(json.dumps(meta, indent=2, sort_keys=False))
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_path(new)
+        fsync_path(new)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
@@ -168,7 +162,7 @@ def save_model(model_dir: str | Path, model: VideoModel | ImageModel, postproces
     except FileNotFoundError:
         if not d.is_dir():  # else a concurrent load's recover_model_dir() did this rename for us
             raise
-    _fsync_path(d.parent)
+    fsync_path(d.parent)
     if had_old:
         shutil.rmtree(old, ignore_errors=True)
     return Path(model_dir)

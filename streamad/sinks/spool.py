@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamad.errors import SinkFullError, StreamadError
+from streamad.fsync import fsync_path
 
 __all__ = ["Spool", "SpoolRecord", "SpoolError", "SpoolFullError", "SpoolWriteError", "SpoolRecordTooLargeError"]
 
@@ -95,13 +96,6 @@ class _Segment:
     last_seq: int
     size: int
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -387,7 +381,7 @@ class Spool:
         try:
             self._active = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             if self._fsync:
-                _fsync_dir(self.directory)
+                fsync_path(self.directory)
         except OSError as e:
             self._close_active()
             self._unlink(path)
@@ -443,7 +437,7 @@ class Spool:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
             if self._fsync:
-                _fsync_dir(self.directory)
+                fsync_path(self.directory)
         except OSError as e:
             raise SpoolError(f"cannot write spool watermark {path}: {e}") from e
 
