@@ -75,13 +75,16 @@ def cli(log_level: str) -> None:
 @click.option("-o", "--output", "model_dir", type=click.Path(file_okay=False), default=None,
               help="Model directory to write (default: the config's model_dir, else runs/<name>/model).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--refresh", is_flag=True,
+              help="Refit live streams on their newest recordings under fit.record_dir instead of recording again.")
 @_handle_errors
-def fit(config: str, model_dir: str | None, quiet: bool) -> None:
-    """Fit the models CONFIG uses on its training split and write a model directory."""
+def fit(config: str, model_dir: str | None, quiet: bool, refresh: bool = False) -> None:
+    """Fit the models CONFIG uses on its training split and write a model directory. Live streams (kind: live,
+    bounded by duration_s or max_frames) are recorded first, to fit.record_dir when set."""
     from streamad.runtime.jobs import fit as run_fit
 
     cfg = _load(config)
-    res = run_fit(cfg, Path(model_dir) if model_dir else None, quiet=quiet)
+    res = run_fit(cfg, Path(model_dir) if model_dir else None, quiet=quiet, refresh=refresh)
     p = res.postprocess
     click.echo(f"fitted on {res.train_clips} clips ({res.train_regions} regions) in {res.seconds:.1f} s; "
                f"image threshold {p.image_threshold:.4g} ({p.threshold_method}), "

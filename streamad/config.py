@@ -171,6 +171,7 @@ def _pipeline_model() -> type[BaseModel]:
         validation=(list[source_t], []),  # type: ignore[valid-type]
         threshold=(ThresholdConfig, ThresholdConfig()),
         seed=(int, 0),
+        record_dir=(Union[str, None], None),  # recordings of live fit streams (streamad.runtime.fit_streams)
     )
     eval_t = create_model(
         "EvalConfig",

@@ -32,9 +32,13 @@ class ModelFitter(abc.ABC):
         needs_validation: the fit itself needs the validation streams (gradient-trained image models stop early on
             them); they are then collected with :meth:`collect_validation` before :meth:`fit`.
         calibration: accumulates the scored validation frames for :meth:`postprocess`.
+        min_samples: fewest training samples :meth:`fit` can work with (the fit job refuses fewer, saying how
+            many frames it read); sample_unit: what a sample is, for that message (``clips``, ``frames``).
     """
 
     needs_validation: bool = False
+    min_samples: int = 1
+    sample_unit: str = "samples"
 
     def __init__(self) -> None:
         self.calibration = PostProcessFitter()

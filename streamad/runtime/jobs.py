@@ -36,6 +36,8 @@ from streamad.models.postprocess import PostProcess
 from streamad.models.store import save_model
 from streamad.parts import Sink
 from streamad.runtime.http import Health, OpsServer
+from streamad.runtime.fit_checks import fit_model, require_enough
+from streamad.runtime.fit_streams import expected_frames, prepare_fit_streams
 from streamad.runtime.pipeline import RunStats
 from streamad.runtime.reload import ConfigReloader, StreamSet, other_sections_changed
 from streamad.runtime.run import RunBuilder, default_model_dir, progress_bar
@@ -61,7 +63,7 @@ class FitResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False) -> FitResult:
+def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False, refresh: bool = False) -> FitResult:
     """Fit the model of the config's model operator and its post-processing.
 
     The model operator is the one whose class ``holds_model`` (a video or an image model); its fitter
@@ -78,9 +80,15 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
        pixel threshold (F1-adaptive on the masks). Without validation streams, min and max come from the training
        streams and the threshold must be manual.
 
+    Live streams (``kind: live``, bounded by ``duration_s`` / ``max_frames``) are recorded first and fitted on as
+    files (:mod:`streamad.runtime.fit_streams`; kept under ``fit.record_dir`` and listed in ``model.json``); with
+    ``refresh`` nothing is recorded and each live stream's newest recording under ``fit.record_dir`` is used.
+
     Raises:
-        ConfigError: no ``fit`` section, no model operator, or a threshold method the data cannot support.
-        ValueError: the model found nothing to fit on.
+        ConfigError: no ``fit`` section, no model operator, a threshold method the data cannot support, an
+            unbounded live stream, or (``refresh``) no recording to refit on.
+        SourceError: a live training or validation stream could not be recorded.
+        ValueError: the model found nothing (or too little) to fit on: how many frames were read and needed.
     """
     t0 = time.perf_counter()
     if cfg.fit is None:
@@ -94,19 +102,23 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
         raise ConfigError(f"{cfg.path}: fit.threshold.method is f1_adaptive but fit.validation lists no labelled "
                           f"streams: add fit.validation, or use method: manual with a value")
     label_free = _label_free_settings(cfg, builder)
-    val_cfgs = cfg.fit.validation or cfg.fit.train
+    streams = prepare_fit_streams(cfg, builder.context, quiet, refresh)  # live streams -> their recordings
+    train_cfgs, validation_cfgs = streams.train, streams.validation
+    val_cfgs = validation_cfgs or train_cfgs
     where = "fit.validation" if cfg.fit.validation else "fit.train"
     model_cfg = cfg.operators[mi]
     fitter = builder.model_operator_class().fitter(model_cfg, builder.context)
     try:
-        train_sources = builder.sources(cfg.fit.train, "fit.train")
-        stats = builder.feed(train_sources, cfg.operators[:mi], fitter.collect, "fit: read training data", quiet)
+        train_sources = builder.sources(train_cfgs, "fit.train")
+        stats = builder.feed(train_sources, cfg.operators[:mi], fitter.collect, "fit: read training data", quiet,
+                             total=expected_frames(train_sources))
         for sid, err in stats.errors.items():
             log.error("training stream %s failed: %s", sid, err)
-        if fitter.needs_validation and cfg.fit.validation:
-            builder.feed(builder.sources(cfg.fit.validation, "fit.validation"), cfg.operators[:mi],
+        require_enough(fitter, stats, train_sources, cfg.operators[:mi])
+        if fitter.needs_validation and validation_cfgs:
+            builder.feed(builder.sources(validation_cfgs, "fit.validation"), cfg.operators[:mi],
                          fitter.collect_validation, "fit: read validation data", quiet)
-        model, fit_stats = fitter.fit(progress=not quiet)
+        model, fit_stats = fit_model(fitter, stats, train_sources, progress=not quiet)
         builder.context.model = fitter.handle(model)  # the model operator shares it while validation is scored
 
         def observe(msg: Any) -> int:
@@ -114,15 +126,20 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False)
             return int(isinstance(msg, Scores))
 
         end = ti if ti is not None else len(cfg.operators)
-        builder.feed(builder.sources(val_cfgs, where), cfg.operators[:end], observe, "fit: calibrate", quiet)
+        val_sources = builder.sources(val_cfgs, where)
+        builder.feed(val_sources, cfg.operators[:end], observe, "fit: calibrate", quiet,
+                     total=expected_frames(val_sources))
         post = fitter.postprocess(thr_cfg.method, thr_cfg.value, where, **label_free)
         extra = {
             "pipeline": {"name": cfg.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},
             "fit": {**fit_stats, "train_streams": len(train_sources), "seconds": round(time.perf_counter() - t0, 2)},
         }
+        if streams.manifest() is not None:  # the recordings of the live streams, so the fit can be repeated
+            extra["fit"]["recordings"] = streams.manifest()
         save_model(model_dir, model, post, extra)
     finally:
         fitter.close()
+        streams.cleanup()
     return FitResult(model_dir, int(fit_stats.get("train_clips", fitter.samples)),
                      int(fit_stats.get("train_regions", 0)), post.frames, post, time.perf_counter() - t0,
                      stats.errors)

@@ -41,9 +41,10 @@ def default_model_dir(cfg: PipelineConfig) -> Path:
     return Path("runs") / cfg.name / "model"
 
 
-def progress_bar(desc: str, quiet: bool) -> tqdm:
-    """The frames progress bar of a command (disabled by ``quiet``)."""
-    return tqdm(desc=desc, unit="frame", disable=quiet, dynamic_ncols=True, leave=True)
+def progress_bar(desc: str, quiet: bool, total: int | None = None) -> tqdm:
+    """The frames progress bar of a command (disabled by ``quiet``): frames and rate, and with ``total`` (expected
+    frames) also the share done, elapsed time and ETA."""
+    return tqdm(desc=desc, unit="frame", disable=quiet, dynamic_ncols=True, leave=True, total=total)
 
 
 class _PassThrough(Operator):
@@ -192,10 +193,11 @@ class RunBuilder:
         return Run(pipe, self.context)
 
     def feed(self, sources: Sequence[Source], operators: Sequence[PartConfig], consumer: Callable[[Any], int],
-             desc: str, quiet: bool, stop: threading.Event | None = None) -> RunStats:
+             desc: str, quiet: bool, stop: threading.Event | None = None, total: int | None = None) -> RunStats:
         """Run ``sources`` through ``operators`` into ``consumer``, which returns how many frames a message stood
-        for (the progress bar's unit); ``stop`` ends the run early. Returns the run's statistics."""
-        bar = progress_bar(desc, quiet)
+        for (the progress bar's unit; ``total``: frames expected, for its ETA); ``stop`` ends the run early.
+        Returns the run's statistics."""
+        bar = progress_bar(desc, quiet, total)
         try:
             return self.build(sources, operators, consumers=[lambda m: bar.update(consumer(m))]).run(stop)
         finally:

@@ -25,6 +25,7 @@ decode loop cleanly; a server that is down refuses at once.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -142,6 +143,8 @@ class LiveSource(Source):
         input_format: FFmpeg input format (``v4l2`` for devices by default), ``None`` = guess.
         options: more FFmpeg input options (``{"video_size": "640x480", "framerate": "30"}`` for a device).
         max_frames: end after this many frames (``None`` = never).
+        duration_s: end cleanly before the first frame at or after this much stream time (seconds of ``pts``,
+            from the first frame; ``None`` = never).
         metrics: the pipeline metrics that status and reconnects go to (``None`` = not reported).
     """
 
@@ -163,6 +166,8 @@ class LiveSource(Source):
             max_reconnects: give up after this many reconnects without a frame (default: never).
             format: FFmpeg input format (``v4l2`` is the default for ``/dev/video*``).
             options: extra FFmpeg input options, strings (``video_size``, ``framerate``, ``input_format`` ...).
+            duration_s: end the stream cleanly after this many seconds of stream time (> 0; with or instead of
+                ``max_frames``). ``streamad fit`` needs one of the two to fit on a live stream.
         """
 
         kind: Literal["live"] = "live"
@@ -176,6 +181,7 @@ class LiveSource(Source):
         max_reconnects: int | None = Field(None, ge=0)
         format: str | None = None
         options: dict[str, str] = Field(default_factory=dict)
+        duration_s: float | None = Field(None, gt=0)
 
         def build(self, ctx: BuildContext, where: str) -> list["LiveSource"]:
             """One live stream.
@@ -203,13 +209,13 @@ class LiveSource(Source):
                                read_timeout_s=self.read_timeout_s, probe_s=self.probe_s,
                                reconnect_initial_s=self.reconnect_initial_s, reconnect_max_s=self.reconnect_max_s,
                                max_reconnects=self.max_reconnects, input_format=fmt, options=self.options,
-                               max_frames=self.max_frames, metrics=ctx.metrics)]
+                               max_frames=self.max_frames, duration_s=self.duration_s, metrics=ctx.metrics)]
 
     def __init__(self, stream_id: str, url: str, *, transport: str = "tcp", open_timeout_s: float = 5.0,
                  read_timeout_s: float = 3.0, probe_s: float = 0.5, reconnect_initial_s: float = 0.5,
                  reconnect_max_s: float = 2.0, max_reconnects: int | None = None, input_format: str | None = None,
                  options: dict[str, str] | None = None, max_frames: int | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, duration_s: float | None = None) -> None:
         self.stream_id = stream_id
         self.url = url
         self.transport = transport
@@ -222,6 +228,8 @@ class LiveSource(Source):
         self.input_format = input_format
         self.options = dict(options or {})
         self.max_frames = max_frames
+        self.duration_s = duration_s
+        self.fps: float | None = None  # the frame rate the stream declared at its last connection (frames/s)
         self.metrics = metrics
         self.status = "connecting"
         self.reconnects = 0
@@ -233,6 +241,14 @@ class LiveSource(Source):
     def where(self) -> str:
         """The URL with its password masked, for messages."""
         return redact(self.url)
+
+    def expected_frames(self) -> int | None:
+        """Frames this stream will deliver before its bound: ``max_frames``, or ``duration_s x fps`` once the
+        frame rate is known (the smaller of the two); ``None`` when unbounded or not yet known."""
+        bounds = [self.max_frames] if self.max_frames is not None else []
+        if self.duration_s is not None and self.fps:
+            bounds.append(max(1, int(math.ceil(self.duration_s * self.fps - 1e-6))))
+        return min(bounds) if bounds else None
 
     def _set_status(self, status: str) -> None:
         self.status = status
@@ -255,8 +271,8 @@ class LiveSource(Source):
     def frames(self) -> Iterator[Frame]:
         """Frames ``(H, W, 3) uint8 RGB`` for as long as the stream runs, reconnecting after every disconnect.
 
-        Ends when :meth:`close` is called (from any thread; a blocked read returns within ``read_timeout_s``)
-        or after ``max_frames`` frames.
+        Ends when :meth:`close` is called (from any thread; a blocked read returns within ``read_timeout_s``),
+        after ``max_frames`` frames, or before the first frame whose ``pts`` is ``>= duration_s``.
 
         Raises:
             SourceError: ``max_reconnects`` reconnects in a row brought no frame (message without credentials).
@@ -274,6 +290,7 @@ class LiveSource(Source):
                     raise SourceError("no video stream")
                 stream = container.streams.video[0]
                 rate = stream.average_rate or stream.guessed_rate
+                self.fps = float(rate) if rate else self.fps
                 clock.new_session(1.0 / float(rate) if rate else _DEFAULT_DT)
                 for av_frame in container.decode(stream):
                     if self._stop.is_set():
@@ -286,8 +303,11 @@ class LiveSource(Source):
                         log.info("stream %s: live from %s (%dx%d)", self.stream_id, self.where, image.shape[1],
                                  image.shape[0])
                     got += 1
-                    yield Frame(stream_id=self.stream_id, index=index, pts=clock.pts(av_frame.time, wall),
-                                wall_time=wall, image=image, video=self.stream_id)
+                    pts = clock.pts(av_frame.time, wall)
+                    if self.duration_s is not None and pts >= self.duration_s:
+                        return
+                    yield Frame(stream_id=self.stream_id, index=index, pts=pts, wall_time=wall, image=image,
+                                video=self.stream_id)
                     index += 1
                     if self.max_frames is not None and index >= self.max_frames:
                         return

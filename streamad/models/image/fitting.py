@@ -42,6 +42,8 @@ class ImageFitter(ModelFitter):
         needs_validation: the model is gradient-trained and uses the validation frames in :meth:`fit`.
     """
 
+    sample_unit = "frames"
+
     def __init__(self, model: ImageModel) -> None:
         super().__init__()
         self.model = model

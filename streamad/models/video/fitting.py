@@ -24,6 +24,8 @@ class ClipFitter(ModelFitter):
         model: the unfitted model (``VIDEO_MODELS.get(kind)(config)``).
     """
 
+    sample_unit = "clips"
+
     def __init__(self, model: VideoModel) -> None:
         super().__init__()
         self.model = model
