@@ -350,10 +350,12 @@ def _check_gst() -> None:
 
 
 def transcode_h264(src: str | Path, dst: str | Path, width: int | None = None, height: int | None = None,
-                   fps: float | None = None, timeout_s: float = 120.0) -> Path:
+                   fps: float | None = None, timeout_s: float = 120.0, start_s: float | None = None,
+                   end_s: float | None = None) -> Path:
     """ffmpeg ``src`` -> H.264 MP4 ``dst`` (yuv420p, a key frame every 25 frames, no B-frames), optionally
-    scaled to ``width`` x ``height`` pixels and retimed to ``fps`` frames per second (frames kept, so a higher
-    rate plays the video faster). Returns ``dst``.
+    scaled to ``width`` x ``height`` pixels, retimed to ``fps`` frames per second (frames kept, so a higher
+    rate plays the video faster) and cut to the part from ``start_s`` to ``end_s`` (seconds of ``src``,
+    frame-accurate: the part is re-encoded and starts at time 0 with a key frame). Returns ``dst``.
 
     Raises:
         MissingBinaryError: ffmpeg is not installed. RuntimeError: ffmpeg failed (its stderr tail).
@@ -368,6 +370,10 @@ def transcode_h264(src: str | Path, dst: str | Path, width: int | None = None, h
     if fps:
         cmd += ["-r", str(fps)]  # input rate: every frame kept, timestamps respaced
     cmd += ["-i", str(src)]
+    if start_s is not None:
+        cmd += ["-ss", f"{start_s:.3f}"]
+    if end_s is not None:
+        cmd += ["-to", f"{end_s:.3f}"]
     if filters:
         cmd += ["-vf", ",".join(filters)]
     cmd += ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", "0", "-an",
