@@ -257,3 +257,13 @@ def test_a_camera_that_cannot_connect_ends_the_fit_with_a_redacted_error(tmp_pat
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "model").exists()
     assert not any(p.is_file() for p in (tmp_path / "rec").rglob("*"))  # no half recording left behind
+
+
+def test_the_camera_example_is_valid_and_bounded() -> None:
+    from streamad.runtime.fit_streams import check_live_bounds
+
+    cfg = load_config(REPO / "examples" / "camera_fit.yaml", env={"CAMERA_URL": "rtsp://admin:pw@10.0.0.5/s1"})
+    assert [c.duration_s for c in cfg.fit.train] == [600] and [c.duration_s for c in cfg.fit.validation] == [300]
+    assert cfg.fit.threshold.method == "false_alarm_rate" and cfg.fit.threshold.events_per_hour == 1
+    assert cfg.fit.record_dir == "runs/camera/recordings"
+    check_live_bounds(cfg)  # bounded, and 300 s of held-out footage is enough
