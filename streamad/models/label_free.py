@@ -15,6 +15,9 @@ fitted on):
 What ``false_alarm_rate`` promises: on the held-out footage itself, at most ``floor(events_per_hour * hours)``
 events (zero when the footage is shorter than one budgeted event). On new normal footage of the same scene the rate
 is an estimate from a finite sample: the longer the held-out footage, the closer it holds.
+The tolerance stated for new normal footage of the same scene: at most ``max(1, 2 x events_per_hour x hours)``
+events, i.e. twice the budget, and one stray event on footage too short for the budget to allow one
+(``tests/integration/test_fit_from_camera.py`` checks it on a camera: vtest.avi served over RTSP).
 
 No peer defines these (anomalib's thresholds are F1-adaptive on labelled validation data, or manual); they follow
 the usual practice of video surveillance systems, where a camera's operator budgets false alarms per hour.
