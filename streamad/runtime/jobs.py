@@ -102,12 +102,12 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False,
         raise ConfigError(f"{cfg.path}: fit.threshold.method is f1_adaptive but fit.validation lists no labelled "
                           f"streams: add fit.validation, or use method: manual with a value")
     label_free = _label_free_settings(cfg, builder)
-    streams = prepare_fit_streams(cfg, builder.context, quiet, refresh)  # live streams -> their recordings
-    train_cfgs, validation_cfgs = streams.train, streams.validation
-    val_cfgs = validation_cfgs or train_cfgs
     where = "fit.validation" if cfg.fit.validation else "fit.train"
     model_cfg = cfg.operators[mi]
     fitter = builder.model_operator_class().fitter(model_cfg, builder.context)
+    streams = prepare_fit_streams(cfg, builder.context, quiet, refresh)  # live streams -> their recordings
+    train_cfgs, validation_cfgs = streams.train, streams.validation
+    val_cfgs = validation_cfgs or train_cfgs
     try:
         train_sources = builder.sources(train_cfgs, "fit.train")
         stats = builder.feed(train_sources, cfg.operators[:mi], fitter.collect, "fit: read training data", quiet,

@@ -69,7 +69,8 @@ def test_fit_from_a_live_camera_calibrate_and_serve(start_rtsp, vtest_parts: dic
     assert "Hall-Pw-7" not in res.stdout + res.stderr
     assert "fit: record train" in res.stderr and "/255 [" in res.stderr  # bar with a total: n/255 [elapsed<ETA]
     # the footage used is kept and listed, so the fit can be repeated
-    recs = {split: sorted((tmp_path / "recordings" / split / "hall").glob("*.mp4")) for split in ("train", "validation")}
+    recs = {split: sorted((tmp_path / "recordings" / split / "hall").glob("*.mp4"))
+            for split in ("train", "validation")}
     assert all(len(v) == 1 for v in recs.values()), recs
     model = json.loads((tmp_path / "model" / "model.json").read_text())
     text = json.dumps(model)
