@@ -42,6 +42,7 @@ from streamad.runtime.run import RunBuilder, default_model_dir, progress_bar
 
 if TYPE_CHECKING:
     from streamad.runtime.group import GroupOptions
+    from streamad.runtime.model_watch import ModelWatcher
 
 __all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "default_model_dir", "calibration_frames"]
 
@@ -261,7 +262,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
             ``runtime.http`` address that cannot be bound. DataNotFoundError: a dataset is missing.
             GroupError: the group's control topic cannot be set up.
     """
-    d = _require_model_dir(cfg, model_dir)
+    d = _serve_model_dir(cfg, model_dir, group is None)
     builder = RunBuilder(cfg, "serve", d, metrics)
     ctx = builder.context
     health = Health()
@@ -284,6 +285,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         raise
     pipe = run.pipeline
     health.attach(pipe)
+    watcher = _model_watcher(cfg, ctx)  # hot swap of refitted model directories (streamad.runtime.model_watch)
     reloader = None
     worker = None  # --group (streamad.runtime.group): streams follow the Kafka group's partition assignment
     if group is not None:
@@ -298,12 +300,20 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         current = [cfg]
 
         def apply(new: PipelineConfig) -> None:
-            plan = streams.plan(new.streams, RunBuilder(new, "serve", d, ctx.metrics).context, "streams")
+            new_ctx = RunBuilder(new, "serve", d, ctx.metrics).context
+            new_ctx.models = ctx.models  # new streams join the running model set (each model loaded once)
+            plan = streams.plan(new.streams, new_ctx, "streams")
+            _load_stream_models(ctx, plan)
+            if watcher is not None:  # SIGHUP also checks the model directories
+                watcher.request()
             changed = other_sections_changed(current[0], new)
             if changed:
                 log.warning("config reload: %s changed; restart streamad to apply that (stream changes apply now)",
                             ", ".join(changed))
             streams.apply(plan, pipe)
+            if ctx.models is not None:
+                for sid in set(plan.removed) - set(plan.kept) - {src.stream_id for src, _ in plan.added}:
+                    ctx.models.forget(sid)
             current[0] = new
 
         r = cfg.runtime
@@ -312,6 +322,8 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     try:
         stats = run.run(stop)
     finally:
+        if watcher is not None:
+            watcher.stop()
         if worker is not None:
             worker.stop()
         if reloader is not None:
@@ -322,6 +334,38 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     if len(evaluation) and evaluation.both_classes:
         report = evaluation.report(run.postprocess, stats.fps)
     return ServeResult(stats, report)  # type: ignore[arg-type]
+
+
+def _serve_model_dir(cfg: PipelineConfig, model_dir: Path | None, check: bool) -> Path:
+    """The pipeline's model directory for ``serve``: required (:func:`_require_model_dir`) unless every stream
+    names its own ``model_dir`` (then each stream's is checked when the model operator loads it)."""
+    if check and cfg.streams and all(getattr(c, "model_dir", None) for c in cfg.streams):
+        return Path(model_dir) if model_dir is not None else default_model_dir(cfg)
+    return _require_model_dir(cfg, model_dir)
+
+
+def _load_stream_models(ctx: Any, plan: Any) -> None:
+    """Load the model directories that the streams a reload adds use and that are not loaded yet (before any
+    stream changes, so a missing one rejects the reload as a whole and names it).
+
+    Raises:
+        ModelError: a new stream's model directory has no model that loads.
+    """
+    if ctx.models is not None and ctx.models.kind is not None and plan.added:
+        for src, _ in plan.added:
+            d = ctx.models.dir_for(src.stream_id)
+            if d is not None:
+                ctx.models.load(d)
+
+
+def _model_watcher(cfg: PipelineConfig, ctx: Any) -> "ModelWatcher | None":
+    """A started :class:`~streamad.runtime.model_watch.ModelWatcher` of the run's models (checks every
+    ``runtime.model_watch_interval_s`` seconds; 0 = on SIGHUP only), or ``None`` when no model set was loaded."""
+    from streamad.runtime.model_watch import ModelWatcher
+
+    if ctx.models is None or not ctx.models.dirs():
+        return None
+    return ModelWatcher(ctx.models, cfg.runtime.model_watch_interval_s).start()
 
 
 def _ops_server(cfg: PipelineConfig, health: Health, metrics: Metrics) -> OpsServer | None:
