@@ -75,18 +75,38 @@ def cli(log_level: str) -> None:
 @click.option("-o", "--output", "model_dir", type=click.Path(file_okay=False), default=None,
               help="Model directory to write (default: the config's model_dir, else runs/<name>/model).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--per-stream", "per_stream", is_flag=True,
+              help="Fit one model per fit.train entry (by its id) into each stream's model_dir (-o DIR: "
+                   "DIR/<id> or a path with {stream}), in parallel; failures are listed together at the end.")
 @_handle_errors
-def fit(config: str, model_dir: str | None, quiet: bool) -> None:
+def fit(config: str, model_dir: str | None, quiet: bool, per_stream: bool = False) -> None:
     """Fit the models CONFIG uses on its training split and write a model directory."""
     from streamad.runtime.jobs import fit as run_fit
 
     cfg = _load(config)
+    if per_stream:  # one model per camera (streamad.runtime.per_stream)
+        _fit_per_stream(cfg, model_dir, quiet)
+        return
     res = run_fit(cfg, Path(model_dir) if model_dir else None, quiet=quiet)
     p = res.postprocess
     click.echo(f"fitted on {res.train_clips} clips ({res.train_regions} regions) in {res.seconds:.1f} s; "
                f"image threshold {p.image_threshold:.4g} ({p.threshold_method}), "
                f"min {p.min:.4g}, max {p.max:.4g} from {res.validation_frames} frames of {p.statistics_from}")
     click.echo(f"model written to {res.model_dir}")
+
+
+def _fit_per_stream(cfg: Any, model_dir: str | None, quiet: bool) -> None:
+    """``fit --per-stream``: print each stream's model directory; failures raise (all listed, non-zero exit)."""
+    from streamad.runtime.per_stream import PerStreamFitError, fit_per_stream
+
+    try:
+        res = fit_per_stream(cfg, Path(model_dir) if model_dir else None, quiet=quiet)
+    except PerStreamFitError as exc:
+        for sid, d in exc.result.models.items():
+            click.echo(f"stream {sid}: model written to {d} ({exc.result.seconds[sid]:.1f} s)")
+        raise
+    for sid, d in res.models.items():
+        click.echo(f"stream {sid}: model written to {d} ({res.seconds[sid]:.1f} s)")
 
 
 @cli.command(name="eval")
