@@ -80,9 +80,17 @@ class ModelSet:
     # -- streams -------------------------------------------------------------------------------------------
     def assign(self, stream_id: str, template: str | Path | None) -> Path | None:
         """Record which model directory stream ``stream_id`` uses (its ``template``, else the default) and
-        publish its ``streamad_model_age_seconds``; returns the directory (``None``: no model at all). Loads
-        nothing (:meth:`load_all` does)."""
+        publish its ``streamad_model_age_seconds``; returns the directory (``None``: no model at all). Before the
+        model operator bound the set (at start) nothing is loaded (:meth:`load_all` does that); after it (a stream
+        added by a reload or a group assignment) the directory is loaded first, so that a stream is never
+        assigned a model that is not there.
+
+        Raises:
+            ModelError: (bound set only) the directory has no model that loads; the assignment is not changed.
+        """
         d = resolve_model_dir(template, stream_id, self.default_dir)
+        if d is not None and self.kind is not None:
+            self.load(d, stream_id)
         with self._lock:
             if d is None:
                 self._streams.pop(stream_id, None)
@@ -143,7 +151,7 @@ class ModelSet:
         if self.metrics is not None:
             (self.metrics.model_loads if ok else self.metrics.model_load_errors).labels(str(d)).inc()
 
-    def load(self, model_dir: Path) -> ModelHandle:
+    def load(self, model_dir: Path, stream_id: str | None = None) -> ModelHandle:
         """The handle of ``model_dir``, loaded now unless it is loaded already (then it is shared).
 
         Raises:
@@ -161,7 +169,7 @@ class ModelSet:
                 recover_model_dir(d)
             if not (d / "model.json").is_file():
                 self._count(d, False)
-                users = self.streams_of(d)
+                users = sorted(set(self.streams_of(d)) | ({stream_id} if stream_id else set()))
                 who = f"stream {', '.join(users)}: " if users else ""
                 raise ModelError(f"{who}model_dir {d}: no fitted model here (no model.json); run `streamad fit "
                                  f"CONFIG -o {d}` (or `streamad fit CONFIG --per-stream`) first")

@@ -302,8 +302,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         def apply(new: PipelineConfig) -> None:
             new_ctx = RunBuilder(new, "serve", d, ctx.metrics).context
             new_ctx.models = ctx.models  # new streams join the running model set (each model loaded once)
-            plan = streams.plan(new.streams, new_ctx, "streams")
-            _load_stream_models(ctx, plan)
+            plan = streams.plan(new.streams, new_ctx, "streams")  # loads the models of new streams first
             if watcher is not None:  # SIGHUP also checks the model directories
                 watcher.request()
             changed = other_sections_changed(current[0], new)
@@ -342,20 +341,6 @@ def _serve_model_dir(cfg: PipelineConfig, model_dir: Path | None, check: bool) -
     if check and cfg.streams and all(getattr(c, "model_dir", None) for c in cfg.streams):
         return Path(model_dir) if model_dir is not None else default_model_dir(cfg)
     return _require_model_dir(cfg, model_dir)
-
-
-def _load_stream_models(ctx: Any, plan: Any) -> None:
-    """Load the model directories that the streams a reload adds use and that are not loaded yet (before any
-    stream changes, so a missing one rejects the reload as a whole and names it).
-
-    Raises:
-        ModelError: a new stream's model directory has no model that loads.
-    """
-    if ctx.models is not None and ctx.models.kind is not None and plan.added:
-        for src, _ in plan.added:
-            d = ctx.models.dir_for(src.stream_id)
-            if d is not None:
-                ctx.models.load(d)
 
 
 def _model_watcher(cfg: PipelineConfig, ctx: Any) -> "ModelWatcher | None":

@@ -148,3 +148,21 @@ def test_sighup_requests_a_check_now_even_with_polling_off(tmp_path: Path) -> No
         assert ms.handle_for("cam") is not first and watcher.swaps == 1
     finally:
         watcher.stop()
+
+
+def test_a_stream_added_while_serving_gets_its_model_loaded_first_or_is_refused(tmp_path: Path) -> None:
+    default, yard = _save(tmp_path / "default", 1.0), _save(tmp_path / "yard", 2.0)
+    m = Metrics()
+    ms = ModelSet(default, m)
+    ms.assign("gate", None)
+    ms.bind("aivad", "video_model")
+    ms.load_all()
+    ms.assign("yard", str(yard))  # a reload adds a camera with its own model: loaded before it is assigned
+    assert ms.handle_for("yard").dir == str(yard)
+    assert _get(m, "streamad_model_loads_total", model_dir=str(yard)) == 1.0
+    ms.assign("yard2", str(yard))  # another camera naming it shares it
+    assert ms.handle_for("yard2") is ms.handle_for("yard")
+    assert _get(m, "streamad_model_loads_total", model_dir=str(yard)) == 1.0
+    with pytest.raises(ModelError, match=r"stream yard: model_dir .*missing"):
+        ms.assign("yard", str(tmp_path / "missing"))
+    assert ms.handle_for("yard").dir == str(yard)  # refused: the camera keeps the model it had
