@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -105,16 +106,19 @@ def test_two_cameras_are_scored_by_their_own_models_each_loaded_once(start_rtsp,
         assert a["model"] == {"name": "aivad", "version": _version(want), "dir": str(want)}, a
 
 
+@pytest.mark.parametrize("notice", ["poll", "sighup"])
 def test_a_model_refitted_while_serving_is_swapped_in_without_losing_a_frame_or_restarting(
-        start_rtsp, data_root: Path, tmp_path: Path) -> None:
+        notice: str, start_rtsp, data_root: Path, tmp_path: Path) -> None:
+    """``poll``: ``serve`` notices the new ``model.json`` itself (every 0.5 s); ``sighup``: polling is off, and
+    nothing changes until SIGHUP."""
     cam_dir = _fit(data_root, "Train001", tmp_path / "models" / "cam", tmp_path)
     old_version = _version(cam_dir)
     cam = start_rtsp(fps=10)
     port = ServeProcess.port()
-    # 200 frames at 10 fps: the camera's stream ends after ~20 s, then every frame read must have been scored
+    # 250 frames at 10 fps: the camera's stream ends after ~25 s, then every frame read must have been scored
     cfg = _config(tmp_path / "one.yaml", port,
-                  [{"kind": "live", "url": cam.url, "id": "cam", "model_dir": str(cam_dir), "max_frames": 200}],
-                  model_watch_interval_s=0.5, live_policy="block")
+                  [{"kind": "live", "url": cam.url, "id": "cam", "model_dir": str(cam_dir), "max_frames": 250}],
+                  model_watch_interval_s=0.5 if notice == "poll" else 0, live_policy="block")
     with ServeProcess(cfg, tmp_path / "no-pipeline-model", tmp_path, port, env=ENV) as proc:
         try:
             wait_until(lambda: any(a["model"]["version"] == old_version for a in _alerts(tmp_path)), 60,
@@ -126,15 +130,19 @@ def test_a_model_refitted_while_serving_is_swapped_in_without_losing_a_frame_or_
         _fit(data_root, "Train002", cam_dir, tmp_path)  # save_model over the directory serve is using
         new_version = _version(cam_dir)
         assert new_version != old_version
+        if notice == "sighup":
+            time.sleep(2.0)
+            assert all(a["model"]["version"] == old_version for a in _alerts(tmp_path)), "swapped without SIGHUP"
+            proc.signal(signal.SIGHUP)
         wait_until(lambda: any(a["model"]["version"] == new_version for a in _alerts(tmp_path)), 30,
                    "alerts of the refitted model")
         wait_until(lambda: proc.value("streamad_source_status", stream="cam", status="ended") == 1.0, 60,
-                   "the camera's 200 frames to be read")
-        wait_until(lambda: proc.value("streamad_frames_processed_total", stream="cam") >= 200, 30,
+                   "the camera's 250 frames to be read")
+        wait_until(lambda: proc.value("streamad_frames_processed_total", stream="cam") >= 250, 30,
                    "every frame to be scored")
         samples = proc.metrics()
-        assert proc.value("streamad_frames_in_total", samples, stream="cam") == 200
-        assert proc.value("streamad_frames_processed_total", samples, stream="cam") == 200
+        assert proc.value("streamad_frames_in_total", samples, stream="cam") == 250
+        assert proc.value("streamad_frames_processed_total", samples, stream="cam") == 250
         assert not [k for k in samples if k[0] == "streamad_frames_dropped_total" and dict(k[1])["stream"] == "cam"
                     and samples[k] > 0]
         assert proc.value("streamad_source_reconnects_total", samples, stream="cam") == 0
