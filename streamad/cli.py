@@ -158,6 +158,8 @@ def serve(config: str, model_dir: str | None, group: str | None = None, bootstra
     """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush
     within runtime.grace_period_s). SIGHUP (or, with runtime.watch_config, a change of CONFIG) reloads the streams:
     unchanged streams keep running, removed ones drain, new ones start; an invalid config is logged and ignored.
+    SIGHUP (and every runtime.model_watch_interval_s) also checks the model directories: a refitted one is swapped
+    in between clips without a restart; one that does not load is logged and the old model stays.
 
     With --group NAME it is one worker of a group and runs until SIGINT/SIGTERM (no config reload).
 

@@ -253,12 +253,17 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
 
     When the streams carry ground truth (a dataset test split) the result includes the frame-level report.
 
+    Each stream is scored by its own ``model_dir`` (else the pipeline's), every directory loaded once
+    (:class:`~streamad.models.model_set.ModelSet`); a refitted directory is swapped in while serving
+    (:class:`~streamad.runtime.model_watch.ModelWatcher`: every ``runtime.model_watch_interval_s`` and on SIGHUP).
+
     With ``group`` the process is one worker of a group (:mod:`streamad.runtime.group`): it starts with no stream,
     serves the streams of the control-topic partitions the Kafka group assigns to it, and runs until ``stop``;
     config reload is off.
 
     Raises:
-        ModelError: no fitted model. ConfigError: no streams, a stream or sink that cannot be built, an
+        ModelError: no fitted model (a stream's own ``model_dir`` without one: names the stream and the
+            directory). ConfigError: no streams, a stream or sink that cannot be built, an
             ``runtime.http`` address that cannot be bound. DataNotFoundError: a dataset is missing.
             GroupError: the group's control topic cannot be set up.
     """
