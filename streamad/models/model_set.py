@@ -76,6 +76,7 @@ class ModelSet:
         self._lock = threading.RLock()
         self.loads: dict[str, int] = {}
         self.load_errors: dict[str, int] = {}
+        self._adopted: set[Path] = set()
 
     # -- streams -------------------------------------------------------------------------------------------
     def assign(self, stream_id: str, template: str | Path | None) -> Path | None:
@@ -191,6 +192,24 @@ class ModelSet:
             ModelError: the first directory that fails (see :meth:`load`).
         """
         return [self.load(d) for d in self.wanted_dirs()]
+
+    def adopt(self, handle: ModelHandle) -> None:
+        """Record a handle an operator loaded itself (``image_model``: the pipeline's model) under its directory,
+        for ``streamad_model_age_seconds`` and ``streamad_model_loads_total``; it is not hot-swapped
+        (:meth:`watched_dirs` leaves it out)."""
+        if not handle.dir:
+            return
+        d = Path(handle.dir)
+        with self._lock:
+            if d not in self._handles:
+                self._handles[d] = handle
+                self._adopted.add(d)
+                self._count(d, True)
+
+    def watched_dirs(self) -> list[Path]:
+        """The loaded directories a refit may be swapped into (all but adopted ones)."""
+        with self._lock:
+            return [d for d in self._handles if d not in self._adopted]
 
     def default_handle(self) -> ModelHandle:
         """The handle of the default directory when loaded, else of the first loaded one (the pipeline's

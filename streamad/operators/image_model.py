@@ -140,6 +140,8 @@ class ImageModelOp(Operator):
         handle = load_handle(ctx, config.model.kind, "image_model",
                              lambda model, meta: open_runner(model, ctx.model_dir, meta, config.runtime,
                                                              config.threads))
+        if ctx.models is not None:  # streamad_model_age_seconds of the streams (no hot swap for image models)
+            ctx.models.adopt(handle)
         if ctx.postprocess is not None:
             ctx.postprocess = ctx.postprocess.with_overrides(pixel_threshold=config.pixel_threshold)
         pixel = config.pixel_threshold

@@ -353,7 +353,7 @@ def _model_watcher(cfg: PipelineConfig, ctx: Any) -> "ModelWatcher | None":
     ``runtime.model_watch_interval_s`` seconds; 0 = on SIGHUP only), or ``None`` when no model set was loaded."""
     from streamad.runtime.model_watch import ModelWatcher
 
-    if ctx.models is None or not ctx.models.dirs():
+    if ctx.models is None or not ctx.models.watched_dirs():
         return None
     return ModelWatcher(ctx.models, cfg.runtime.model_watch_interval_s).start()
 

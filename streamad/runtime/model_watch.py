@@ -54,7 +54,7 @@ class ModelWatcher(LoopThread):
         self.swaps = 0
         self.failures = 0
         self._requested = threading.Event()
-        self._seen: dict[Path, str | None] = {d: model_fingerprint(d) for d in models.dirs()}
+        self._seen: dict[Path, str | None] = {d: model_fingerprint(d) for d in models.watched_dirs()}
 
     def request(self) -> None:
         """Check every directory now (SIGHUP); returns at once, the check runs in the watcher's thread."""
@@ -80,7 +80,7 @@ class ModelWatcher(LoopThread):
         returns how many were swapped. A directory whose ``model.json`` is missing right now (a save between its
         two renames, or a directory removed) is left alone until it is back."""
         swapped = 0
-        for d in self.models.dirs():
+        for d in self.models.watched_dirs():
             fp = model_fingerprint(d)
             if d not in self._seen:  # loaded after the watcher started (a stream added by a reload)
                 self._seen[d] = fp

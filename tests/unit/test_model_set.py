@@ -166,3 +166,17 @@ def test_a_stream_added_while_serving_gets_its_model_loaded_first_or_is_refused(
     with pytest.raises(ModelError, match=r"stream yard: model_dir .*missing"):
         ms.assign("yard", str(tmp_path / "missing"))
     assert ms.handle_for("yard").dir == str(yard)  # refused: the camera keeps the model it had
+
+
+def test_an_adopted_model_gives_the_age_but_is_not_hot_swapped(tmp_path: Path) -> None:
+    from streamad.models.handle import read_handle
+
+    d = _save(tmp_path / "img", 1.0)
+    ms = ModelSet(d, Metrics())
+    ms.assign("cam", None)
+    handle = read_handle(d, "aivad", "image_model")
+    ms.adopt(handle)
+    assert 0 <= ms.age_s("cam") < 60 and ms.handle_for("cam") is handle
+    watcher = ModelWatcher(ms, 0)
+    _save(d, 2.0)
+    assert watcher.check() == 0 and ms.handle_for("cam") is handle
