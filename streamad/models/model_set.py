@@ -102,8 +102,8 @@ class ModelSet:
         return d
 
     def forget(self, stream_id: str) -> None:
-        """Stream ``stream_id`` is not served any more (its metric series go with
-        :meth:`~streamad.metrics.Metrics.remove_stream`); a model no stream uses stays loaded until the end."""
+        """Drop the assignment of stream ``stream_id`` (it then falls back to the default). Only for a stream that
+        has fully ended: a stream still draining must keep its model. A model no stream uses stays loaded."""
         with self._lock:
             self._streams.pop(stream_id, None)
 

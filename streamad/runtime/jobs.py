@@ -314,10 +314,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
             if changed:
                 log.warning("config reload: %s changed; restart streamad to apply that (stream changes apply now)",
                             ", ".join(changed))
-            streams.apply(plan, pipe)
-            if ctx.models is not None:
-                for sid in set(plan.removed) - set(plan.kept) - {src.stream_id for src, _ in plan.added}:
-                    ctx.models.forget(sid)
+            streams.apply(plan, pipe)  # a removed stream keeps its model while it drains (ModelSet keeps it)
             current[0] = new
 
         r = cfg.runtime
