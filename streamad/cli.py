@@ -77,19 +77,39 @@ def cli(log_level: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--refresh", is_flag=True,
               help="Refit live streams on their newest recordings under fit.record_dir instead of recording again.")
+@click.option("--per-stream", "per_stream", is_flag=True,
+              help="Fit one model per fit.train entry (by its id) into each stream's model_dir (-o DIR: "
+                   "DIR/<id> or a path with {stream}), in parallel; failures are listed together at the end.")
 @_handle_errors
-def fit(config: str, model_dir: str | None, quiet: bool, refresh: bool = False) -> None:
+def fit(config: str, model_dir: str | None, quiet: bool, refresh: bool = False, per_stream: bool = False) -> None:
     """Fit the models CONFIG uses on its training split and write a model directory. Live streams (kind: live,
     bounded by duration_s or max_frames) are recorded first, to fit.record_dir when set."""
     from streamad.runtime.jobs import fit as run_fit
 
     cfg = _load(config)
+    if per_stream:  # one model per camera (streamad.runtime.per_stream)
+        _fit_per_stream(cfg, model_dir, quiet, refresh)
+        return
     res = run_fit(cfg, Path(model_dir) if model_dir else None, quiet=quiet, refresh=refresh)
     p = res.postprocess
     click.echo(f"fitted on {res.train_clips} clips ({res.train_regions} regions) in {res.seconds:.1f} s; "
                f"image threshold {p.image_threshold:.4g} ({p.threshold_method}), "
                f"min {p.min:.4g}, max {p.max:.4g} from {res.validation_frames} frames of {p.statistics_from}")
     click.echo(f"model written to {res.model_dir}")
+
+
+def _fit_per_stream(cfg: Any, model_dir: str | None, quiet: bool, refresh: bool) -> None:
+    """``fit --per-stream``: print each stream's model directory; failures raise (all listed, non-zero exit)."""
+    from streamad.runtime.per_stream import PerStreamFitError, fit_per_stream
+
+    try:
+        res = fit_per_stream(cfg, Path(model_dir) if model_dir else None, quiet=quiet, refresh=refresh)
+    except PerStreamFitError as exc:
+        for sid, d in exc.result.models.items():
+            click.echo(f"stream {sid}: model written to {d} ({exc.result.seconds[sid]:.1f} s)")
+        raise
+    for sid, d in res.models.items():
+        click.echo(f"stream {sid}: model written to {d} ({res.seconds[sid]:.1f} s)")
 
 
 @cli.command(name="eval")
@@ -141,6 +161,8 @@ def serve(config: str, model_dir: str | None, group: str | None = None, bootstra
     """Run the pipeline until file streams end, or until SIGINT/SIGTERM for live ones (then drain and flush
     within runtime.grace_period_s). SIGHUP (or, with runtime.watch_config, a change of CONFIG) reloads the streams:
     unchanged streams keep running, removed ones drain, new ones start; an invalid config is logged and ignored.
+    SIGHUP (and every runtime.model_watch_interval_s) also checks the model directories: a refitted one is swapped
+    in between clips without a restart; one that does not load is logged and the old model stays.
 
     With --group NAME it is one worker of a group and runs until SIGINT/SIGTERM (no config reload).
 

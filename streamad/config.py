@@ -127,6 +127,8 @@ class RuntimeConfig(BaseModel):
         http: serve ``/healthz``, ``/readyz`` and ``/metrics`` on this address (``serve`` only; off when unset).
         watch_config: ``serve`` re-reads the config file when it changes (SIGHUP always does).
         watch_interval_s: how often the config file is checked for changes (seconds).
+        model_watch_interval_s: ``serve`` checks every model directory in use this often (seconds; the SHA-256
+            of its ``model.json``) and swaps in a refitted model without a restart; 0 = only on SIGHUP.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -138,6 +140,7 @@ class RuntimeConfig(BaseModel):
     http: HttpConfig | None = None
     watch_config: bool = True
     watch_interval_s: float = Field(1.0, gt=0, le=3600)
+    model_watch_interval_s: float = Field(5.0, ge=0, le=86400)
 
 
 def _union(registry: Registry, family: str) -> Any:

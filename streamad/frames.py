@@ -192,7 +192,10 @@ class Scores:
         video: dataset video name (see :class:`Frame`).
         timings: seconds per stage.
         events: alert events that this frame caused (set by the ``alert`` operator).
-        model: ``{"name": ..., "version": ...}`` of the model that scored the frame.
+        model: ``{"name": ..., "version": ..., "dir": ...}`` of the model that scored the frame (``dir``: its model
+            directory, when loaded from one).
+        postprocess: the fitted post-processing of that model (the ``threshold`` operator normalises with it, so
+            each stream is normalised by its own model's statistics); ``None`` while fitting.
         origin: the scored frame's :attr:`Frame.origin` (``None`` for live streams).
         width, height: size of the source frame in pixels.
         image: ``(H, W, 3) uint8 RGB`` pixels of the scored target frame at the pipeline's frame size (after any
@@ -222,6 +225,7 @@ class Scores:
     height: int = 0
     image: np.ndarray | None = field(default=None, repr=False)
     origin: str | None = None
+    postprocess: Any = field(default=None, repr=False)
 
 
 @dataclass

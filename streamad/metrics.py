@@ -21,6 +21,10 @@ that two Kafka sinks never share a series.
 | ``streamad_stream_errors_total`` | counter | stream | streams ended by an error (corrupt file, ...) |
 | ``streamad_queue_depth`` | gauge | queue | messages waiting in a bounded queue |
 | ``streamad_model_inference_seconds`` | histogram | model | time of one model scoring call |
+| ``streamad_model_loads_total`` | counter | model_dir | models loaded from a directory (1 per directory, +1 per hot swap) |
+| ``streamad_model_load_errors_total`` | counter | model_dir | loads that failed (missing or broken directory; a failed swap keeps the old model) |
+| ``streamad_model_age_seconds`` | gauge | stream | seconds since the ``model.json`` of the model scoring the stream was written |
+| ``streamad_frames_above_threshold_total`` | counter | stream | scored frames at or above the decision threshold (``anomalous``); over ``streamad_frames_processed_total`` it is the alert-rate share |
 | ``streamad_sink_retries_total`` | counter | sink | failed delivery attempts to the destination (e.g. Kafka unreachable) |
 | ``streamad_sink_full_waits_total`` | counter | sink, reason | times the pipeline waited (and retried, never dropped) because a sink could not take an alert: ``spool_full``, ``write_error`` (disk full, I/O error) |
 | ``streamad_sink_stalled_seconds`` | gauge | sink | seconds alerts have waited with no delivery succeeding (0 while none waits): grows from the first second of an outage |
@@ -72,6 +76,14 @@ class Metrics:
                                  registry=r)
         self.inference = Histogram("streamad_model_inference_seconds", "Seconds of one model scoring call",
                                    ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.model_loads = Counter("streamad_model_loads", "Models loaded from a model directory", ["model_dir"],
+                                   registry=r)
+        self.model_load_errors = Counter("streamad_model_load_errors", "Model loads that failed (the old model "
+                                         "stays)", ["model_dir"], registry=r)
+        self.model_age = Gauge("streamad_model_age_seconds", "Seconds since the model scoring the stream was "
+                               "fitted (model.json created)", ["stream"], registry=r)
+        self.frames_above = Counter("streamad_frames_above_threshold", "Scored frames at or above the decision "
+                                    "threshold", ["stream"], registry=r)
         self.sink_retries = Counter("streamad_sink_retries", "Sink delivery retries", ["sink"], registry=r)
         self.sink_errors = Counter("streamad_sink_errors", "Sink calls that failed", ["sink"], registry=r)
         self.sink_full_waits = Counter("streamad_sink_full_waits", "Waits of the pipeline on a sink that could "

@@ -23,6 +23,7 @@ from streamad.frames import EndOfStream, Frame, Scores
 if TYPE_CHECKING:
     from streamad.metrics import Metrics
     from streamad.models.handle import ModelHandle
+    from streamad.models.model_set import ModelSet
     from streamad.models.postprocess import PostProcess
 
 __all__ = ["PartConfig", "SourceConfig", "SinkConfig", "BuildContext", "Operator", "Source", "Sink"]
@@ -48,9 +49,14 @@ class SourceConfig(PartConfig):
         max_fps: frame-rate cap of ``streamad serve``: process at most this many frames per second of stream
             time (presentation timestamps); the others are dropped and counted like ``every_nth``. Both caps may
             be combined (``every_nth`` applies first).
+        model_dir: the fitted model directory of this stream (``serve``, ``eval``; ``fit --per-stream`` writes
+            it); ``{stream}`` is replaced by the stream id made safe for paths
+            (:func:`~streamad.models.model_set.stream_path_part`). ``None`` = the pipeline's model. Streams naming
+            the same directory share one loaded model.
     """
 
     id: str | None = None
+    model_dir: str | None = None
     realtime: bool = False
     max_frames: int | None = None
     every_nth: int | None = Field(None, ge=1)
@@ -91,6 +97,8 @@ class BuildContext:
             ``None`` while fitting. Commands read it after the build (eval's thresholds).
         http_routes: extra routes of the ``runtime.http`` server (``/healthz``, ``/readyz``) for a ``prometheus``
             sink that serves the same port.
+        models: ``serve`` and ``eval``: the per-stream models (:class:`~streamad.models.model_set.ModelSet`);
+            sources are assigned to it as they are built, the model operator loads it. ``None`` while fitting.
     """
 
     config_path: Path | None = None
@@ -101,6 +109,13 @@ class BuildContext:
     model: "ModelHandle | None" = None
     postprocess: "PostProcess | None" = None
     http_routes: Any = None
+    models: "ModelSet | None" = None
+
+    def assign_models(self, config: Any, sources: "list[Source]") -> None:
+        """Record the model directory of each of ``sources`` (built from stream ``config``) in :attr:`models`."""
+        if self.models is not None:
+            for src in sources:
+                self.models.assign(src.stream_id, getattr(config, "model_dir", None))
 
     def resolve(self, path: str | Path) -> Path:
         """``path`` as given if absolute, else relative to the data root (or the config's folder)."""

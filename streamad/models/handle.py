@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -11,7 +12,7 @@ from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model_of_kind
 from streamad.parts import BuildContext
 
-__all__ = ["ModelHandle", "load_handle"]
+__all__ = ["ModelHandle", "load_handle", "read_handle"]
 
 
 @dataclass
@@ -29,6 +30,9 @@ class ModelHandle:
         runner: image models: how the network runs (torch or the OpenVINO IR,
             :mod:`streamad.models.image.runner`); ``None`` for video models.
         inference: the ``streamad_model_inference_seconds{model}`` histogram child, when metrics exist.
+        dir: the model directory it was loaded from (``""`` while fitting); alerts carry it as ``model.dir``.
+        created: ``model.json`` ``created`` as Unix seconds (``0.0`` while fitting or when absent); the
+            ``streamad_model_age_seconds`` gauge counts from it.
     """
 
     model: Any
@@ -38,11 +42,49 @@ class ModelHandle:
     postprocess: PostProcess | None = None
     runner: Any = None
     inference: Any = None
+    dir: str = ""
+    created: float = 0.0
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """``{"name", "version", "dir"}``: what ``Scores.model`` and alerts' ``model`` carry (``dir`` only when
+        loaded from a directory)."""
+        out = {"name": self.name, "version": self.version}
+        if self.dir:
+            out["dir"] = self.dir
+        return out
 
     def observe_inference(self, seconds: float) -> None:
         """Record one model call of ``seconds`` in the inference histogram (when metrics exist)."""
         if self.inference is not None:
             self.inference.observe(seconds)
+
+
+def _created_seconds(meta: dict[str, Any]) -> float:
+    """``model.json`` ``created`` (ISO 8601) as Unix seconds; 0.0 when absent or unreadable."""
+    try:
+        return _dt.datetime.fromisoformat(str(meta.get("created", ""))).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def read_handle(model_dir: str | Path, kind: str, operator: str,
+                make_runner: Callable[[Any, dict[str, Any]], Any] | None = None) -> ModelHandle:
+    """Load the model of ``model_dir`` as a fresh :class:`ModelHandle` (nothing shared, nothing published).
+
+    Args:
+        model_dir: the fitted model directory. kind: the model kind the operator's config names. operator: the
+            operator's kind, for messages. make_runner: ``(model, metadata) -> runner`` (image models).
+
+    Raises:
+        ModelError: no model there, an unreadable one, or one of another kind (names the directory).
+    """
+    model, meta = load_model_of_kind(model_dir, kind, operator)
+    raw = meta.get("postprocess")
+    post = PostProcess.from_json(raw, str(Path(model_dir) / "model.json")) if raw else None
+    runner = make_runner(model, meta) if make_runner is not None else None
+    return ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta, post, runner,
+                       dir=str(model_dir), created=_created_seconds(meta))
 
 
 def load_handle(ctx: BuildContext, kind: str, operator: str,
@@ -60,14 +102,12 @@ def load_handle(ctx: BuildContext, kind: str, operator: str,
     """
     handle = ctx.model
     if handle is None:
-        model, meta = load_model_of_kind(ctx.model_dir, kind, operator)
-        raw = meta.get("postprocess")
-        post = PostProcess.from_json(raw, str(Path(ctx.model_dir) / "model.json")) if raw else None
-        runner = make_runner(model, meta) if make_runner is not None else None
-        handle = ModelHandle(model, model.kind, f"{model.version}:{meta.get('created', '')}", meta, post, runner)
+        if ctx.model_dir is None:
+            raise ModelError("no model directory: give --model MODEL_DIR or set model_dir in the config")
+        handle = read_handle(ctx.model_dir, kind, operator, make_runner)
         ctx.model = handle
         if ctx.postprocess is None:
-            ctx.postprocess = post
+            ctx.postprocess = handle.postprocess
     elif handle.name != kind:
         raise ModelError(f"the pipeline's model is {handle.name!r} but its {operator} operator names {kind!r}")
     if ctx.metrics is not None and handle.inference is None:

@@ -26,6 +26,7 @@ from pydantic import Field
 
 import streamad.models  # noqa: F401  (registers the image models the union below is built from)
 from streamad.frames import Clip, Frame, Scores, scale_boxes
+from streamad.errors import ConfigError
 from streamad.models.handle import ModelHandle, load_handle
 from streamad.models.image.fitting import ImageFitter
 from streamad.models.image.runner import open_runner
@@ -130,10 +131,17 @@ class ImageModelOp(Operator):
 
         Raises:
             ModelError: no model directory, a directory holding another kind of model, or an IR problem.
+            ConfigError: a stream names its own ``model_dir`` (one model per camera is for ``video_model``
+                pipelines; image pipelines use the pipeline's model).
         """
+        if ctx.models is not None and ctx.models.per_stream:
+            raise ConfigError(f"{ctx.config_path}: streams[].model_dir: one model per stream is supported with a "
+                              f"video_model operator only; image_model pipelines use the pipeline's model_dir")
         handle = load_handle(ctx, config.model.kind, "image_model",
                              lambda model, meta: open_runner(model, ctx.model_dir, meta, config.runtime,
                                                              config.threads))
+        if ctx.models is not None:  # streamad_model_age_seconds of the streams (no hot swap for image models)
+            ctx.models.adopt(handle)
         if ctx.postprocess is not None:
             ctx.postprocess = ctx.postprocess.with_overrides(pixel_threshold=config.pixel_threshold)
         pixel = config.pixel_threshold

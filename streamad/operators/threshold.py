@@ -26,6 +26,10 @@ class Threshold(Operator):
     :class:`~streamad.models.postprocess.PostProcess`); ``image_threshold`` in the config overrides the fitted
     threshold (raw units), and the run's ``BuildContext.postprocess`` then carries the override.
 
+    With one model per camera (stream ``model_dir``), each frame is normalised with the statistics of the model
+    that scored it (``Scores.postprocess``, with this operator's override), so a hot-swapped model brings its own
+    threshold.
+
     Input/output: :class:`Scores` (sets ``normalized``, ``anomalous``; ``region_scores`` become normalised).
     """
 
@@ -47,8 +51,21 @@ class Threshold(Operator):
         ctx.postprocess = post.with_overrides(image_threshold=config.image_threshold)
         return ctx.postprocess
 
+    def __init__(self, config: "Threshold.Config", shared: PostProcess, stream_id: str) -> None:
+        super().__init__(config, shared, stream_id)
+        self._of: PostProcess | None = None  # the model's post-processing last seen, and it with the override
+        self._post: PostProcess = shared
+
+    def _post_for(self, s: Scores) -> PostProcess:
+        own = s.postprocess
+        if own is None:
+            return self.shared
+        if own is not self._of:
+            self._of, self._post = own, own.with_overrides(image_threshold=self.config.image_threshold)
+        return self._post
+
     def process(self, s: Scores) -> list[Scores]:
-        post: PostProcess = self.shared
+        post = self._post_for(s)
         s.normalized = float(post.normalize(s.score))
         s.anomalous = s.normalized >= 0.5
         if len(s.region_scores):

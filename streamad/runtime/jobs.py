@@ -44,6 +44,7 @@ from streamad.runtime.run import RunBuilder, default_model_dir, progress_bar
 
 if TYPE_CHECKING:
     from streamad.runtime.group import GroupOptions
+    from streamad.runtime.model_watch import ModelWatcher
 
 __all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "default_model_dir", "calibration_frames"]
 
@@ -269,16 +270,21 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
 
     When the streams carry ground truth (a dataset test split) the result includes the frame-level report.
 
+    Each stream is scored by its own ``model_dir`` (else the pipeline's), every directory loaded once
+    (:class:`~streamad.models.model_set.ModelSet`); a refitted directory is swapped in while serving
+    (:class:`~streamad.runtime.model_watch.ModelWatcher`: every ``runtime.model_watch_interval_s`` and on SIGHUP).
+
     With ``group`` the process is one worker of a group (:mod:`streamad.runtime.group`): it starts with no stream,
     serves the streams of the control-topic partitions the Kafka group assigns to it, and runs until ``stop``;
     config reload is off.
 
     Raises:
-        ModelError: no fitted model. ConfigError: no streams, a stream or sink that cannot be built, an
+        ModelError: no fitted model (a stream's own ``model_dir`` without one: names the stream and the
+            directory). ConfigError: no streams, a stream or sink that cannot be built, an
             ``runtime.http`` address that cannot be bound. DataNotFoundError: a dataset is missing.
             GroupError: the group's control topic cannot be set up.
     """
-    d = _require_model_dir(cfg, model_dir)
+    d = _serve_model_dir(cfg, model_dir, group is None)
     builder = RunBuilder(cfg, "serve", d, metrics)
     ctx = builder.context
     health = Health()
@@ -301,6 +307,7 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         raise
     pipe = run.pipeline
     health.attach(pipe)
+    watcher = _model_watcher(cfg, ctx)  # hot swap of refitted model directories (streamad.runtime.model_watch)
     reloader = None
     worker = None  # --group (streamad.runtime.group): streams follow the Kafka group's partition assignment
     if group is not None:
@@ -315,12 +322,16 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
         current = [cfg]
 
         def apply(new: PipelineConfig) -> None:
-            plan = streams.plan(new.streams, RunBuilder(new, "serve", d, ctx.metrics).context, "streams")
+            new_ctx = RunBuilder(new, "serve", d, ctx.metrics).context
+            new_ctx.models = ctx.models  # new streams join the running model set (each model loaded once)
+            plan = streams.plan(new.streams, new_ctx, "streams")  # loads the models of new streams first
+            if watcher is not None:  # SIGHUP also checks the model directories
+                watcher.request()
             changed = other_sections_changed(current[0], new)
             if changed:
                 log.warning("config reload: %s changed; restart streamad to apply that (stream changes apply now)",
                             ", ".join(changed))
-            streams.apply(plan, pipe)
+            streams.apply(plan, pipe)  # a removed stream keeps its model while it drains (ModelSet keeps it)
             current[0] = new
 
         r = cfg.runtime
@@ -329,6 +340,8 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     try:
         stats = run.run(stop)
     finally:
+        if watcher is not None:
+            watcher.stop()
         if worker is not None:
             worker.stop()
         if reloader is not None:
@@ -339,6 +352,24 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
     if len(evaluation) and evaluation.both_classes:
         report = evaluation.report(run.postprocess, stats.fps)
     return ServeResult(stats, report)  # type: ignore[arg-type]
+
+
+def _serve_model_dir(cfg: PipelineConfig, model_dir: Path | None, check: bool) -> Path:
+    """The pipeline's model directory for ``serve``: required (:func:`_require_model_dir`) unless every stream
+    names its own ``model_dir`` (then each stream's is checked when the model operator loads it)."""
+    if check and cfg.streams and all(getattr(c, "model_dir", None) for c in cfg.streams):
+        return Path(model_dir) if model_dir is not None else default_model_dir(cfg)
+    return _require_model_dir(cfg, model_dir)
+
+
+def _model_watcher(cfg: PipelineConfig, ctx: Any) -> "ModelWatcher | None":
+    """A started :class:`~streamad.runtime.model_watch.ModelWatcher` of the run's models (checks every
+    ``runtime.model_watch_interval_s`` seconds; 0 = on SIGHUP only), or ``None`` when no model set was loaded."""
+    from streamad.runtime.model_watch import ModelWatcher
+
+    if ctx.models is None or not ctx.models.watched_dirs():
+        return None
+    return ModelWatcher(ctx.models, cfg.runtime.model_watch_interval_s).start()
 
 
 def _ops_server(cfg: PipelineConfig, health: Health, metrics: Metrics) -> OpsServer | None:

@@ -493,6 +493,9 @@ class Pipeline:
                 if msg.normalized is not None:
                     m.anomaly_score.labels(sid).set(msg.normalized)
                     m.anomaly_threshold.labels(sid).set(0.5)
+                    above = m.frames_above.labels(sid)  # the series exists from the first scored frame
+                    if msg.anomalous:
+                        above.inc()
                 for ev in msg.events:
                     m.events.labels(sid, ev.type).inc()
                 for s in self.sinks:

@@ -99,6 +99,7 @@ class StreamSet:
                 plan.entries.append(entry)
                 continue
             sources = cfg.build(ctx, f"{where}[{i}]")  # type: ignore[attr-defined]
+            ctx.assign_models(cfg, sources)  # serve: which model directory each new stream uses
             plan.added.extend((s, RateCap.of(cfg)) for s in sources)  # one cap (and its state) per stream
             plan.entries.append(_Entry(key, [s.stream_id for s in sources]))
         ids = plan.kept + [s.stream_id for s, _ in plan.added]

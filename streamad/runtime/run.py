@@ -26,6 +26,7 @@ from streamad.config import PipelineConfig
 from streamad.errors import ConfigError
 from streamad.metrics import Metrics
 from streamad.models.handle import ModelHandle
+from streamad.models.model_set import ModelSet
 from streamad.models.postprocess import PostProcess
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.registry import OPERATORS, SINKS
@@ -101,9 +102,17 @@ class RunBuilder:
         self.context = self.new_context(metrics or Metrics())
 
     def new_context(self, metrics: Metrics | None = None) -> BuildContext:
-        """A fresh context of this command (for the streams of a reloaded config or of a group's partitions)."""
-        return BuildContext(config_path=self.cfg.path, data_root=self.cfg.data_root, model_dir=self.model_dir,
-                            mode=self.mode, metrics=metrics or self.context.metrics)
+        """A fresh context of this command (for the streams of a reloaded config or of a group's partitions); it
+        shares this builder's per-stream models (``serve`` and ``eval``: a
+        :class:`~streamad.models.model_set.ModelSet` of ``model_dir``)."""
+        ctx = BuildContext(config_path=self.cfg.path, data_root=self.cfg.data_root, model_dir=self.model_dir,
+                           mode=self.mode, metrics=metrics or self.context.metrics)
+        existing = getattr(self, "context", None)
+        if existing is not None:
+            ctx.models = existing.models
+        elif self.mode in ("serve", "eval"):
+            ctx.models = ModelSet(self.model_dir, ctx.metrics)
+        return ctx
 
     # -- roles -----------------------------------------------------------------------------------------------
     def _index(self, role: str) -> int | None:
@@ -153,7 +162,9 @@ class RunBuilder:
         """
         out: list[Source] = []
         for i, c in enumerate(configs):
-            out.extend(c.build(self.context, f"{where}[{i}]"))  # type: ignore[attr-defined]
+            built = c.build(self.context, f"{where}[{i}]")  # type: ignore[attr-defined]
+            self.context.assign_models(c, built)
+            out.extend(built)
         return out
 
     def sinks(self) -> list[Sink]:
