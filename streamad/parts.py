@@ -43,11 +43,12 @@ class SourceConfig(PartConfig):
         id: stream id (datasets use it as a prefix: ``<id>/<video>``); defaults to a name derived from the path.
         realtime: pace a file at its frame rate (as a camera would deliver it) instead of as fast as possible.
         max_frames: stop after this many frames (``None`` = all).
-        every_nth: frame-rate cap of ``streamad serve``: process only every Nth frame the source delivers
+        every_nth: frame-rate cap of ``streamad serve`` and ``fit`` (so a model is fitted and calibrated on the
+            frame rate it scores; ``eval`` scores every frame): process only every Nth frame the source delivers
             (frames 0, N, 2N, ...); the others are dropped and counted as
             ``streamad_frames_dropped_total{reason="rate_cap"}``. ``None`` = every frame.
-        max_fps: frame-rate cap of ``streamad serve``: process at most this many frames per second of stream
-            time (presentation timestamps); the others are dropped and counted like ``every_nth``. Both caps may
+        max_fps: frame-rate cap of ``streamad serve`` and ``fit``: process at most this many frames per second
+            of stream time (presentation timestamps); the others are dropped and counted like ``every_nth``. Both caps may
             be combined (``every_nth`` applies first).
         model_dir: the fitted model directory of this stream (``serve``, ``eval``; ``fit --per-stream`` writes
             it); ``{stream}`` is replaced by the stream id made safe for paths

@@ -99,8 +99,12 @@ def check_live_bounds(cfg: Any) -> None:
                               f"too short to calibrate false_alarm_rate: need at least {MIN_HELD_OUT_S:g} s")
 
 
-def _file_config(path: Path, stream_id: str) -> PartConfig:
-    return SOURCES.get("video_file").Config(kind="video_file", path=str(path.resolve()), id=stream_id)
+def _file_config(path: Path, live: PartConfig, stream_id: str) -> PartConfig:
+    """The ``video_file`` config reading the recording of ``live`` (all its frames) with the live stream's
+    ``every_nth`` / ``max_fps`` cap, so the fit sees the frame rate ``serve`` scores that camera at."""
+    return SOURCES.get("video_file").Config(kind="video_file", path=str(path.resolve()), id=stream_id,
+                                             every_nth=live.every_nth, max_fps=live.max_fps,
+                                             model_dir=live.model_dir)
 
 
 def _record_one(source: LiveSource, path: Path, where: str, bar: Any, lock: threading.Lock,
@@ -235,7 +239,7 @@ def prepare_fit_streams(cfg: Any, ctx: BuildContext, quiet: bool = False, refres
                                                                                  root, ctx, quiet)
             lst = fs.train if split == "train" else fs.validation
             for i, (sid, path) in got.items():
-                lst[i] = _file_config(path, sid)
+                lst[i] = _file_config(path, lst[i], sid)
                 if record_dir:
                     fs.recordings[split][sid] = path.relative_to(root).as_posix()
                 log.info("fit.%s[%d]: fitting on %s", split, i, path)

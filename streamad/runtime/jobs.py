@@ -112,13 +112,13 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False,
     try:
         train_sources = builder.sources(train_cfgs, "fit.train")
         stats = builder.feed(train_sources, cfg.operators[:mi], fitter.collect, "fit: read training data", quiet,
-                             total=expected_frames(train_sources))
+                             total=expected_frames(train_sources), capped=True)
         for sid, err in stats.errors.items():
             log.error("training stream %s failed: %s", sid, err)
         require_enough(fitter, stats, train_sources, cfg.operators[:mi])
         if fitter.needs_validation and validation_cfgs:
             builder.feed(builder.sources(validation_cfgs, "fit.validation"), cfg.operators[:mi],
-                         fitter.collect_validation, "fit: read validation data", quiet)
+                         fitter.collect_validation, "fit: read validation data", quiet, capped=True)
         model, fit_stats = fit_model(fitter, stats, train_sources, progress=not quiet)
         builder.context.model = fitter.handle(model)  # the model operator shares it while validation is scored
 
@@ -129,7 +129,7 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False,
         end = ti if ti is not None else len(cfg.operators)
         val_sources = builder.sources(val_cfgs, where)
         builder.feed(val_sources, cfg.operators[:end], observe, "fit: calibrate", quiet,
-                     total=expected_frames(val_sources))
+                     total=expected_frames(val_sources), capped=True)
         post = fitter.postprocess(thr_cfg.method, thr_cfg.value, where, **label_free)
         extra = {
             "pipeline": {"name": cfg.name, "operators": [o.model_dump(mode="json") for o in cfg.operators]},

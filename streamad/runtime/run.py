@@ -31,6 +31,7 @@ from streamad.models.postprocess import PostProcess
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.registry import OPERATORS, SINKS
 from streamad.runtime.pipeline import Pipeline, RunStats, StageSpec, build_stages
+from streamad.runtime.ratecap import RateCap
 
 __all__ = ["RunBuilder", "Run", "default_model_dir", "progress_bar"]
 
@@ -100,6 +101,7 @@ class RunBuilder:
         self.mode = mode
         self.model_dir = model_dir
         self.context = self.new_context(metrics or Metrics())
+        self.rate_caps: dict[str, RateCap] = {}  # of the streams :meth:`sources` built, for :meth:`feed`
 
     def new_context(self, metrics: Metrics | None = None) -> BuildContext:
         """A fresh context of this command (for the streams of a reloaded config or of a group's partitions); it
@@ -164,6 +166,10 @@ class RunBuilder:
         for i, c in enumerate(configs):
             built = c.build(self.context, f"{where}[{i}]")  # type: ignore[attr-defined]
             self.context.assign_models(c, built)
+            for src in built:  # one cap, with its own state, per stream
+                cap = RateCap.of(c)
+                if cap is not None:
+                    self.rate_caps[src.stream_id] = cap
             out.extend(built)
         return out
 
@@ -204,12 +210,18 @@ class RunBuilder:
         return Run(pipe, self.context)
 
     def feed(self, sources: Sequence[Source], operators: Sequence[PartConfig], consumer: Callable[[Any], int],
-             desc: str, quiet: bool, stop: threading.Event | None = None, total: int | None = None) -> RunStats:
+             desc: str, quiet: bool, stop: threading.Event | None = None, total: int | None = None,
+             capped: bool = False) -> RunStats:
         """Run ``sources`` through ``operators`` into ``consumer``, which returns how many frames a message stood
-        for (the progress bar's unit; ``total``: frames expected, for its ETA); ``stop`` ends the run early.
-        Returns the run's statistics."""
+        for (the progress bar's unit; ``total``: frames expected, for its ETA); ``stop`` ends the run early;
+        ``capped``: apply the streams' ``every_nth`` / ``max_fps`` caps (``fit``: a model sees the frame rate
+        ``serve`` scores at, and ``min_frames`` / ``cooldown_frames`` mean the same time). Returns the run's
+        statistics."""
         bar = progress_bar(desc, quiet, total)
+        caps = {s.stream_id: self.rate_caps[s.stream_id] for s in sources
+                if capped and s.stream_id in self.rate_caps}
         try:
-            return self.build(sources, operators, consumers=[lambda m: bar.update(consumer(m))]).run(stop)
+            return self.build(sources, operators, consumers=[lambda m: bar.update(consumer(m))],
+                              rate_caps=caps).run(stop)
         finally:
             bar.close()

@@ -191,6 +191,20 @@ def test_fit_records_the_camera_lists_the_recording_and_refits_to_the_same_model
             np.testing.assert_array_equal(w[k], w2[k], err_msg=f"{other}: {k}")
 
 
+def test_a_capped_camera_is_recorded_whole_and_fitted_at_the_frame_rate_serve_scores(camera_url: str,
+                                                                                     tmp_path: Path) -> None:
+    # every_nth: 2 is what serve scores of this camera: the fit (and the calibration) must see the same frames,
+    # while the recording keeps every frame so a refit with another cap needs no new recording
+    cfg_path = _config(tmp_path, [{"kind": "live", "url": camera_url, "id": "cam", "max_frames": 80,
+                                   "every_nth": 2}], record_dir="recordings")
+    res = _streamad("fit", str(cfg_path), "-o", "model", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (recording,) = list((tmp_path / "recordings" / "train" / "cam").iterdir())
+    with av.open(str(recording)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 80
+    assert "fitted on 37 clips" in res.stdout  # 40 frames kept, 4-frame clips
+
+
 def test_refresh_picks_the_newest_recording_and_names_the_folder_when_there_is_none(camera_file: Path,
                                                                                    tmp_path: Path) -> None:
     folder = tmp_path / "rec" / "train" / "cam"
