@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 __all__ = ["free_port", "wait_for_port", "MissingBinaryError", "ChildProcess", "TansuBroker", "PrometheusServer", "MotoS3",
            "RtspServer", "transcode_h264", "GST_PYTHON"]
@@ -389,8 +389,10 @@ class RtspServer(ChildProcess):
 
     Args:
         workdir: folder for its log file.
-        media: an H.264 MP4 (e.g. from :func:`transcode_h264`), streamed at its own frame rate; ``None`` streams
-            a live ``videotestsrc`` pattern instead (encoded with x264 as it plays).
+        media: an H.264 MP4 (e.g. from :func:`transcode_h264`), streamed at its own frame rate; a list of them:
+            the first client gets the first file, the next client the next (the last one from then on), as
+            successive connections to a camera see successive parts of its day; ``None`` streams a live
+            ``videotestsrc`` pattern instead (encoded with x264 as it plays).
         pattern, fps, width, height: the live test pattern (a moving ``ball`` by default), frames per second and
             size in pixels (ignored with ``media``).
         port: TCP port (default: a free one), kept across :meth:`kill` / :meth:`start`.
@@ -400,15 +402,17 @@ class RtspServer(ChildProcess):
         url: ``rtsp://127.0.0.1:PORT/mount``; :meth:`url_with` adds credentials.
     """
 
-    def __init__(self, workdir: str | Path, media: str | Path | None = None, pattern: str = "ball", fps: int = 25,
+    def __init__(self, workdir: str | Path, media: str | Path | Sequence[str | Path] | None = None,
+                 pattern: str = "ball", fps: int = 25,
                  width: int = 320, height: int = 240, port: int | None = None, mount: str = "/cam") -> None:
         _check_gst()
-        self.media = Path(media) if media is not None else None
+        files = [] if media is None else [media] if isinstance(media, (str, Path)) else list(media)
+        self.media = Path(files[0]) if files else None
         self.port = port or free_port()
         self.mount = mount
         self.args = ["--port", str(self.port), "--mount", mount]
-        if self.media is not None:
-            self.args += ["--file", str(self.media)]
+        if files:
+            self.args += [a for f in files for a in ("--file", str(f))]
         else:
             self.args += ["--pattern", pattern, "--fps", str(fps), "--width", str(width), "--height", str(height)]
         self.log_path = Path(workdir) / f"rtsp-{self.port}.log"
