@@ -15,12 +15,13 @@ it. The jobs read what the stages published (the model, the post-processing in e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import numpy as np
 
@@ -64,7 +65,8 @@ class FitResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False, refresh: bool = False) -> FitResult:
+def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False, refresh: bool = False,
+        cpu_slot: ContextManager[Any] | None = None) -> FitResult:
     """Fit the model of the config's model operator and its post-processing.
 
     The model operator is the one whose class ``holds_model`` (a video or an image model); its fitter
@@ -84,6 +86,8 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False,
     Live streams (``kind: live``, bounded by ``duration_s`` / ``max_frames``) are recorded first and fitted on as
     files (:mod:`streamad.runtime.fit_streams`; kept under ``fit.record_dir`` and listed in ``model.json``); with
     ``refresh`` nothing is recorded and each live stream's newest recording under ``fit.record_dir`` is used.
+    ``cpu_slot`` (a semaphore, say) is held while the footage is processed, after the recording: ``fit
+    --per-stream`` records every camera at once and fits as many at once as there are cores.
 
     Raises:
         ConfigError: no ``fit`` section, no model operator, a threshold method the data cannot support, an
@@ -109,7 +113,10 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False,
     streams = prepare_fit_streams(cfg, builder.context, quiet, refresh)  # live streams -> their recordings
     train_cfgs, validation_cfgs = streams.train, streams.validation
     val_cfgs = validation_cfgs or train_cfgs
+    slot = contextlib.ExitStack()
     try:
+        if cpu_slot is not None:
+            slot.enter_context(cpu_slot)
         train_sources = builder.sources(train_cfgs, "fit.train")
         stats = builder.feed(train_sources, cfg.operators[:mi], fitter.collect, "fit: read training data", quiet,
                              total=expected_frames(train_sources), capped=True)
@@ -139,6 +146,7 @@ def fit(cfg: PipelineConfig, model_dir: Path | None = None, quiet: bool = False,
             extra["fit"]["recordings"] = streams.manifest()
         save_model(model_dir, model, post, extra)
     finally:
+        slot.close()
         fitter.close()
         streams.cleanup()
     return FitResult(model_dir, int(fit_stats.get("train_clips", fitter.samples)),

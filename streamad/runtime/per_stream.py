@@ -12,9 +12,13 @@ per entry (:func:`streamad.runtime.jobs.fit`) with ``fit.train`` = that entry al
   command (``{stream}`` replaced by the id; without ``{stream}``, the id is appended as a sub-folder). ``{stream}``
   is replaced by :func:`~streamad.models.model_set.stream_path_part` of the id, as ``serve`` does.
 
-The fits run in parallel in worker processes (``min(entries, os.cpu_count())`` by default; each fit is
-single-process, so this uses the cores a single fit leaves idle). A stream that fails does not stop the others: the
-failures are collected and reported together at the end (:class:`PerStreamFitError`).
+The fits run in parallel in worker processes, at most ``os.cpu_count()`` of them processing footage at once (each
+fit is single-process, so this uses the cores a single fit leaves idle). When cameras are to be recorded (``kind:
+live`` entries, no ``--refresh``), every camera gets its own worker (up to :data:`MAX_RECORDING_WORKERS`) so all
+are recorded at the same time, waiting only in real time, and the workers take turns on the cores for the fitting
+(a semaphore of ``os.cpu_count()`` slots, held after the recording): 20 cameras recorded for 10 minutes take 10
+minutes of recording, not 100 on two cores. A stream that fails does not stop the others: the failures are
+collected and reported together at the end (:class:`PerStreamFitError`).
 """
 
 from __future__ import annotations
@@ -31,9 +35,19 @@ from streamad.config import PipelineConfig, load_config
 from streamad.errors import ConfigError, StreamadError
 from streamad.models.model_set import resolve_model_dir
 
-__all__ = ["PerStreamFit", "PerStreamFitError", "fit_per_stream", "per_stream_plan"]
+__all__ = ["PerStreamFit", "PerStreamFitError", "fit_per_stream", "per_stream_plan", "MAX_RECORDING_WORKERS"]
 
 log = logging.getLogger("streamad.fit")
+
+MAX_RECORDING_WORKERS = 32
+"""Most worker processes of ``fit --per-stream`` (cameras recorded at the same time)."""
+
+_CPU_SLOTS: Any = None  # in a worker: the semaphore of the fits that process footage at once (_init_worker)
+
+
+def _init_worker(slots: Any) -> None:
+    global _CPU_SLOTS
+    _CPU_SLOTS = slots
 
 
 @dataclass
@@ -113,7 +127,7 @@ def _fit_one(path: str, env: dict[str, str] | None, index: int, model_dir: str, 
     t0 = time.perf_counter()
     try:
         cfg = _stream_config(load_config(path, env=env), index)
-        fit(cfg, Path(model_dir), quiet=quiet, refresh=refresh)
+        fit(cfg, Path(model_dir), quiet=quiet, refresh=refresh, cpu_slot=_CPU_SLOTS)
     except StreamadError as exc:
         return redact(str(exc)), exc.exit_code, time.perf_counter() - t0
     except Exception as exc:  # reported with the stream's name, the other fits go on
@@ -123,14 +137,15 @@ def _fit_one(path: str, env: dict[str, str] | None, index: int, model_dir: str, 
 
 def fit_per_stream(cfg: PipelineConfig, output: Path | None = None, quiet: bool = True,
                    workers: int | None = None, env: dict[str, str] | None = None,
-                   refresh: bool = False) -> PerStreamFit:
+                   refresh: bool = False, cores: int | None = None) -> PerStreamFit:
     """Fit one model per ``fit.train`` entry of ``cfg`` into each stream's model directory (module doc).
 
     Args:
         cfg: a config read from a file (the workers read it again). output: the ``-o`` directory (a template
             with ``{stream}``, else the parent of one folder per stream id). quiet: no progress bars.
-        workers: worker processes (default ``min(entries, os.cpu_count())``; 1 fits in this process, one after
-            the other). env: the variables the config was interpolated with (default the environment).
+        workers: worker processes (default: one per entry up to :data:`MAX_RECORDING_WORKERS` when cameras are
+            recorded, else ``min(entries, cores)``; 1 fits in this process, one after the other).
+        cores: fits processing footage at once (default ``os.cpu_count()``). env: the variables the config was interpolated with (default the environment).
         refresh: fit each stream on its newest recording under ``fit.record_dir`` instead of recording again
             (``fit --per-stream --refresh``, :func:`streamad.runtime.jobs.fit`).
 
@@ -144,7 +159,10 @@ def fit_per_stream(cfg: PipelineConfig, output: Path | None = None, quiet: bool 
     if cfg.path is None:
         raise ConfigError("fit --per-stream needs a config file (its workers read it)")
     plan = per_stream_plan(cfg, output)
-    n = workers or min(len(plan), os.cpu_count() or 1)
+    cores = cores or os.cpu_count() or 1
+    records = not refresh and any(getattr(c, "kind", None) == "live"
+                                  for c in [*cfg.fit.train, *cfg.fit.validation])  # type: ignore[union-attr]
+    n = workers or min(len(plan), MAX_RECORDING_WORKERS if records else cores)
     res = PerStreamFit()
     codes: list[int] = []
     outcomes: dict[str, tuple[str | None, int, float]] = {}
@@ -153,7 +171,9 @@ def fit_per_stream(cfg: PipelineConfig, output: Path | None = None, quiet: bool 
         for (i, sid, _), a in zip(plan, args):
             outcomes[sid] = _fit_one(*a)
     else:
-        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        ctx = multiprocessing.get_context("spawn")
+        slots = ctx.BoundedSemaphore(cores)
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker, initargs=(slots,)) as pool:
             futures = {sid: pool.submit(_fit_one, *a) for (_, sid, _), a in zip(plan, args)}
             for sid, fut in futures.items():
                 try:

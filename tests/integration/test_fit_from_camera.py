@@ -117,3 +117,31 @@ def test_fit_from_a_live_camera_calibrate_and_serve(start_rtsp, vtest_parts: dic
     assert last.startswith("error: fit.validation: ") and "too short to calibrate false_alarm_rate" in last
     assert "need at least 30 s" in last
     assert not (tmp_path / "model_short").exists()
+
+
+def test_fit_per_stream_records_every_camera_at_once_even_with_one_core(start_rtsp, vtest_parts: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    """Twenty cameras recorded for 10 minutes must take 10 minutes, not 10 per core: with one core for the fits,
+    two cameras are still recorded at the same time (their recordings start together) and both models are
+    written."""
+    from datetime import datetime
+
+    from streamad.config import load_config
+    from streamad.runtime.per_stream import fit_per_stream
+
+    cams = [start_rtsp(vtest_parts["train"], mount=f"/cam{i}") for i in range(2)]
+    train = [{"kind": "live", "url": cam.url, "id": f"cam{i}", "duration_s": 8.0,
+              "model_dir": str(tmp_path / "models" / "{stream}")} for i, cam in enumerate(cams)]
+    cfg_path = tmp_path / "cams.yaml"
+    cfg_path.write_text(yaml.safe_dump({"extends": str(REPO / "examples" / "ped2.yaml"), "name": "cams",
+                                        "fit": {"train": train, "record_dir": str(tmp_path / "rec"),
+                                                "threshold": {"method": "manual", "value": 1.0}}}))
+    res = fit_per_stream(load_config(cfg_path), quiet=True, cores=1)
+    assert set(res.models) == {"cam0", "cam1"} and not res.errors
+    starts = []
+    for i in range(2):
+        (rec,) = (tmp_path / "rec" / "train" / f"cam{i}").glob("*.mp4")
+        starts.append(datetime.strptime(rec.stem, "%Y%m%dT%H%M%S.%fZ").timestamp())
+        assert (tmp_path / "models" / f"cam{i}" / "model.json").is_file()
+    # one after the other, the second recording would start 8 s of recording plus a fit after the first
+    assert abs(starts[0] - starts[1]) < 5.0, starts
