@@ -41,13 +41,14 @@ def defect_mask() -> np.ndarray:
 
 def mt_config(kind: str, train_frames: int | None = None, model: dict[str, Any] | None = None) -> Any:
     """examples/magnetic_tile_<patchcore|padim>.yaml (``kind`` ``dfm`` / ``dfkde`` reuse the PaDiM example with that
-    model), calibrated on ``CALIBRATION_PER_CLASS`` images per test class; ``train_frames`` limits training."""
+    model), calibrated on ``CALIBRATION_PER_CLASS`` images per class of the validation half; ``train_frames`` limits training."""
     from streamad.config import load_config_text
 
     example = REPO / "examples" / f"magnetic_tile_{kind if kind in ('patchcore', 'padim') else 'padim'}.yaml"
     data = yaml.safe_load(example.read_text(encoding="utf-8"))
     data["data_root"] = str(DATA)
-    data["fit"]["validation"] = [{"kind": "magnetic_tile", "split": "test", "max_frames": CALIBRATION_PER_CLASS}]
+    data["fit"]["validation"] = [{"kind": "magnetic_tile", "split": "validation",
+                               "max_frames": CALIBRATION_PER_CLASS}]
     if train_frames is not None:
         data["fit"]["train"][0]["max_frames"] = train_frames
     if model is not None:

@@ -38,21 +38,26 @@ def _make(kind: str, **kw: Any) -> ImageModel:
 
 @pytest.fixture(scope="module")
 def mt_sets(mt_root: Path) -> dict[str, Any]:
-    """32 training MT_Free images; validation: 6 normal + 6 defect test images (with masks); evaluation: 12 other
-    normal + 12 other defect images, as decoded RGB frames."""
+    """32 training MT_Free images; validation: 6 normal + 10 defect images of the validation half (with masks);
+    evaluation: 12 normal + 20 defect images of the test half, as decoded RGB frames."""
     train_samples = magnetic_tile_samples(mt_root, "train")
-    test = magnetic_tile_samples(mt_root, "test")
-    normal = [s for s in test if s.label == 0]
-    defect = [s for c in DEFECTS for s in [t for t in test if t.group == c][:6]]
+
+    def normal_defect(split: str) -> tuple[list, list]:
+        held_out = magnetic_tile_samples(mt_root, split)
+        return ([s for s in held_out if s.label == 0],
+                [s for c in DEFECTS for s in [t for t in held_out if t.group == c][:6]])
+
+    normal_v, defect_v = normal_defect("validation")
+    normal, defect = normal_defect("test")
     rng = np.random.default_rng(0)
     pick = rng.choice(len(train_samples), TRAIN, replace=False)
     train = ImageSet(SIZE)
     for i in pick:
         train.append(read_rgb(train_samples[i].path), 0)
     val = ImageSet(SIZE)
-    for s in normal[:6] + defect[::3]:
+    for s in normal_v[:6] + defect_v[::3]:
         val.append(read_rgb(s.path), s.label, read_mask(s.mask))
-    evaluation = normal[6:18], [s for i, s in enumerate(defect) if i % 3]
+    evaluation = normal[:12], [s for i, s in enumerate(defect) if i % 3]
     yield {"train": train, "validation": val,
            "normal": [read_rgb(s.path) for s in evaluation[0]], "defect": [read_rgb(s.path) for s in evaluation[1]]}
     train.close()

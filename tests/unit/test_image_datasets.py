@@ -94,11 +94,20 @@ def test_mvtec_layout(tmp_path: Path) -> None:
 
 def test_magnetic_tile_split(mt_root: Path) -> None:
     train = magnetic_tile_samples(mt_root, "train")
+    val = magnetic_tile_samples(mt_root, "validation")
     test = magnetic_tile_samples(mt_root, "test")
-    assert len(train) == 762 and len(test) == 582  # 80 % of 952 MT_Free; 190 + 392 defect images
-    free_test = [s for s in test if s.group == "MT_Free"]
+    # 80 % of 952 MT_Free; the other 190 + 392 defect images cut per class into halves (floor to validation)
+    assert len(train) == 762 and len(val) == 289 and len(test) == 293
+    assert {s.path for s in val}.isdisjoint(s.path for s in test)
+    for group in ("MT_Free", "MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven"):
+        n_val, n_test = (sum(s.group == group for s in split) for split in (val, test))
+        assert 0 <= n_test - n_val <= 1, group  # every class in both halves, equally
+    free_test = [s for s in val + test if s.group == "MT_Free"]
     assert len(free_test) == 190 and all(s.label == 0 for s in free_test)
     assert {s.path for s in train}.isdisjoint(s.path for s in free_test)
+    assert [s.path for s in magnetic_tile_samples(mt_root, "test")] == [s.path for s in test]  # fixed
+    with pytest.raises(ValueError, match="split: must be one of train, validation, test"):
+        magnetic_tile_samples(mt_root, "val")
     assert {s.group for s in test if s.label} == {"MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven"}
     assert all(s.mask is not None and s.mask.suffix == ".png" for s in test)
     assert [s.path for s in magnetic_tile_samples(mt_root, "train")] == [s.path for s in train]  # fixed

@@ -11,8 +11,11 @@ and the ground-truth mask (all False for normal images without one). Images may 
   ``test/<defect>/*.png``, ``ground_truth/<defect>/*_mask.png``.
 * ``kind: magnetic_tile`` (Huang, Qiu, Yuan, "Surface defect saliency of magnetic tile", The Visual Computer 2020;
   GitHub abin24/Magnetic-tile-defect-datasets): ``<root>/MT_<class>/Imgs/<name>.jpg`` with the mask ``<name>.png``
-  beside it. Train = a fixed, seeded ``train_ratio`` (80 %) of ``MT_Free``; test = the rest of ``MT_Free`` plus every
-  image of the defect classes (``MT_Blowhole``, ``MT_Break``, ``MT_Crack``, ``MT_Fray``, ``MT_Uneven``).
+  beside it. Train = a fixed, seeded ``train_ratio`` (80 %) of ``MT_Free``. The rest of ``MT_Free`` and every image
+  of the defect classes (``MT_Blowhole``, ``MT_Break``, ``MT_Crack``, ``MT_Fray``, ``MT_Uneven``) are held out and
+  cut, class by class and seeded, into two halves: ``validation`` (for choosing settings, early stopping and
+  thresholds) and ``test`` (for reporting once). The dataset ships no validation split of its own; this one is
+  streamad's.
 
 Sources of these kinds mark themselves as image datasets (``image_dataset``), so ``streamad eval`` reports
 image- and pixel-level metrics for them.
@@ -160,18 +163,22 @@ def mvtec_samples(root: str | Path, category: str, split: str, where: str = "mvt
     return out
 
 
+MT_SPLITS = ("train", "validation", "test")
+
+
 def magnetic_tile_samples(root: str | Path, split: str, train_ratio: float = 0.8, seed: int = 0,
                           where: str = "magnetic_tile") -> list[ImageSample]:
-    """The Magnetic Tile split: train = seeded ``train_ratio`` of ``MT_Free``; test = the rest of ``MT_Free``
-    (label 0, their all-zero masks) + every defect image (label 1, its mask).
+    """The Magnetic Tile split: train = seeded ``train_ratio`` of ``MT_Free``; the held-out images, the rest of
+    ``MT_Free`` (label 0, their all-zero masks) and every defect image (label 1, its mask), are cut per class into
+    ``validation`` (a seeded ``floor(n / 2)`` of each class) and ``test`` (the other ``ceil(n / 2)``).
 
     Raises:
         DataNotFoundError: a class folder is missing, or a defect image has no mask (names the file and says where
             to get the dataset).
         ValueError: unknown split or ``train_ratio`` not in ``(0, 1)``.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"{where}.split: must be train or test, got {split!r}")
+    if split not in MT_SPLITS:
+        raise ValueError(f"{where}.split: must be one of {', '.join(MT_SPLITS)}, got {split!r}")
     if not 0 < train_ratio < 1:
         raise ValueError(f"{where}.train_ratio: must be in (0, 1), got {train_ratio}")
     base = Path(root)
@@ -196,9 +203,14 @@ def magnetic_tile_samples(root: str | Path, split: str, train_ratio: float = 0.8
                                     f"{MAGNETIC_TILE_URL}")
         return m
 
-    out = [ImageSample(f, 0, mask(f), "MT_Free") for f in test_free]
-    for name in _MT_DEFECTS:
-        out += [ImageSample(f, 1, mask(f), name) for f in listing(name)]
+    def half(files: list[Path], cls: int) -> list[Path]:
+        # seeded per class and apart from the train split's draw (seed + 1 + class index)
+        test, val = _split_normals(files, (len(files) // 2) / len(files), seed + 1 + cls)
+        return val if split == "validation" else test
+
+    out = [ImageSample(f, 0, mask(f), "MT_Free") for f in half(test_free, 0)]
+    for i, name in enumerate(_MT_DEFECTS, start=1):
+        out += [ImageSample(f, 1, mask(f), name) for f in half(listing(name), i)]
     return out
 
 
@@ -307,14 +319,15 @@ class MagneticTileSource(ImageSequenceSource):
 
         Attributes:
             root: folder holding ``MT_Free/`` ... (relative to the data root; default ``magnetic_tile``).
-            split: ``train`` (seeded ``train_ratio`` of MT_Free) or ``test`` (the rest + all defect classes).
+            split: ``train`` (seeded ``train_ratio`` of MT_Free), ``validation`` or ``test`` (each a seeded half,
+                class by class, of the rest of MT_Free and of every defect class).
             train_ratio: share of MT_Free used for training. seed: seed of that split.
             id: stream id prefix (default ``magnetic_tile``).
         """
 
         kind: Literal["magnetic_tile"] = "magnetic_tile"
         root: str = "magnetic_tile"
-        split: Literal["train", "test"]
+        split: Literal["train", "validation", "test"]
         train_ratio: float = Field(0.8, gt=0, lt=1)
         seed: int = 0
 
