@@ -2,15 +2,18 @@
 (torch and OpenVINO), as a Markdown table for README.md.
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow]
-        [--work runs/bench_images] [--json out.json]
+        [--splits validation test] [--set patch_size=1] [--work runs/bench_images] [--json out.json]
 
 Each model is fitted with its example, examples/magnetic_tile_<kind>.yaml (DFM and DFKDE: the
-PaDiM pipeline with that model and anomalib's default layer) on the 762 training images and calibrated on the
-whole test split, then evaluated on the 582 test images twice, scored by torch and by the exported FP32 OpenVINO
-IR. Metrics are the OpenVINO run's (the two agree within 1e-3, see tests/integration/test_export_parity.py);
-frames/s is the evaluation pipeline's throughput (JPEG decoding of images of varying size, the model,
-post-processing), not the metric computation after it. Fit time is the whole `streamad fit` (training features, memory bank or statistics,
-and the calibration pass over the 582 test images).
+PaDiM pipeline with that model and anomalib's default layer), on the 762 training images, early-stopped and
+calibrated on the validation half of the held-out images (289), then evaluated on each of ``--splits`` (default: the
+test half, 293 images) twice, scored by torch and by the exported FP32 OpenVINO IR. Settings are chosen on the
+``validation`` rows and the ``test`` rows are reported. ``--set key=value`` (repeatable; the value is YAML) changes
+the model section of every example, e.g. ``--set patch_size=1``. Metrics are the OpenVINO run's (the two agree within
+1e-3, see tests/integration/test_export_parity.py); frames/s is the evaluation pipeline's throughput (JPEG decoding
+of images of varying size, the model, post-processing), not the metric computation after it. Fit time is the whole
+`streamad fit` (training features, memory bank, statistics or epochs, and the calibration pass over the validation
+half).
 """
 
 from __future__ import annotations
@@ -42,15 +45,19 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
 }
 
 
-def pipeline(kind: str, work: Path, runtime: str) -> Any:
-    """The example config of ``kind`` with its model directory under ``work`` and the given runtime."""
+def pipeline(kind: str, work: Path, runtime: str, split: str = "test",
+             overrides: dict[str, Any] | None = None) -> Any:
+    """The example config of ``kind`` with its model directory under ``work``, the given runtime, its streams on
+    the Magnetic Tile ``split`` and ``overrides`` applied to its model section."""
     example = REPO / "examples" / f"magnetic_tile_{kind if VIDEO_MODELS[kind] is None else 'padim'}.yaml"
     data = yaml.safe_load(example.read_text(encoding="utf-8"))
     data["data_root"] = os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
     data["model_dir"] = str(work / kind / "model")
     if VIDEO_MODELS[kind] is not None:
         data["operators"][0]["model"] = VIDEO_MODELS[kind]
+    data["operators"][0]["model"].update(overrides or {})
     data["operators"][0]["runtime"] = runtime
+    data["streams"] = [{**data["streams"][0], "split": split}]
     data["sinks"] = []
     return load_config_text(yaml.safe_dump(data), name=str(example), path=example)
 
@@ -58,34 +65,47 @@ def pipeline(kind: str, work: Path, runtime: str) -> Any:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(VIDEO_MODELS), choices=list(VIDEO_MODELS))
+    ap.add_argument("--splits", nargs="+", default=["test"], choices=["validation", "test"],
+                    help="evaluate on these halves of the held-out images (choose settings on validation)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="change the model section of every example (the value is YAML)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_images")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     work = args.work.resolve()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    label = "".join(f" {k}={json.dumps(v)}" for k, v in overrides.items())
     rows = []
     for kind in args.models:
         t0 = time.perf_counter()
-        res = fit(pipeline(kind, work, "torch"), quiet=True)
+        res = fit(pipeline(kind, work, "torch", overrides=overrides), quiet=True)
         fit_s = time.perf_counter() - t0
         export_model(res.model_dir, "openvino")
-        torch_report, torch_stats = evaluate(pipeline(kind, work, "torch"), quiet=True)
-        ov_report, ov_stats = evaluate(pipeline(kind, work, "openvino"), quiet=True)
-        row = {"model": kind, "image_auroc": ov_report.image_auroc, "pixel_auroc": ov_report.pixel_auroc,
-               "pixel_aupro": ov_report.pixel_aupro, "image_f1": ov_report.image_f1, "fit_s": fit_s,
-               "fps_torch": torch_stats.fps, "fps_openvino": ov_stats.fps,
-               "image_auroc_torch": torch_report.image_auroc,
-               "per_class_pixel_auroc": {k.split("/")[-1]: v["pixel_auroc"] for k, v in ov_report.per_stream.items()
-                                         if v["pixel_auroc"] is not None}}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    print("\n| model | image AUROC | pixel AUROC | AUPRO (0.3) | fit (s) | frames/s torch | frames/s OpenVINO |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+        for split in args.splits:
+            torch_report, torch_stats = evaluate(pipeline(kind, work, "torch", split, overrides), quiet=True)
+            ov_report, ov_stats = evaluate(pipeline(kind, work, "openvino", split, overrides), quiet=True)
+            row = {"model": kind + label, "split": split, "frames": ov_report.frames,
+                   "image_auroc": ov_report.image_auroc, "pixel_auroc": ov_report.pixel_auroc,
+                   "pixel_aupro": ov_report.pixel_aupro, "image_f1": ov_report.image_f1, "fit_s": fit_s,
+                   "fps_torch": torch_stats.fps, "fps_openvino": ov_stats.fps,
+                   "image_auroc_torch": torch_report.image_auroc,
+                   "per_class_pixel_auroc": {k.split("/")[-1]: v["pixel_auroc"]
+                                             for k, v in ov_report.per_stream.items() if v["pixel_auroc"] is not None}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| model | split | image AUROC | pixel AUROC | AUPRO (0.3) | fit (s) | frames/s torch | frames/s OpenVINO |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         pix = "-" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.3f}"
         pro = "-" if r["pixel_aupro"] is None else f"{r['pixel_aupro']:.3f}"
-        print(f"| {r['model']} | {r['image_auroc']:.3f} | {pix} | {pro} | {r['fit_s']:.0f} | {r['fps_torch']:.1f} | "
+        print(f"| {r['model']} | {r['split']} | {r['image_auroc']:.3f} | {pix} | {pro} | {r['fit_s']:.0f} | {r['fps_torch']:.1f} | "
               f"{r['fps_openvino']:.1f} |")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -1,7 +1,8 @@
-"""PatchCore and PaDiM fitted on the real Magnetic Tile split (80 % of MT_Free, seeded) and evaluated on the rest of
-MT_Free plus every defect image, through ``streamad fit`` / ``streamad eval``'s jobs.
+"""PatchCore and PaDiM fitted on the real Magnetic Tile split (80 % of MT_Free, seeded), calibrated on the validation
+half of the held-out images and evaluated on the test half (95 MT_Free + 198 defect images), through
+``streamad fit`` / ``streamad eval``'s jobs.
 
-Asserted, as the issue asks: PatchCore image AUROC >= 0.90 and pixel AUROC >= 0.90 over the whole split, PaDiM
+Asserted, as the issue asks: PatchCore image AUROC >= 0.90 and pixel AUROC >= 0.90 over the test half, PaDiM
 within 0.05 of PatchCore on both. MT_Uneven holds 72 % of the anomalous pixels, so the whole-split pixel AUROC is
 mostly how well its bands are found; the examples' band-shaped neighbourhood (``patch_size: [13, 23]``) finds them
 at the cost of the smallest defects (Blowhole, Crack), whose per-class pixel AUROC is asserted against a floor
@@ -35,16 +36,16 @@ def reports(mt_patchcore: Path, mt_padim: Path, tmp_path_factory: pytest.TempPat
 
 def test_patchcore_image_and_pixel_auroc_and_padim_within_005(reports: dict) -> None:
     pc, pd = reports["patchcore"][0], reports["padim"][0]
-    assert pc.frames == pd.frames == 582  # 190 MT_Free + 392 defect images
+    assert pc.frames == pd.frames == 293  # the test half: 95 MT_Free + 198 defect images
     assert pc.image_auroc >= 0.90, pc.format_table()
-    assert pc.pixel_auroc >= 0.90, pc.format_table()  # every pixel of the 582 test images
+    assert pc.pixel_auroc >= 0.90, pc.format_table()  # every pixel of the 293 test images
     assert pd.image_auroc >= pc.image_auroc - 0.05, pd.format_table()
     assert pd.pixel_auroc >= pc.pixel_auroc - 0.05, pd.format_table()
 
 
 @pytest.mark.parametrize("kind", ["patchcore", "padim"])
 def test_pixel_auroc_per_defect_class(reports: dict, kind: str) -> None:
-    """Each defect class's images with the 190 normal ones: every class is localised (0.84-0.97 measured)."""
+    """Each defect class's test images with the 95 normal ones: every class is localised (0.84-0.97 measured)."""
     report = reports[kind][0]
     for name in DEFECTS:
         cls = report.per_stream[f"magnetic_tile/{name}"]
