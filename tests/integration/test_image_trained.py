@@ -1,8 +1,9 @@
-"""The gradient-trained image models (STFPM, FastFlow) on real Magnetic Tile images at 128x128: training lowers the
-loss and shows it in the progress bar, early stopping keeps the best epoch's weights, maps and scores have the
-documented shapes, defect tiles score above normal ones, a saved model scores identically after loading, the
-OpenVINO exports of STFPM and Reverse Distillation score like torch. (The flow's log-determinant against autograd and STFPM's map against the cosine
-similarity are in tests/unit/test_image_trained_math.py.)"""
+"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation) on real Magnetic Tile images at
+128x128: training lowers the loss and shows it in the progress bar, early stopping keeps the best epoch's weights,
+maps and scores have the documented shapes, defect tiles score above normal ones, a saved model scores identically
+after loading, the OpenVINO exports of STFPM and Reverse Distillation score like torch. (The flow's log-determinant
+against autograd, STFPM's map against the cosine similarity and Reverse Distillation's loss and map are in
+tests/unit/test_image_trained_math.py.)"""
 
 from __future__ import annotations
 

@@ -1,13 +1,12 @@
 """The math of the gradient-trained image models without training: FastFlow's log-determinant against autograd,
-STFPM's layer map against the cosine similarity, Reverse Distillation's loss, map and bottleneck / decoder shapes. (Their training on Magnetic Tile images is in
-tests/integration/test_image_trained.py.)"""
+STFPM's layer map against the cosine similarity, Reverse Distillation's loss, map and bottleneck / decoder shapes.
+(Their training on Magnetic Tile images is in tests/integration/test_image_trained.py.)"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from pydantic import ValidationError
 
 from streamad.errors import ModelError

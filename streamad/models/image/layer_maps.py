@@ -7,12 +7,13 @@ Built from ``torch.nn.functional`` ops that ONNX and OpenVINO export.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["COMBINE_MODES", "cosine_distance_map", "combine_layer_maps"]
+__all__ = ["COMBINE_MODES", "combine_layer_maps", "cosine_distance_map"]
 
 COMBINE_MODES = ("add", "multiply")
 

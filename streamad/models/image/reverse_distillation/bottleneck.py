@@ -14,14 +14,14 @@ For WideResNet-50 ``layer1..layer3`` (256, 512, 1024 channels) this is anomalib'
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from streamad.errors import ModelError
 
-__all__ = ["OneClassBottleneck", "halvings", "conv_bn_relu"]
+__all__ = ["OneClassBottleneck", "conv_bn_relu", "halvings"]
 
 
 def halvings(ratio: float, what: str) -> int:
@@ -38,7 +38,8 @@ def halvings(ratio: float, what: str) -> int:
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    """3x3 convolution (padding 1, no bias), BatchNorm, ReLU: ``(N, cin, h, w) -> (N, cout, h / stride, w / stride)``."""
+    """3x3 convolution (padding 1, no bias), BatchNorm, ReLU:
+    ``(N, cin, h, w) -> (N, cout, h / stride, w / stride)``."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=False))
 

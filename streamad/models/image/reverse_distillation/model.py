@@ -109,8 +109,8 @@ class ReverseDistillation(TrainedImageModel):
         max_epochs: int = Field(200, ge=1)
         patience: int = Field(3, ge=1)
 
-        def model_post_init(self, __context: Any) -> None:
-            super().model_post_init(__context)
+        def model_post_init(self, context: Any, /) -> None:
+            super().model_post_init(context)
             if not all(0.0 <= b < 1.0 for b in self.betas):
                 raise ValueError(f"betas must lie in [0, 1), got {list(self.betas)}")
 
