@@ -1,8 +1,9 @@
 """The table of image models on the Magnetic Tile split: image AUROC, pixel AUROC, AUPRO, fit time and frames/s
 (torch and OpenVINO), as a Markdown table for README.md.
 
-    STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow]
-        [--splits validation test] [--set patch_size=1] [--work runs/bench_images] [--json out.json]
+    STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
+        reverse_distillation] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
+        [--json out.json]
 
 Each model is fitted with its example, examples/magnetic_tile_<kind>.yaml (DFM and DFKDE: the
 PaDiM pipeline with that model and anomalib's default layer), on the 762 training images, early-stopped and
@@ -42,6 +43,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "dfkde": {"kind": "dfkde", "layers": ["layer4"], "input_size": [256, 256], "n_pca_components": 16},
     "stfpm": None,  # examples/magnetic_tile_stfpm.yaml (trained, 128x128)
     "fastflow": None,  # examples/magnetic_tile_fastflow.yaml (trained, 128x128)
+    "reverse_distillation": None,  # examples/magnetic_tile_reverse_distillation.yaml (trained, 128x128)
 }
 
 

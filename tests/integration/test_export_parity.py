@@ -29,7 +29,8 @@ from streamad.sources.image_folder import read_rgb
 # fixture nor an entry in ELSEWHERE fails test_openvino_ir_scores_like_torch.
 FIXTURES = {"patchcore": "mt_patchcore", "padim": "mt_padim", "dfm": "mt_dfm", "dfkde": "mt_dfkde",
             "fastflow": "mt_fastflow"}
-ELSEWHERE = {"stfpm": "tests/integration/test_image_trained.py::test_stfpm_openvino_ir_scores_like_torch"}
+ELSEWHERE = {kind: f"tests/integration/test_image_trained.py::test_openvino_ir_scores_like_torch[{kind}]"
+             for kind in ("stfpm", "reverse_distillation")}
 KINDS = [kind for kind in IMAGE_MODELS.names() if kind not in ELSEWHERE]
 
 

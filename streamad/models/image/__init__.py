@@ -8,6 +8,7 @@
 | ``dfkde`` | :class:`~streamad.models.image.dfkde.Dfkde` | (the image score) | KDE probability |
 | ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
 | ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
+| ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -18,7 +19,8 @@ from streamad.models.image.dfm import Dfm
 from streamad.models.image.fastflow import Fastflow
 from streamad.models.image.padim import Padim
 from streamad.models.image.patchcore import Patchcore
+from streamad.models.image.reverse_distillation import ReverseDistillation
 from streamad.models.image.stfpm import Stfpm
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow"]
+           "Stfpm", "Fastflow", "ReverseDistillation"]

@@ -27,6 +27,7 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
 from streamad.models.image.base import ImageModelConfig, ImageNetwork
+from streamad.models.image.layer_maps import combine_layer_maps
 from streamad.models.image.stfpm.student import Student
 from streamad.models.image.training import TrainedImageModel, TrainingSetup
 from streamad.registry import IMAGE_MODELS
@@ -74,11 +75,8 @@ class StfpmNetwork(ImageNetwork):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t, s = self.features(self.preprocess(images))
-        amap = None
-        for layer, tf in t.items():
-            m = F.interpolate(stfpm_layer_map(tf, s[layer]), size=self.size, mode="bilinear", align_corners=False)
-            amap = m if amap is None else amap * m
-        amap = self.blur(amap)
+        amap = self.blur(combine_layer_maps((stfpm_layer_map(tf, s[layer]) for layer, tf in t.items()), self.size,
+                                            "multiply"))
         return amap, amap.flatten(1).amax(1)
 
 
