@@ -1,20 +1,21 @@
-"""What moves PatchCore's whole-split pixel AUROC on Magnetic Tile: a table of variants of a baseline model.
+"""What moves PatchCore's pixel AUROC on Magnetic Tile: a table of variants of a baseline model, a study for choosing
+settings, so it scores the validation half of the held-out images by default.
 
     STREAMAD_DATA=../shared/data python benchmarks/patchcore_variants.py [--rows baseline bank_10k ...]
-        [--json out.json]
+        [--split validation|test] [--json out.json]
 
 Each row is streamad's ``Patchcore`` (the model the ``image_model`` operator runs, torch): ``BASELINE`` (anomalib's
 settings on EfficientNet-Lite0, the Magnetic Tile example's model until the band-shaped neighbourhood was measured)
 changed as the row says; the row ``EXAMPLE_ROW`` is the model of ``examples/magnetic_tile_patchcore.yaml`` (checked
 at start). Each is fitted on the split's 762 training images and
-scored on its 582 test images. The images are read and resized as ``streamad fit`` / ``streamad eval`` read them
+scored on the ``--split`` half of its held-out images (validation: 289 images, test: 293). The images are read and resized as ``streamad fit`` / ``streamad eval`` read them
 (``read_rgb``, ``ImageSet``); the metrics are streamad's (image AUROC; pixel AUROC and AUPRO at fpr 0.3 over every
-pixel of the test split, anomalib's definitions). Rows that only change the Gaussian blur of the anomaly map
+pixel of the scored half, anomalib's definitions). Rows that only change the Gaussian blur of the anomaly map
 (anomalib: sigma 4 at the input size) rescore the memory bank of the row they name.
 
 Besides the whole-split figures, each row prints:
 
-* the pixel AUROC of each defect class with the 190 normal test images (``streamad eval``'s per-stream figure);
+* the pixel AUROC of each defect class with the scored half's normal images (``streamad eval``'s per-stream figure);
 * ``Uneven within``: the pixel AUROC over the MT_Uneven images only, i.e. how well the map ranks the pixels of the
   annotated band above the rest of the same images. MT_Uneven holds 72 % of the split's anomalous pixels.
 
@@ -97,13 +98,13 @@ ROWS: dict[str, tuple[dict[str, Any], float, str | None]] = {
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Crack", "MT_Fray", "MT_Uneven")
 
 
-def image_sets(root: Path, size: tuple[int, int]) -> tuple[ImageSet, ImageSet, np.ndarray]:
-    """Train and test :class:`ImageSet` at ``size`` and the test images' classes ``(582,) str``."""
+def image_sets(root: Path, size: tuple[int, int], split: str) -> tuple[ImageSet, ImageSet, np.ndarray]:
+    """Train and scored (``split``) :class:`ImageSet` at ``size`` and the scored images' classes ``(N,) str``."""
     train, test = ImageSet(size), ImageSet(size)
     for s in magnetic_tile_samples(root, "train"):
         train.append(read_rgb(s.path), 0, name=s.path.name)
     groups = []
-    for s in magnetic_tile_samples(root, "test"):
+    for s in magnetic_tile_samples(root, split):
         test.append(read_rgb(s.path), s.label, read_mask(s.mask) if s.mask else None, name=s.path.name)
         groups.append(s.group)
     return train, test, np.asarray(groups)
@@ -140,6 +141,8 @@ def run_row(name: str, model: Any, sigma: float, test: ImageSet, groups: np.ndar
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--split", choices=["validation", "test"], default="validation",
+                    help="the held-out half scored (choose settings on validation; report on test once)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = ap.parse_args()
     root = Path(os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))) / "magnetic_tile"
@@ -158,7 +161,7 @@ def main() -> int:
             cfg = {**BASELINE, **changes}
             size = (int(cfg["input_size"][0]), int(cfg["input_size"][1]))
             if size not in sets:
-                sets[size] = image_sets(root, size)
+                sets[size] = image_sets(root, size, args.split)
             cls = IMAGE_MODELS.get("patchcore")
             model = cls(cls.Config.model_validate(cfg))
             t0 = time.perf_counter()
@@ -178,7 +181,7 @@ def main() -> int:
         print(f"| {r['row']} | {'+'.join(x.removeprefix('layer') for x in r['layers'])} | {r['input_size'][0]} | "
               f"{r['bank']:,} | {r['sigma']:g} | {r['image_auroc']:.3f} | {r['pixel_auroc']:.3f} | "
               f"{r['pixel_aupro']:.3f} | {r['uneven_within']:.3f} | {r['fit_s']:.0f} | {r['ms_per_image']:.0f} |")
-    print("\nper-class pixel AUROC (with the 190 normal test images):")
+    print("\nper-class pixel AUROC (with the scored half's normal images):")
     for r in rows:
         print(f"  {r['row']}: " + ", ".join(f"{k} {v:.3f}" for k, v in r["per_class_pixel_auroc"].items()))
     if args.json is not None:
