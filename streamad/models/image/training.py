@@ -19,13 +19,34 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
-from streamad.models.image.base import ImageModel, ImageNetwork
+from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageBatch, ImageSet
 
-__all__ = ["TrainingLog", "TrainingSetup", "TrainedImageModel", "train_epochs", "train_module"]
+__all__ = ["TrainingLog", "TrainingSetup", "TrainedImageModel", "TrainedImageModelConfig", "train_epochs",
+           "train_module"]
+
+
+class TrainedImageModelConfig(ImageModelConfig):
+    """Settings every gradient-trained image model shares (a model redeclares a field to change its default).
+
+    Attributes:
+        layers: backbone layers, shallow to deep (default ``[layer1, layer2, layer3]``: stride 4, 8, 16).
+        batch_size: images per optimisation step (32).
+        lr: learning rate (1e-3). weight_decay: L2 penalty of the optimiser (0).
+        max_epochs: upper bound on epochs (100). patience: epochs without a better validation metric before
+            early stopping (3).
+    """
+
+    layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_epochs: int = Field(100, ge=1)
+    patience: int = Field(3, ge=1)
 
 
 @dataclass

@@ -30,9 +30,9 @@ from torch import nn
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
-from streamad.models.image.base import ImageModelConfig, ImageNetwork
+from streamad.models.image.base import ImageNetwork
 from streamad.models.image.fastflow.flow import FlowBlock
-from streamad.models.image.training import TrainedImageModel, TrainingSetup
+from streamad.models.image.training import TrainedImageModel, TrainedImageModelConfig, TrainingSetup
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Fastflow", "FastflowNetwork", "fastflow_loss"]
@@ -99,17 +99,13 @@ class Fastflow(TrainedImageModel):
     version = "1"
     score_meaning = "minus the smallest mean per-layer Gaussian likelihood of the flows' outputs, in [-1, 0]"
 
-    class Config(ImageModelConfig):
+    class Config(TrainedImageModelConfig):
         kind: Literal["fastflow"] = "fastflow"
-        layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
-        batch_size: int = Field(32, ge=1)
         flow_steps: int = Field(8, ge=1)
         conv3x3_only: bool = False
         hidden_ratio: float = Field(1.0, gt=0)
-        lr: float = Field(1e-3, gt=0)
         weight_decay: float = Field(1e-5, ge=0)
         max_epochs: int = Field(500, ge=1)
-        patience: int = Field(3, ge=1)
 
     def _heads(self) -> tuple[nn.ModuleList, nn.ModuleList]:
         """Fresh LayerNorms and flows for the backbone's feature shapes at the input size (seeded)."""

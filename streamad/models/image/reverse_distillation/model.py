@@ -28,11 +28,11 @@ from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
-from streamad.models.image.base import ImageModelConfig, ImageNetwork
+from streamad.models.image.base import ImageNetwork
 from streamad.models.image.layer_maps import combine_layer_maps, cosine_distance_map
 from streamad.models.image.reverse_distillation.bottleneck import OneClassBottleneck
 from streamad.models.image.reverse_distillation.decoder import Decoder
-from streamad.models.image.training import TrainedImageModel, TrainingSetup
+from streamad.models.image.training import TrainedImageModel, TrainedImageModelConfig, TrainingSetup
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["ReverseDistillation", "ReverseDistillationNetwork", "reverse_distillation_loss"]
@@ -93,21 +93,19 @@ class ReverseDistillation(TrainedImageModel):
         layers: default ``[layer1, layer2, layer3]`` (stride 4, 8, 16; anomalib's default), shallow to deep.
         lr, betas: Adam over bottleneck and decoder (anomalib 0.005, (0.5, 0.99)).
         anomaly_map_mode: ``add`` (anomalib's default) or ``multiply`` the per-layer maps.
-        max_epochs: upper bound on epochs (anomalib's config: 200). patience: early-stopping patience (3).
+        weight_decay: Adam's (0, as anomalib). max_epochs: upper bound on epochs (anomalib's config: 200). patience:
+            early-stopping patience (3).
     """
 
     version = "1"
     score_meaning = "largest sum (or product) over layers of 1 - cosine similarity of encoder and decoder features"
 
-    class Config(ImageModelConfig):
+    class Config(TrainedImageModelConfig):
         kind: Literal["reverse_distillation"] = "reverse_distillation"
-        layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
-        batch_size: int = Field(32, ge=1)
         lr: float = Field(0.005, gt=0)
         betas: tuple[float, float] = (0.5, 0.99)
         anomaly_map_mode: Literal["add", "multiply"] = "add"
         max_epochs: int = Field(200, ge=1)
-        patience: int = Field(3, ge=1)
 
         def model_post_init(self, context: Any, /) -> None:
             super().model_post_init(context)
@@ -136,7 +134,7 @@ class ReverseDistillation(TrainedImageModel):
         c = self.config
         net = self._network()
         part = net.trainable()
-        opt = torch.optim.Adam(part.parameters(), lr=c.lr, betas=tuple(c.betas))
+        opt = torch.optim.Adam(part.parameters(), lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
         return TrainingSetup(net, part, opt, lambda x: reverse_distillation_loss(*net.features(x)))
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -26,10 +26,10 @@ from torch import nn
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
-from streamad.models.image.base import ImageModelConfig, ImageNetwork
+from streamad.models.image.base import ImageNetwork
 from streamad.models.image.layer_maps import combine_layer_maps
 from streamad.models.image.stfpm.student import Student
-from streamad.models.image.training import TrainedImageModel, TrainingSetup
+from streamad.models.image.training import TrainedImageModel, TrainedImageModelConfig, TrainingSetup
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Stfpm", "StfpmNetwork", "stfpm_loss", "stfpm_layer_map"]
@@ -95,15 +95,11 @@ class Stfpm(TrainedImageModel):
     score_meaning = ("largest product over layers of the student's distance to the teacher's normalised features, "
                      "in [0, 2^layers]")
 
-    class Config(ImageModelConfig):
+    class Config(TrainedImageModelConfig):
         kind: Literal["stfpm"] = "stfpm"
-        layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
-        batch_size: int = Field(32, ge=1)
         lr: float = Field(0.4, gt=0)
         momentum: float = Field(0.9, ge=0, lt=1)
         weight_decay: float = Field(1e-3, ge=0)
-        max_epochs: int = Field(100, ge=1)
-        patience: int = Field(3, ge=1)
 
     def _network(self, student: Student) -> StfpmNetwork:
         return StfpmNetwork(self.input_size, self.extractor, student)
