@@ -11,7 +11,10 @@ with the image threshold and the region scores with the pixel threshold, so aler
 The model is loaded once from the model directory and shared by all streams; ``runtime`` picks torch or the
 exported OpenVINO IR (``auto``: the IR when ``streamad export`` wrote one for this fit). With ``every_n > 1``
 the frames in between repeat the last result (marked ``scored = False``), so every frame still gets a score.
-``streamad fit`` fits the model through :meth:`ImageModelOp.fitter`.
+``streamad fit`` fits the model through :meth:`ImageModelOp.fitter`. With ``tiler`` set, frames are scored tile by
+tile at source resolution (:mod:`streamad.models.image.tiler`, after anomalib's ``Tiler``): the model is fitted and
+calibrated on tiles, its anomaly map is the tiles' maps put back together and its image score the largest tile
+score; ``model.json`` records the tiling and a pipeline that tiles otherwise is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from streamad.frames import Clip, Frame, Scores, scale_boxes
 from streamad.errors import ConfigError
 from streamad.models.handle import ModelHandle, load_handle
 from streamad.models.image.fitting import ImageFitter
-from streamad.models.image.runner import open_runner
+from streamad.models.image.runner import Runner, open_runner
+from streamad.models.image.tiler import TiledRunner, Tiler, TilerConfig
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import IMAGE_MODELS, OPERATORS
 
@@ -84,11 +88,17 @@ def regions_from_map(anomaly_map: np.ndarray, threshold: float, min_area: int = 
 
 @dataclass(frozen=True)
 class ImageModelStage:
-    """What every stream's ``image_model`` operator shares: the model and the raw threshold of its region masks
-    (``None``: no regions, as while fitting)."""
+    """What every stream's ``image_model`` operator shares: the model, how its frames are scored (``runner``: the
+    model's runner, or a :class:`~streamad.models.image.tiler.TiledRunner` around it) and the raw threshold of its
+    region masks (``None``: no regions, as while fitting)."""
 
     handle: ModelHandle
     pixel_threshold: float | None
+    runner: Runner | None = None
+
+    def __post_init__(self) -> None:
+        if self.runner is None:
+            object.__setattr__(self, "runner", self.handle.runner)
 
 
 @OPERATORS.register("image_model")
@@ -104,6 +114,8 @@ class ImageModelOp(Operator):
         pixel_threshold: raw pixel threshold for the regions; overrides the fitted one.
         min_region_area: smallest region, in anomaly-map pixels.
         max_regions: regions kept per frame (highest score first).
+        tiler: score each frame tile by tile (``tile_size``, ``stride`` in source pixels; see
+            :mod:`streamad.models.image.tiler`); ``None`` resizes the whole frame to the model's input size.
     """
 
     holds_model: ClassVar[bool] = True
@@ -117,6 +129,7 @@ class ImageModelOp(Operator):
         pixel_threshold: float | None = None
         min_region_area: int = Field(16, ge=1)
         max_regions: int = Field(10, ge=1)
+        tiler: TilerConfig | None = None
 
     def __init__(self, config: "ImageModelOp.Config", shared: "ImageModelStage", stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
@@ -132,7 +145,8 @@ class ImageModelOp(Operator):
         Raises:
             ModelError: no model directory, a directory holding another kind of model, or an IR problem.
             ConfigError: a stream names its own ``model_dir`` (one model per camera is for ``video_model``
-                pipelines; image pipelines use the pipeline's model).
+                pipelines; image pipelines use the pipeline's model), or ``tiler`` differs from the tiling the
+                model was fitted with (``model.json`` ``fit.tiler``).
         """
         if ctx.models is not None and ctx.models.per_stream:
             raise ConfigError(f"{ctx.config_path}: streams[].model_dir: one model per stream is supported with a "
@@ -147,12 +161,26 @@ class ImageModelOp(Operator):
         pixel = config.pixel_threshold
         if pixel is None and ctx.postprocess is not None:
             pixel = ctx.postprocess.region_threshold
-        return ImageModelStage(handle, None if pixel is None else float(pixel))
+        return ImageModelStage(handle, None if pixel is None else float(pixel), cls._runner(config, handle, ctx))
+
+    @staticmethod
+    def _runner(config: "ImageModelOp.Config", handle: ModelHandle, ctx: BuildContext) -> Runner:
+        """The model's runner, tiled when ``config.tiler`` is set; refuses a tiling other than the fit's."""
+        fit = handle.metadata.get("fit", {}) if handle.metadata else None
+        want = config.tiler.identity() if config.tiler is not None else None
+        if fit is not None and fit.get("tiler") != want:
+            raise ConfigError(f"{ctx.config_path}: operators[].tiler is {want} but the model in "
+                              f"{handle.dir or ctx.model_dir} was fitted with {fit.get('tiler')}; refit, or set "
+                              f"tiler as at fit time")
+        if config.tiler is None:
+            return handle.runner
+        return TiledRunner(handle.runner, Tiler(config.tiler, handle.model.input_size))
 
     @classmethod
     def fitter(cls, config: "ImageModelOp.Config", ctx: BuildContext) -> ImageFitter:
         """How ``streamad fit`` fits this operator's model (collect frames, fit, calibrate)."""
-        return ImageFitter(IMAGE_MODELS.get(config.model.kind)(config.model))
+        model = IMAGE_MODELS.get(config.model.kind)(config.model)
+        return ImageFitter(model, None if config.tiler is None else Tiler(config.tiler, model.input_size))
 
     def _result(self, amap: np.ndarray, score: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """``(map, score, boxes, region scores)`` of one raw model output (boxes in map pixels)."""
@@ -195,7 +223,7 @@ class ImageModelOp(Operator):
         scored = self._due()
         if scored:
             t0 = time.perf_counter()
-            maps, scores = self.shared.handle.runner(frames[0].image)
+            maps, scores = self.shared.runner(frames[0].image)
             self._observe(self.shared.handle, frames[:1], time.perf_counter() - t0)
             self.last = self._result(maps[0, 0], float(scores[0]))
         self.count += 1
@@ -206,7 +234,8 @@ class ImageModelOp(Operator):
         """Score the frames of several streams that are due in one model call per frame size (``runtime.batch_size``
         > 1): the same results as :meth:`process` one by one. Raises what the model raises, having changed
         nothing (the runtime then retries each message alone)."""
-        h: ModelHandle = ops[0].shared.handle
+        stage: ImageModelStage = ops[0].shared
+        h = stage.handle
         plan = []
         count = {id(op): op.count for op in ops}
         has_last = {id(op): op.last is not None for op in ops}
@@ -222,7 +251,7 @@ class ImageModelOp(Operator):
         raw: dict[int, tuple[np.ndarray, float]] = {}
         for idx in by_shape.values():
             t0 = time.perf_counter()
-            maps, scores = h.runner(np.stack([plan[k][1][0].image for k in idx]))
+            maps, scores = stage.runner(np.stack([plan[k][1][0].image for k in idx]))
             cls._observe(h, [plan[k][1][0] for k in idx], time.perf_counter() - t0)
             raw.update({k: (maps[j, 0], float(scores[j])) for j, k in enumerate(idx)})
         out: list[list[Any] | Exception] = []
