@@ -15,21 +15,10 @@ import platform
 import sys
 from pathlib import Path
 
+from streamad.bench.stage_metrics import stage_means
 from streamad.config import load_config
 from streamad.metrics import Metrics
 from streamad.runtime.jobs import evaluate
-
-
-def stage_means(metrics: Metrics) -> dict[str, tuple[float, int]]:
-    """``{stage: (mean seconds per message, messages)}`` from the stage latency histogram."""
-    out: dict[str, list[float]] = {}
-    for fam in metrics.registry.collect():
-        if fam.name != "streamad_stage_latency_seconds":
-            continue
-        for s in fam.samples:
-            if s.name.endswith("_sum") or s.name.endswith("_count"):
-                out.setdefault(s.labels["stage"], [0.0, 0.0])[s.name.endswith("_count")] = s.value
-    return {k: (v[0] / v[1] if v[1] else 0.0, int(v[1])) for k, v in out.items()}
 
 
 def main() -> int:

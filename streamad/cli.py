@@ -141,6 +141,32 @@ def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir
         Path(json_out).write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
 
 
+@cli.command(name="bench")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+              help="Fitted model directory (default: the config's model_dir).")
+@click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Copies of the config's streams run side by side (stream ids get @1, @2, ...).")
+@click.option("--realtime", is_flag=True, help="Pace files at their frame rate, as a camera delivers them "
+                                               "(latency is then a live stream's).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Frames per stream.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+@_handle_errors
+def bench_cmd(config: str, model_dir: str | None, streams: int, realtime: bool, max_frames: int | None,
+              json_out: str | None) -> None:
+    """Measure a pipeline with its fitted model: frames/s end to end, each stage's time per message and CPU share,
+    peak memory, p50 / p99 end-to-end latency, and the accuracy of labelled streams (streamad.bench)."""
+    from streamad.bench import bench
+
+    result = bench(_load(config), Path(model_dir) if model_dir else None, streams, realtime, max_frames)
+    click.echo(result.table())
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    if result.errors:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,

@@ -12,6 +12,7 @@ that two Kafka sinks never share a series.
 | ``streamad_frames_processed_total`` | counter | stream | frames that reached the sinks with a score |
 | ``streamad_frames_dropped_total`` | counter | stream, reason | frames dropped (``backpressure``, ``rate_cap``) |
 | ``streamad_stage_latency_seconds`` | histogram | stage | time one message spends in an operator |
+| ``streamad_stage_cpu_seconds_total`` | counter | stage | CPU time of the stage's own thread in its operator calls (native thread pools a call waits on, e.g. OpenVINO's, not included); over the process's CPU it is the stage's CPU share |
 | ``streamad_end_to_end_latency_seconds`` | histogram | stream | source read to sink, per frame |
 | ``streamad_anomaly_score`` | gauge | stream | latest normalised frame score (0-1) |
 | ``streamad_anomaly_threshold`` | gauge | stream | decision threshold on that score (0.5 after min-max) |
@@ -59,6 +60,8 @@ class Metrics:
         self.frames_dropped = Counter("streamad_frames_dropped", "Frames dropped", ["stream", "reason"], registry=r)
         self.stage_latency = Histogram("streamad_stage_latency_seconds", "Seconds one message spends in a stage",
                                        ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_cpu = Counter("streamad_stage_cpu_seconds", "CPU seconds of a stage's thread in its operator calls",
+                                 ["stage"], registry=r)
         self.e2e_latency = Histogram("streamad_end_to_end_latency_seconds",
                                      "Seconds from source read to sink delivery", ["stream"],
                                      buckets=LATENCY_BUCKETS, registry=r)

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from streamad.runtime.group import GroupOptions
     from streamad.runtime.model_watch import ModelWatcher
 
-__all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "default_model_dir", "calibration_frames"]
+__all__ = ["fit", "evaluate", "serve", "FitResult", "ServeResult", "default_model_dir", "calibration_frames",
+           "require_model_dir"]
 
 log = logging.getLogger("streamad.jobs")
 
@@ -186,7 +187,12 @@ def _alert_replay(cfg: PipelineConfig, builder: RunBuilder) -> AlertReplay | Non
     return AlertReplay(a.min_frames, a.cooldown_frames, a.threshold)  # type: ignore[attr-defined]
 
 
-def _require_model_dir(cfg: PipelineConfig, model_dir: Path | None) -> Path:
+def require_model_dir(cfg: PipelineConfig, model_dir: Path | None) -> Path:
+    """``model_dir``, else the config's model directory, when it holds a fitted model.
+
+    Raises:
+        ModelError: no ``model.json`` there (the message says which ``streamad fit`` writes it).
+    """
     d = Path(model_dir) if model_dir is not None else default_model_dir(cfg)
     if not (d / "model.json").is_file():
         raise ModelError(f"{d}: no fitted model here; run `streamad fit {cfg.path or 'CONFIG'} -o {d}` first")
@@ -204,7 +210,7 @@ def evaluate(cfg: PipelineConfig, model_dir: Path | None = None, plots_dir: Path
     Raises:
         ModelError: no fitted model. ValueError: the streams carry no labels.
     """
-    d = _require_model_dir(cfg, model_dir)
+    d = require_model_dir(cfg, model_dir)
     builder = RunBuilder(cfg, "eval", d, metrics)
     stream_cfgs = cfg.eval.streams if cfg.eval is not None else cfg.streams
     sources = builder.sources(stream_cfgs, "eval.streams" if cfg.eval is not None else "streams")
@@ -363,11 +369,11 @@ def serve(cfg: PipelineConfig, model_dir: Path | None = None, stop: threading.Ev
 
 
 def _serve_model_dir(cfg: PipelineConfig, model_dir: Path | None, check: bool) -> Path:
-    """The pipeline's model directory for ``serve``: required (:func:`_require_model_dir`) unless every stream
+    """The pipeline's model directory for ``serve``: required (:func:`require_model_dir`) unless every stream
     names its own ``model_dir`` (then each stream's is checked when the model operator loads it)."""
     if check and cfg.streams and all(getattr(c, "model_dir", None) for c in cfg.streams):
         return Path(model_dir) if model_dir is not None else default_model_dir(cfg)
-    return _require_model_dir(cfg, model_dir)
+    return require_model_dir(cfg, model_dir)
 
 
 def _model_watcher(cfg: PipelineConfig, ctx: Any) -> "ModelWatcher | None":

@@ -21,7 +21,7 @@ bounded queues -> one delivery thread that updates metrics and feeds the sinks.
   while it was still waiting) and alerts left in a sink's spool at close are counted in
   :attr:`RunStats.undelivered`.
 * Latency: each stage's time per message goes to ``streamad_stage_latency_seconds{stage}`` and to the message's
-  ``timings``; ``streamad_end_to_end_latency_seconds{stream}`` is measured from the frame's ``wall_time`` to delivery.
+  ``timings``, the CPU time of its thread in operator calls to ``streamad_stage_cpu_seconds_total{stage}``; ``streamad_end_to_end_latency_seconds{stream}`` is measured from the frame's ``wall_time`` to delivery.
 """
 
 from __future__ import annotations
@@ -97,6 +97,18 @@ class RunStats:
     def fps(self) -> float:
         """Delivered frames per second of wall time."""
         return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _StageClock:
+    """A stage's two clocks: ``observe(seconds)`` records one message's wall time (``streamad_stage_latency_seconds``),
+    ``cpu.inc(seconds)`` the CPU time of the stage's thread in an operator call (``streamad_stage_cpu_seconds``)."""
+
+    wall: Any
+    cpu: Any
+
+    def observe(self, seconds: float) -> None:
+        self.wall.observe(seconds)
 
 
 @dataclass
@@ -362,7 +374,7 @@ class Pipeline:
         spec = self.stages[i]
         out = self.queues[i + 1]
         instances: dict[str, Operator] = {}
-        latency = self.metrics.stage_latency.labels(spec.name)
+        latency = _StageClock(self.metrics.stage_latency.labels(spec.name), self.metrics.stage_cpu.labels(spec.name))
         batching = self.batch_size > 1 and spec.batches
         held: Any = None  # a control message met while gathering a batch, handled next
         while True:
@@ -422,14 +434,16 @@ class Pipeline:
         return op
 
     def _run(self, op: Operator, spec: StageSpec, sid: str, call: Callable[[], list[Any]], out: StageQueue,
-             latency: Any, msg: Any) -> None:
-        t0 = time.perf_counter()
+             latency: "_StageClock", msg: Any) -> None:
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             results = call()
         except Exception as exc:
             log.debug("operator %s failed on stream %s", spec.name, sid, exc_info=True)
             self._fail(sid, redact(f"operator {spec.name}: {type(exc).__name__}: {exc}"), skip_rest=True)
             return
+        finally:
+            latency.cpu.inc(time.thread_time() - c0)
         dt = time.perf_counter() - t0
         latency.observe(dt)
         if msg is not None and hasattr(msg, "timings"):
@@ -438,7 +452,7 @@ class Pipeline:
             out.put(r)
 
     def _run_batch(self, instances: dict[str, Operator], spec: StageSpec, batch: list[Any], out: StageQueue,
-                   latency: Any) -> None:
+                   latency: "_StageClock") -> None:
         """One :meth:`Operator.process_batch` call on ``batch``. A message whose result is an exception ends its
         stream only; if the call itself raises (having changed nothing), each message is handled alone."""
         if len(batch) == 1:
@@ -446,16 +460,18 @@ class Pipeline:
             self._run(op, spec, op.stream_id, lambda: op.process(batch[0]), out, latency, batch[0])
             return
         ops = [self._instance(instances, spec, m.stream_id) for m in batch]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             results = spec.cls.process_batch(ops, batch)
         except Exception:
+            latency.cpu.inc(time.thread_time() - c0)
             log.debug("operator %s failed on a batch of %d; retrying one by one", spec.name, len(batch),
                       exc_info=True)
             for op, m in zip(ops, batch):
                 if m.stream_id not in self.failed:
                     self._run(op, spec, m.stream_id, lambda o=op, mm=m: o.process(mm), out, latency, m)
             return
+        latency.cpu.inc(time.thread_time() - c0)
         dt = (time.perf_counter() - t0) / len(batch)
         for m, res in zip(batch, results):
             if isinstance(res, Exception):

@@ -1,0 +1,98 @@
+"""``streamad bench``: N copies of a pipeline's streams run side by side with a fitted PaDiM on a small synthetic
+folder dataset (real files, the real engine and model); the frames, stage table, CPU shares, latency, memory and
+accuracy it reports, and the CLI's table and JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from image_fixtures import defect_mask, texture
+from streamad.bench import bench, copies_of_streams
+from streamad.config import load_config_text
+from streamad.errors import ModelError
+from streamad.runtime.jobs import fit
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder dataset (20 normal, 4 defect images with masks), its config file and a fitted PaDiM."""
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(11)
+    for name in ("good", "bad", "masks"):
+        (root / name).mkdir()
+    for i in range(20):
+        cv2.imwrite(str(root / "good" / f"{i:03d}.png"), texture(rng))
+    for i in range(4):
+        cv2.imwrite(str(root / "bad" / f"{i:03d}.png"), texture(rng, defect=True))
+        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), defect_mask().astype(np.uint8) * 255)
+    data = (f"{{kind: folder, id: tex, root: {root}, normal_dir: good, abnormal_dir: bad, mask_dir: masks, "
+            f"normal_split_ratio: 0.2")
+    (root / "pipeline.yaml").write_text(f"""
+name: bench_textures
+model_dir: {root}/model
+streams: [{data}, split: test}}]
+fit:
+  train: [{data}, split: train}}]
+  validation: [{data}, split: test}}]
+operators:
+  - kind: image_model
+    model: {{kind: padim, layers: [layer1, layer2], n_features: 20, input_size: [64, 96]}}
+  - kind: threshold
+sinks: []
+""")
+    fit(load_config_text((root / "pipeline.yaml").read_text(), path=root / "pipeline.yaml"), quiet=True)
+    return root
+
+
+def _cfg(root: Path):  # noqa: ANN202
+    return load_config_text((root / "pipeline.yaml").read_text(), path=root / "pipeline.yaml")
+
+
+def test_copies_get_their_own_ids_and_settings(fitted: Path) -> None:
+    cfg = _cfg(fitted)
+    one = copies_of_streams(cfg, 1)
+    assert [c.id for c in one] == ["tex"]
+    three = copies_of_streams(cfg, 3, realtime=True, max_frames=5)
+    assert [c.id for c in three] == ["tex@1", "tex@2", "tex@3"]
+    assert all(c.realtime and c.max_frames == 5 for c in three) and not cfg.streams[0].realtime  # config untouched
+    with pytest.raises(ValueError, match="at least 1"):
+        copies_of_streams(cfg, 0)
+
+
+def test_bench_two_copies_measures_every_stage(fitted: Path) -> None:
+    res = bench(_cfg(fitted), streams=2)
+    # each copy: the folder's test split (4 normal held out of 20, 4 defects) in two streams (good, bad)
+    assert res.streams == 2 and res.sources == 4 and res.frames == 16 and not res.errors
+    assert res.fps > 0 and res.fps_per_copy == pytest.approx(res.fps / 2)
+    assert list(res.stages) == ["image_model", "threshold"]
+    model = res.stages["image_model"]
+    assert model["messages"] == 16 + 4 and model["ms_per_message"] > 0  # every frame and every stream's end
+    assert 0 < model["cpu_share"] <= 1 and sum(s["cpu_share"] for s in res.stages.values()) <= 1.0
+    assert res.cpu["process"] > 0 and 0 < res.cpu["stages"] <= res.cpu["process"] * 1.05 and res.peak_rss_mib > 50
+    assert 0 < res.latency_ms["p50"] <= res.latency_ms["p99"] <= res.latency_ms["max"]
+    assert res.accuracy["image_auroc"] == 1.0  # the same images as eval: the blobs are found in every copy
+    text = res.table()
+    assert "2 copies of the streams (4 streams), 16 frames" in text and "image_model" in text and "p99" in text
+
+
+def test_cli_prints_the_table_and_writes_json(fitted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "streamad.cli", "bench", str(fitted / "pipeline.yaml"), "--streams",
+                          "3", "--max-frames", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "3 copies of the streams (6 streams), 12 frames" in res.stdout
+    data = json.loads(out.read_text())
+    assert data["frames"] == 12 and data["streams"] == 3 and set(data["latency_ms"]) == {"p50", "p99", "max"}
+    assert data["stages"]["image_model"]["messages"] == 12 + 6 and data["fps"] > 0
+
+
+def test_bench_without_a_model_says_how_to_fit_one(fitted: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="streamad fit"):
+        bench(_cfg(fitted), tmp_path / "nothing")
