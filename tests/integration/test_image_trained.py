@@ -156,9 +156,10 @@ def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, m
                                        tmp_path: Path) -> None:
     """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
     bottleneck, decoder, map head) and of U-Flow (backbone, norms, U-shaped flow, map head), reusing the models
-    trained above: on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised scores and maps and give the same labels. (FastFlow is in
-    tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the F1-adaptive threshold of
-    that test's calibration below every image, so here the threshold sits between the normal and defect means.)"""
+    trained above: on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised
+    scores and maps and give the same labels. (FastFlow is in tests/integration/test_export_parity.py; a model
+    trained as briefly as CI allows puts the F1-adaptive threshold of that test's calibration below every image, so
+    here the threshold sits between the normal and defect means.)"""
     model, _ = fitted[kind]
     n_maps, n_scores = _scores(model, mt_sets["normal"])
     d_maps, d_scores = _scores(model, mt_sets["defect"])
