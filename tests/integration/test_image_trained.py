@@ -1,9 +1,9 @@
-"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation) on real Magnetic Tile images at
+"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow) on real Magnetic Tile images at
 128x128: training lowers the loss and shows it in the progress bar, early stopping keeps the best epoch's weights,
 maps and scores have the documented shapes, defect tiles score above normal ones, a saved model scores identically
-after loading, the OpenVINO exports of STFPM and Reverse Distillation score like torch. (The flow's log-determinant
-against autograd, STFPM's map against the cosine similarity and Reverse Distillation's loss and map are in
-tests/unit/test_image_trained_math.py.)"""
+after loading, the OpenVINO exports of STFPM, Reverse Distillation and U-Flow score like torch. (The flow's
+log-determinant against autograd, STFPM's map against the cosine similarity and Reverse Distillation's loss and map
+are in tests/unit/test_image_trained_math.py; U-Flow's flow and loss in tests/unit/test_uflow.py.)"""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ from streamad.sources.image_folder import read_mask, read_rgb
 SIZE = (128, 128)
 TRAIN = 32
 KINDS = {"stfpm": {"kind": "stfpm", "batch_size": 4}, "fastflow": {"kind": "fastflow", "batch_size": 4},
-         "reverse_distillation": {"kind": "reverse_distillation", "batch_size": 4}}
-# 40 / 64 / 40 optimisation steps: enough for a clear signal on 32 images
-EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5}
+         "reverse_distillation": {"kind": "reverse_distillation", "batch_size": 4},
+         "uflow": {"kind": "uflow", "batch_size": 4, "layers": ["layer2", "layer3", "layer4"]}}
+# 40 / 64 / 40 / 64 optimisation steps: enough for a clear signal on 32 images
+EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8}
 TRAINED = [kind for kind, cls in IMAGE_MODELS.items() if cls.trainable]  # each needs its KINDS and EPOCHS entry
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / MT_Crack are faint at 128x128
 
@@ -150,14 +151,15 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     assert f"{kind} epoch 1/6" in err and "loss=" in err
 
 
-@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation"])
+@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow"])
 def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, mt_root: Path,
                                        tmp_path: Path) -> None:
-    """`streamad export` of STFPM (teacher + student + map head in one graph) and of Reverse Distillation (encoder,
-    bottleneck, decoder, map head), reusing the models trained above: on 50 test images spread over the test split,
-    OpenVINO and torch agree within 1e-3 on normalised scores and maps and give the same labels. (FastFlow is in
-    tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the F1-adaptive threshold of
-    that test's calibration below every image, so here the threshold sits between the normal and defect means.)"""
+    """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
+    bottleneck, decoder, map head) and of U-Flow (backbone, norms, U-shaped flow, map head), reusing the models
+    trained above: on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised
+    scores and maps and give the same labels. (FastFlow is in tests/integration/test_export_parity.py; a model
+    trained as briefly as CI allows puts the F1-adaptive threshold of that test's calibration below every image, so
+    here the threshold sits between the normal and defect means.)"""
     model, _ = fitted[kind]
     n_maps, n_scores = _scores(model, mt_sets["normal"])
     d_maps, d_scores = _scores(model, mt_sets["defect"])

@@ -9,6 +9,7 @@
 | ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
 | ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
+| ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -21,6 +22,7 @@ from streamad.models.image.padim import Padim
 from streamad.models.image.patchcore import Patchcore
 from streamad.models.image.reverse_distillation import ReverseDistillation
 from streamad.models.image.stfpm import Stfpm
+from streamad.models.image.uflow import Uflow
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow"]
