@@ -2,15 +2,17 @@
 pasted into half of the held-out frames, scored by PaDiM untiled (the whole frame resized to
 its input size) and tiled at each ``--tiles`` size.
 
-    STREAMAD_DATA=../shared/data python benchmarks/tiler.py [--tiles 128 256] [--defect 12]
+    STREAMAD_DATA=../shared/data python benchmarks/tiler.py [--tiles 256 384] [--defect 12]
         [--work runs/bench_tiler] [--json out.json]
 
 Frames (every 5th of 0-499 train; every 4th of 500-639 validation; every 4th of 640-794 test) are written once
 under ``--work`` as folder datasets; in the validation and test frames, every other frame gets a
 ``defect x defect`` patch of seeded random grey-level noise at a seeded random place, and its mask. The model is
 PaDiM with its defaults (EfficientNet-Lite0 layer1-3, 100 channels, 256x256 input, PaDiM's own 1x1 embedding),
-fitted on the training frames (or their tiles) and calibrated on the validation frames. The tile size is chosen on the ``validation`` rows (highest
-image AUROC); the ``test`` rows are reported. frames/s is the evaluation pipeline's through torch on this machine.
+fitted on the training frames (or their tiles) and calibrated on the validation frames. The tile size is chosen on
+the ``validation`` rows (highest image AUROC); the ``test`` rows are reported. Tiles smaller than the model's input
+would be upsampled (more compute for no new pixels) and are not offered by default. frames/s is the evaluation
+pipeline's through torch on this machine.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def pipeline(root: Path, model_dir: Path, split: str, tile: int | None) -> Any:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiles", nargs="+", type=int, default=[128, 256], help="tile sizes to compare (pixels)")
+    ap.add_argument("--tiles", nargs="+", type=int, default=[256, 384], help="tile sizes to compare (pixels)")
     ap.add_argument("--defect", type=int, default=12, help="side of the pasted defect in pixels")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_tiler")
     ap.add_argument("--json", type=Path, default=None)
