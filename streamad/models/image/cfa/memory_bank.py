@@ -31,8 +31,10 @@ def squared_distances(features: torch.Tensor, bank: torch.Tensor) -> torch.Tenso
 
 
 def kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 30) -> torch.Tensor:
-    """Lloyd's k-means of ``points (P, D)`` float32 into ``k`` centroids ``(k, D)``, started from ``k`` distinct points
-    drawn with ``seed``; a cluster that empties keeps its previous centroid. The global random state is untouched.
+    """Lloyd's k-means of ``points (P, D)`` float32 into ``k`` centroids ``(k, D)``, started by k-means++ seeding
+    (Arthur & Vassilvitskii 2007: each next start drawn with probability proportional to its squared distance to the
+    nearest start) with ``seed``; a cluster that empties keeps its previous centroid. The global random state is
+    untouched.
 
     Raises:
         ValueError: ``k`` outside ``1 .. P``.
@@ -41,7 +43,14 @@ def kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 30) -> tor
     if not 1 <= k <= n:
         raise ValueError(f"kmeans: k must lie in 1..{n}, got {k}")
     g = torch.Generator().manual_seed(int(seed))
-    centroids = points[torch.randperm(n, generator=g)[:k]].clone()
+    picks = [int(torch.randint(n, (1,), generator=g))]
+    nearest = ((points - points[picks[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        weights = nearest.double()
+        pick = int(torch.multinomial(weights, 1, generator=g)) if float(weights.sum()) > 0 else len(picks)
+        picks.append(pick)
+        nearest = torch.minimum(nearest, ((points - points[pick]) ** 2).sum(1))
+    centroids = points[picks].clone()
     for _ in range(iterations):
         assign = squared_distances(points.t().unsqueeze(0).unsqueeze(-1), centroids)[0].argmin(1)  # (P,)
         sums = torch.zeros_like(centroids).index_add_(0, assign, points)
