@@ -198,8 +198,9 @@ class TrainingSetup:
 
 class TrainedImageModel(ImageModel):
     """Base of the gradient-trained image models (STFPM, FastFlow): a subclass builds its :class:`TrainingSetup`
-    in :meth:`_training`; :meth:`fit` makes its network the model's, runs the setup's ``prepare`` (if any) and trains the trainable part with
-    :func:`train_module` (early stopping on :meth:`~ImageModel.validation_metric`, the best epoch's weights kept).
+    in :meth:`_training`; :meth:`fit` makes its network the model's, runs the setup's ``prepare`` (if any) and trains
+    the trainable part with :func:`train_module` (early stopping on :meth:`~ImageModel.validation_metric`, the best
+    epoch's weights kept).
     """
 
     trainable = True
