@@ -27,9 +27,10 @@ SIZE = (128, 128)
 TRAIN = 32
 KINDS = {"stfpm": {"kind": "stfpm", "batch_size": 4}, "fastflow": {"kind": "fastflow", "batch_size": 4},
          "reverse_distillation": {"kind": "reverse_distillation", "batch_size": 4},
-         "uflow": {"kind": "uflow", "batch_size": 4, "layers": ["layer2", "layer3", "layer4"]}}
-# 40 / 64 / 40 / 64 optimisation steps: enough for a clear signal on 32 images
-EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8}
+         "uflow": {"kind": "uflow", "batch_size": 4, "layers": ["layer2", "layer3", "layer4"]},
+         "cfa": {"kind": "cfa", "batch_size": 4}}
+# 40 / 64 / 40 / 64 / 24 optimisation steps: enough for a clear signal on 32 images
+EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8, "cfa": 3}
 TRAINED = [kind for kind, cls in IMAGE_MODELS.items() if cls.trainable]  # each needs its KINDS and EPOCHS entry
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / MT_Crack are faint at 128x128
 
@@ -72,11 +73,13 @@ def mt_sets(mt_root: Path) -> dict[str, Any]:
 def fitted(mt_sets: dict[str, Any]) -> dict[str, tuple[ImageModel, dict[str, Any]]]:
     """Each model trained ``EPOCHS`` epochs without a validation set (so the last epoch's weights are kept; early
     stopping is tested below)."""
-    out = {}
-    for kind in TRAINED:
-        model = _make(kind, max_epochs=EPOCHS[kind])
-        out[kind] = (model, model.fit(mt_sets["train"]))
-    return out
+    class Fitted(dict):  # each kind trained when a test first asks for it (``-k <kind>`` trains that one only)
+        def __missing__(self, kind: str) -> tuple[ImageModel, dict[str, Any]]:
+            model = _make(kind, max_epochs=EPOCHS[kind])
+            self[kind] = (model, model.fit(mt_sets["train"]))
+            return self[kind]
+
+    return Fitted()
 
 
 def _scores(model: ImageModel, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,15 +154,16 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     assert f"{kind} epoch 1/6" in err and "loss=" in err
 
 
-@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow"])
+@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow", "cfa"])
 def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, mt_root: Path,
                                        tmp_path: Path) -> None:
     """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
-    bottleneck, decoder, map head) and of U-Flow (backbone, norms, U-shaped flow, map head), reusing the models
-    trained above: on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised
-    scores and maps and give the same labels. (FastFlow is in tests/integration/test_export_parity.py; a model
-    trained as briefly as CI allows puts the F1-adaptive threshold of that test's calibration below every image, so
-    here the threshold sits between the normal and defect means.)"""
+    bottleneck, decoder, map head), of U-Flow (backbone, norms, U-shaped flow, map head) and of CFA (backbone,
+    descriptor, the memory bank as a buffer, map head), reusing the models trained above: on 50 test images spread
+    over the test split, OpenVINO and torch agree within 1e-3 on normalised scores and maps and give the same labels.
+    (FastFlow is in tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the
+    F1-adaptive threshold of that test's calibration below every image, so here the threshold sits between the normal
+    and defect means.)"""
     model, _ = fitted[kind]
     n_maps, n_scores = _scores(model, mt_sets["normal"])
     d_maps, d_scores = _scores(model, mt_sets["defect"])

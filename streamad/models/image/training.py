@@ -184,18 +184,23 @@ class TrainingSetup:
         optimizer: over ``module``'s parameters.
         loss: the scalar loss tensor of a batch of preprocessed images (``network.preprocess`` of the batch:
             ``(N, 3, h, w) float32`` in 0-255).
+        prepare: optional, called once with ``(train, progress)`` before the first epoch, after ``network`` became
+            the model's (CFA: the memory bank of centroids from the training set, anomalib's ``on_train_start``);
+            ``None`` (the default) for models that start training at once.
     """
 
     network: ImageNetwork
     module: nn.Module
     optimizer: torch.optim.Optimizer
     loss: Callable[[torch.Tensor], torch.Tensor]
+    prepare: Callable[[ImageSet, bool], None] | None = None
 
 
 class TrainedImageModel(ImageModel):
     """Base of the gradient-trained image models (STFPM, FastFlow): a subclass builds its :class:`TrainingSetup`
-    in :meth:`_training`; :meth:`fit` makes its network the model's and trains the trainable part with
-    :func:`train_module` (early stopping on :meth:`~ImageModel.validation_metric`, the best epoch's weights kept).
+    in :meth:`_training`; :meth:`fit` makes its network the model's, runs the setup's ``prepare`` (if any) and trains
+    the trainable part with :func:`train_module` (early stopping on :meth:`~ImageModel.validation_metric`, the best
+    epoch's weights kept).
     """
 
     trainable = True
@@ -219,6 +224,8 @@ class TrainedImageModel(ImageModel):
         t0 = time.perf_counter()
         setup = self._training()
         self.network = setup.network
+        if setup.prepare is not None:
+            setup.prepare(train, progress)
 
         def loss_of(batch: ImageBatch) -> torch.Tensor:
             return setup.loss(setup.network.preprocess(torch.from_numpy(batch.images)))
