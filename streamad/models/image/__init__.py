@@ -8,12 +8,14 @@
 | ``dfkde`` | :class:`~streamad.models.image.dfkde.Dfkde` | (the image score) | KDE probability |
 | ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
 | ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
+| ``csflow`` | :class:`~streamad.models.image.csflow.Csflow` | cross-scale flow latents' z^2 (trained) | mean z^2 / 2 |
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
 
 from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig, ImagePrediction
+from streamad.models.image.csflow import Csflow
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
 from streamad.models.image.fastflow import Fastflow
@@ -23,4 +25,4 @@ from streamad.models.image.reverse_distillation import ReverseDistillation
 from streamad.models.image.stfpm import Stfpm
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Csflow"]
