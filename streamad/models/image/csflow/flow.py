@@ -71,6 +71,8 @@ class CrossConvolutions(nn.Module):
         self.slope = float(leaky_slope)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Three ``(N, in_channels, h_k, w_k)`` float32 maps (scale 0 the largest; ``h_{k+1} = ceil(h_k / 2)``) ->
+        three ``(N, out_channels, h_k, w_k)`` float32 maps."""
         hid = [F.leaky_relu(conv(x), self.slope) for conv, x in zip(self.inner, xs)]
         outs = []
         for k in range(SCALES):
@@ -160,6 +162,8 @@ class CrossScaleFlow(nn.Module):
             CrossScaleCoupling(channels, hidden, 5 if i == blocks - 1 else 3, clamp, seed + i) for i in range(blocks))
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Three ``(N, C, h_k, w_k)`` float32 feature maps -> (three latents of the same shapes, ``log |det J|``
+        ``(N,)`` float32, summed over the blocks)."""
         log_det = torch.zeros(xs[0].shape[0], dtype=xs[0].dtype, device=xs[0].device)
         for block in self.blocks:
             xs, ld = block(xs)

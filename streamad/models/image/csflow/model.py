@@ -122,6 +122,8 @@ class CsflowNetwork(ImageNetwork):
         return self.flow(self.features(x))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, H, W, 3) uint8`` RGB -> (blurred anomaly map ``(N, 1, h, w)`` float32, image score ``(N,)``
+        float32), see the module doc."""
         zs, _ = self.latents(self.preprocess(images))
         return self.blur(csflow_map(zs, self.size, self.mode)), csflow_score(zs)
 
@@ -180,6 +182,7 @@ class Csflow(TrainedImageModel):
                                   seed=int(c.seed))
 
     def _network(self, flow: CrossScaleFlow) -> CsflowNetwork:
+        """The inference network around ``flow`` (this model's backbone, input size and map mode)."""
         return CsflowNetwork(self.input_size, self.extractor, flow, self.config.anomaly_map_mode)
 
     def _training(self) -> TrainingSetup:
