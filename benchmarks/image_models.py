@@ -2,7 +2,7 @@
 (torch and OpenVINO), as a Markdown table for README.md.
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
-        reverse_distillation uflow cfa] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
+        reverse_distillation uflow cfa csflow] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
         [--json out.json]
 
 Each model is fitted with its example, examples/magnetic_tile_<kind>.yaml (DFM and DFKDE: the
@@ -46,6 +46,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "reverse_distillation": None,  # examples/magnetic_tile_reverse_distillation.yaml (trained, 128x128)
     "uflow": None,  # examples/magnetic_tile_uflow.yaml (trained, 128x128)
     "cfa": None,  # examples/magnetic_tile_cfa.yaml (trained, 128x128)
+    "csflow": None,  # examples/magnetic_tile_csflow.yaml (trained, 128x128)
 }
 
 

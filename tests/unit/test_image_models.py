@@ -67,6 +67,8 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "uflow": {"uflow": {"kind": "uflow", "batch_size": 8, "max_epochs": 3, "flow_steps": 2}},
     "cfa": {"cfa": {"kind": "cfa", "batch_size": 8, "max_epochs": 3}},
+    "csflow": {"csflow": {"kind": "csflow", "batch_size": 8, "max_epochs": 3, "layers": ["layer2"], "lr": 1e-3,
+                          "cross_conv_hidden_channels": 32, "n_coupling_blocks": 2}},
 }
 CONFIGS: dict[str, dict[str, Any]] = {name: cfg for variants in KIND_CONFIGS.values() for name, cfg in variants.items()}
 # (kind, variant) of every registered kind; a kind without configs gets one case that fails
@@ -111,13 +113,13 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     assert p_norm.anomaly_map.shape == (6, 1, *SIZE) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
     if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
-                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa"):
+                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE) see a small blob less clearly
         assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
     if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
-                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa"):
+                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
@@ -126,11 +128,11 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
         assert x >= 48 and y < 32, (x, y)
     one = model.predict(bad[0])  # a single frame of another size is resized inside the network
     assert one.anomaly_map.shape == (1, 1, *SIZE)
-    # post-processing of these images: thresholds between the normal and defect means, so both labels occur
-    both = np.concatenate([p_norm.score, p_bad.score])
+    # post-processing of these images: thresholds between the normal and defect means, so both labels occur; min /
+    # max over the scores and the map pixels, as PostProcessFitter (CS-Flow's score is not its map's maximum)
+    both = np.concatenate([p_norm.score, p_bad.score, p_norm.anomaly_map.ravel(), p_bad.anomaly_map.ravel()])
     thr = float((p_norm.score.mean() + p_bad.score.mean()) / 2)
-    post = PostProcess(min=float(min(p_norm.anomaly_map.min(), p_bad.anomaly_map.min())), max=float(both.max()),
-                       image_threshold=thr, pixel_threshold=thr)
+    post = PostProcess(min=float(both.min()), max=float(both.max()), image_threshold=thr, pixel_threshold=thr)
     save_model(tmp_path / "m", model, post)
     loaded, meta = load_model(tmp_path / "m")
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]

@@ -8,6 +8,7 @@
 | ``dfkde`` | :class:`~streamad.models.image.dfkde.Dfkde` | (the image score) | KDE probability |
 | ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
 | ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
+| ``csflow`` | :class:`~streamad.models.image.csflow.Csflow` | cross-scale flow latents' z^2 (trained) | mean z^2 / 2 |
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
 | ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
 | ``cfa`` | :class:`~streamad.models.image.cfa.Cfa` | distance to the nearest memory-bank centroid (trained descriptor) | map max |
@@ -17,6 +18,7 @@ Every model implements :class:`~streamad.models.image.base.ImageModel`.
 
 from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig, ImagePrediction
 from streamad.models.image.cfa import Cfa
+from streamad.models.image.csflow import Csflow
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
 from streamad.models.image.fastflow import Fastflow
@@ -27,4 +29,4 @@ from streamad.models.image.stfpm import Stfpm
 from streamad.models.image.uflow import Uflow
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow"]

@@ -39,6 +39,8 @@ class TrainedImageModelConfig(ImageModelConfig):
         lr: learning rate (1e-3). weight_decay: L2 penalty of the optimiser (0).
         max_epochs: upper bound on epochs (100). patience: epochs without a better validation metric before
             early stopping (3).
+        max_grad_norm: clip the gradients' total L2 norm to this before each optimiser step (Lightning's
+            ``gradient_clip_val``); ``None`` (the default) does not clip.
     """
 
     layers: list[str] = Field(default_factory=lambda: ["layer1", "layer2", "layer3"], min_length=1)
@@ -47,6 +49,7 @@ class TrainedImageModelConfig(ImageModelConfig):
     weight_decay: float = Field(0.0, ge=0)
     max_epochs: int = Field(100, ge=1)
     patience: int = Field(3, ge=1)
+    max_grad_norm: float | None = Field(None, gt=0)
 
 
 @dataclass
@@ -137,7 +140,8 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
     """Train ``module``, the trainable part of ``model`` (STFPM's student, FastFlow's norms and flows), with
     :func:`train_epochs` under the model config's ``batch_size``, ``max_epochs``, ``patience`` and ``seed``, early
     stopping on :meth:`ImageModel.validation_metric` of ``validation`` when it holds images; leaves ``module``
-    holding the weights of the best epoch (the last one without validation), in eval mode.
+    holding the weights of the best epoch (the last one without validation), in eval mode. With the config's
+    ``max_grad_norm`` set, the gradients' total L2 norm is clipped to it before each optimiser step.
 
     Args:
         loss_of: the scalar loss tensor of a batch (``batch.images``: ``(N, H, W, 3) uint8`` RGB).
@@ -147,6 +151,7 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
         ValueError: as :func:`train_epochs`.
     """
     c = model.config
+    clip = getattr(c, "max_grad_norm", None)
     best: dict[str, torch.Tensor] = {}
 
     def step(batch: ImageBatch) -> float:
@@ -154,6 +159,8 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
         loss = loss_of(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(module.parameters(), clip)
         optimizer.step()
         return float(loss.detach())
 
