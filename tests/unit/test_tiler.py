@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from streamad.config import load_config_text
 from streamad.errors import ConfigError
+from streamad.export import export_model
 from streamad.models.image.tiler import TiledRunner, Tiler, TilerConfig
 from streamad.runtime.jobs import evaluate, fit
 
@@ -140,6 +141,13 @@ def test_a_small_defect_in_a_1080p_frame_is_found_tiled_and_missed_untiled(large
     meta = json.loads((tmp_path / "tiled" / "model.json").read_text())
     assert meta["fit"]["tiler"] == {"tile_size": [256, 256], "stride": [256, 256]}
     assert meta["fit"]["train_images"] == 15 * 40  # each training frame's 40 tiles
+    # the exported OpenVINO IR takes the tiles as it takes whole frames: the same figures through the same tiler
+    export_model(tmp_path / "tiled", "openvino")
+    ov = load_config_text(_config(large_frames, tmp_path / "tiled",
+                                  "\n    tiler: {tile_size: [256, 256]}\n    runtime: openvino"))
+    ov_report, _ = evaluate(ov, quiet=True)
+    assert ov_report.image_auroc == 1.0
+    assert ov_report.pixel_auroc == pytest.approx(tiled_report.pixel_auroc, abs=1e-3)
     wrong = load_config_text(_config(large_frames, tmp_path / "untiled", "\n    tiler: {tile_size: [256, 256]}"))
     with pytest.raises(ConfigError, match="fitted with None"):
         evaluate(wrong, quiet=True)
