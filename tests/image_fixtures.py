@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -37,6 +37,32 @@ def defect_mask() -> np.ndarray:
     m = np.zeros((80, 120), np.uint8)
     cv2.circle(m, (85, 30), 9, 1, -1)
     return m > 0
+
+
+def write_folder_dataset(root: Path, good: Iterable[np.ndarray], bad: Iterable[tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Write a ``kind: folder`` dataset: ``root/good/NNN.png`` from ``good`` (``(H, W, 3) uint8`` images), then
+    ``root/bad/NNN.png`` and ``root/masks/NNN.png`` from ``bad`` (``(image, (H, W) bool mask)`` pairs), consuming the
+    iterables in that order (so generators drawing from one random generator stay reproducible); returns ``root``."""
+    for name in ("good", "bad", "masks"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(good):
+        cv2.imwrite(str(root / "good" / f"{i:03d}.png"), image)
+    for i, (image, mask) in enumerate(bad):
+        cv2.imwrite(str(root / "bad" / f"{i:03d}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), mask.astype(np.uint8) * 255)
+    return root
+
+
+def folder_pipeline(name: str, root: Path, model_dir: Path, operators: str, sinks: str = "[]",
+                    normal_split_ratio: float = 0.2) -> str:
+    """A pipeline.yaml text over the :func:`write_folder_dataset` folder ``root`` (stream id prefix ``name``): fit on
+    its train split, calibrate and score on its test split, with ``operators`` (a YAML list body, each item
+    starting ``  - ``) and ``sinks`` (YAML)."""
+    data = (f"{{kind: folder, id: {name}, root: {root}, normal_dir: good, abnormal_dir: bad, mask_dir: masks, "
+            f"normal_split_ratio: {normal_split_ratio}")
+    return (f"name: {name}\nmodel_dir: {model_dir}\nstreams: [{data}, split: test}}]\n"
+            f"fit:\n  train: [{data}, split: train}}]\n  validation: [{data}, split: test}}]\n"
+            f"operators:\n{operators.rstrip()}\nsinks: {sinks}\n")
 
 
 def mt_config(kind: str, train_frames: int | None = None, model: dict[str, Any] | None = None) -> Any:

@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from image_fixtures import defect_mask, texture
+from image_fixtures import defect_mask, folder_pipeline, texture, write_folder_dataset
 from streamad.bench import bench, copies_of_streams
 from streamad.config import load_config_text
 from streamad.errors import ModelError
@@ -23,30 +22,14 @@ from streamad.runtime.jobs import fit
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder dataset (20 normal, 4 defect images with masks), its config file and a fitted PaDiM."""
-    root = tmp_path_factory.mktemp("bench")
     rng = np.random.default_rng(11)
-    for name in ("good", "bad", "masks"):
-        (root / name).mkdir()
-    for i in range(20):
-        cv2.imwrite(str(root / "good" / f"{i:03d}.png"), texture(rng))
-    for i in range(4):
-        cv2.imwrite(str(root / "bad" / f"{i:03d}.png"), texture(rng, defect=True))
-        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), defect_mask().astype(np.uint8) * 255)
-    data = (f"{{kind: folder, id: tex, root: {root}, normal_dir: good, abnormal_dir: bad, mask_dir: masks, "
-            f"normal_split_ratio: 0.2")
-    (root / "pipeline.yaml").write_text(f"""
-name: bench_textures
-model_dir: {root}/model
-streams: [{data}, split: test}}]
-fit:
-  train: [{data}, split: train}}]
-  validation: [{data}, split: test}}]
-operators:
+    root = write_folder_dataset(tmp_path_factory.mktemp("bench"), (texture(rng) for _ in range(20)),
+                                ((texture(rng, defect=True), defect_mask()) for _ in range(4)))
+    (root / "pipeline.yaml").write_text(folder_pipeline("tex", root, root / "model", """
   - kind: image_model
-    model: {{kind: padim, layers: [layer1, layer2], n_features: 20, input_size: [64, 96]}}
+    model: {kind: padim, layers: [layer1, layer2], n_features: 20, input_size: [64, 96]}
   - kind: threshold
-sinks: []
-""")
+"""))
     fit(load_config_text((root / "pipeline.yaml").read_text(), path=root / "pipeline.yaml"), quiet=True)
     return root
 

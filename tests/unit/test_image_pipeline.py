@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from helpers import frame
-from image_fixtures import defect_mask, texture
+from image_fixtures import defect_mask, folder_pipeline, texture, write_folder_dataset
 from streamad.config import load_config_text
 from streamad.models.handle import ModelHandle
 from streamad.models.postprocess import PostProcess, PostProcessFitter, separated_threshold
@@ -97,36 +96,19 @@ def test_calibration() -> None:
 
 @pytest.fixture(scope="module")
 def folder_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("textures")
     rng = np.random.default_rng(7)
-    for name in ("good", "bad", "masks"):
-        (root / name).mkdir()
-    for i in range(30):
-        cv2.imwrite(str(root / "good" / f"{i:03d}.png"), texture(rng))
-    for i in range(6):
-        cv2.imwrite(str(root / "bad" / f"{i:03d}.png"), texture(rng, defect=True))
-        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), defect_mask().astype(np.uint8) * 255)
-    return root
+    return write_folder_dataset(tmp_path_factory.mktemp("textures"), (texture(rng) for _ in range(30)),
+                                ((texture(rng, defect=True), defect_mask()) for _ in range(6)))
 
 
 def _config(root: Path, out: Path) -> str:
-    data = f"{{kind: folder, id: textures, root: {root}, normal_dir: good, abnormal_dir: bad, mask_dir: masks, normal_split_ratio: 0.2"
-    return f"""
-name: textures
-model_dir: {out}/model
-streams: [{data}, split: test}}]
-fit:
-  train: [{data}, split: train}}]
-  validation: [{data}, split: test}}]
-operators:
+    return folder_pipeline("textures", root, out / "model", """
   - kind: image_model
-    model: {{kind: padim, layers: [layer1, layer2], n_features: 20, input_size: [64, 96]}}
+    model: {kind: padim, layers: [layer1, layer2], n_features: 20, input_size: [64, 96]}
     min_region_area: 4
   - kind: threshold
-  - {{kind: alert, min_frames: 1, cooldown_frames: 1}}
-sinks:
-  - {{kind: jsonl, path: {out}/alerts.jsonl}}
-"""
+  - {kind: alert, min_frames: 1, cooldown_frames: 1}
+""", sinks=f"[{{kind: jsonl, path: {out}/alerts.jsonl}}]")
 
 
 def test_fit_eval_serve_on_a_folder_dataset(folder_dataset: Path, tmp_path: Path) -> None:

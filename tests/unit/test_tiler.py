@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from image_fixtures import folder_pipeline, write_folder_dataset
 from streamad.config import load_config_text
 from streamad.errors import ConfigError
 from streamad.export import export_model
@@ -89,37 +90,24 @@ def _frame(rng: np.random.Generator, defect: tuple[int, int] | None = None) -> n
 @pytest.fixture(scope="module")
 def large_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 defect-free and 5 defective 1080p frames with their masks (a folder dataset)."""
-    root = tmp_path_factory.mktemp("large_frames")
     rng = np.random.default_rng(3)
-    for name in ("good", "bad", "masks"):
-        (root / name).mkdir()
-    for i in range(20):
-        cv2.imwrite(str(root / "good" / f"{i:03d}.png"), _frame(rng))
-    for i in range(5):
+
+    def defective() -> tuple[np.ndarray, np.ndarray]:
         y, x = int(rng.integers(0, H - DEFECT)), int(rng.integers(0, W - DEFECT))
-        cv2.imwrite(str(root / "bad" / f"{i:03d}.png"), _frame(rng, (y, x)))
-        mask = np.zeros((H, W), np.uint8)
-        mask[y:y + DEFECT, x:x + DEFECT] = 255
-        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), mask)
-    return root
+        mask = np.zeros((H, W), bool)
+        mask[y:y + DEFECT, x:x + DEFECT] = True
+        return _frame(rng, (y, x)), mask
+
+    return write_folder_dataset(tmp_path_factory.mktemp("large_frames"), (_frame(rng) for _ in range(20)),
+                                (defective() for _ in range(5)))
 
 
 def _config(root: Path, model_dir: Path, tiler: str) -> str:
-    data = (f"{{kind: folder, id: large, root: {root}, normal_dir: good, abnormal_dir: bad, mask_dir: masks, "
-            f"normal_split_ratio: 0.25")
-    return f"""
-name: large
-model_dir: {model_dir}
-streams: [{data}, split: test}}]
-fit:
-  train: [{data}, split: train}}]
-  validation: [{data}, split: test}}]
-operators:
+    return folder_pipeline("large", root, model_dir, f"""
   - kind: image_model
     model: {{kind: padim, layers: [layer1, layer2], n_features: 40, input_size: [128, 128]}}{tiler}
   - kind: threshold
-sinks: []
-"""
+""", normal_split_ratio=0.25)
 
 
 def test_a_small_defect_in_a_1080p_frame_is_found_tiled_and_missed_untiled(large_frames: Path,
