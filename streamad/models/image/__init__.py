@@ -9,6 +9,7 @@
 | ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
 | ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
+| ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -17,10 +18,11 @@ from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfi
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
 from streamad.models.image.fastflow import Fastflow
+from streamad.models.image.ganomaly import Ganomaly
 from streamad.models.image.padim import Padim
 from streamad.models.image.patchcore import Patchcore
 from streamad.models.image.reverse_distillation import ReverseDistillation
 from streamad.models.image.stfpm import Stfpm
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Ganomaly"]
