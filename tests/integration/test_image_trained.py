@@ -1,7 +1,7 @@
-"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation) on real Magnetic Tile images at
-128x128: training lowers the loss and shows it in the progress bar, early stopping keeps the best epoch's weights,
+"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, GANomaly) on real Magnetic Tile images
+at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress bar, early stopping keeps the best epoch's weights,
 maps and scores have the documented shapes, defect tiles score above normal ones, a saved model scores identically
-after loading, the OpenVINO exports of STFPM and Reverse Distillation score like torch. (The flow's log-determinant
+after loading, the OpenVINO exports of STFPM, Reverse Distillation and GANomaly score like torch. (The flow's log-determinant
 against autograd, STFPM's map against the cosine similarity and Reverse Distillation's loss and map are in
 tests/unit/test_image_trained_math.py.)"""
 
@@ -170,8 +170,8 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
 @pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "ganomaly"])
 def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, mt_root: Path,
                                        tmp_path: Path) -> None:
-    """`streamad export` of STFPM (teacher + student + map head in one graph) and of Reverse Distillation (encoder,
-    bottleneck, decoder, map head), reusing the models trained above: on 50 test images spread over the test split,
+    """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
+    bottleneck, decoder, map head) and of GANomaly (generator, latent distance, constant map), reusing the models trained above: on 50 test images spread over the test split,
     OpenVINO and torch agree within 1e-3 on normalised scores and maps and give the same labels. (FastFlow is in
     tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the F1-adaptive threshold of
     that test's calibration below every image, so here the threshold sits between the normal and defect means.)"""
