@@ -92,15 +92,13 @@ class AdversarialStep:
     def __call__(self, x: torch.Tensor) -> float:
         x = to_unit_range(x)
         z, fake, z_hat = self.generator(x)
-        with torch.no_grad():
-            _, feat_real = self.discriminator(x)
+        pred_real, feat_real = self.discriminator(x)  # the generator step leaves the discriminator as it is
         _, feat_fake = self.discriminator(fake)
-        parts = generator_losses(feat_real, feat_fake, x, fake, z, z_hat)
+        parts = generator_losses(feat_real.detach(), feat_fake, x, fake, z, z_hat)
         g_loss = generator_loss(parts, *self.weights)
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()
-        pred_real, _ = self.discriminator(x)
         pred_fake, _ = self.discriminator(fake.detach())
         d_loss = discriminator_loss(pred_real, pred_fake)
         self.d_opt.zero_grad(set_to_none=True)
