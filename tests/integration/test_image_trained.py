@@ -1,10 +1,11 @@
-"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, CS-Flow) on real Magnetic
-Tile images at 128x128: training lowers the loss and shows it in the progress bar, early stopping keeps the best
-epoch's weights, maps and scores have the documented shapes, defect tiles score above normal ones, a saved model scores
-identically after loading, the OpenVINO exports of STFPM, Reverse Distillation, U-Flow, CFA and CS-Flow score like
-torch. (The flow's log-determinant against autograd, STFPM's map against the cosine similarity and Reverse
-Distillation's loss and map are in tests/unit/test_image_trained_math.py; U-Flow's, CFA's and CS-Flow's math in
-tests/unit/test_uflow.py, test_cfa.py and test_csflow.py.)"""
+"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, CS-Flow, GANomaly) on real
+Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress bar, early
+stopping keeps the best epoch's weights, maps and scores have the documented shapes, defect tiles score above normal
+ones, a saved model scores identically after loading, the OpenVINO exports of STFPM, Reverse Distillation, U-Flow,
+CFA, CS-Flow and GANomaly score like torch. (The flow's log-determinant against autograd, STFPM's map against the
+cosine similarity and Reverse Distillation's loss and map are in tests/unit/test_image_trained_math.py; U-Flow's,
+CFA's, CS-Flow's and GANomaly's own parts in tests/unit/test_uflow.py, test_cfa.py, test_csflow.py and
+test_ganomaly.py.)"""
 
 from __future__ import annotations
 
@@ -30,11 +31,19 @@ KINDS = {"stfpm": {"kind": "stfpm", "batch_size": 4}, "fastflow": {"kind": "fast
          "reverse_distillation": {"kind": "reverse_distillation", "batch_size": 4},
          "uflow": {"kind": "uflow", "batch_size": 4, "layers": ["layer2", "layer3", "layer4"]},
          "cfa": {"kind": "cfa", "batch_size": 4},
-         "csflow": {"kind": "csflow", "batch_size": 4, "cross_conv_hidden_channels": 64, "lr": 1e-3}}
-# 40 / 64 / 40 / 64 / 24 / 40 optimisation steps: enough for a clear signal on 32 images
-EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8, "cfa": 3, "csflow": 5}
+         "csflow": {"kind": "csflow", "batch_size": 4, "cross_conv_hidden_channels": 64, "lr": 1e-3},
+         # trained from scratch: 64x64 (its own input_size, kept by _make), 240 steps; 96 steps at 128x128 gave
+         # no signal (chosen on images of the validation half: AUROC 0.74 there with seed 0, 0.56 with seed 1)
+         "ganomaly": {"kind": "ganomaly", "input_size": [64, 64], "batch_size": 4, "n_features": 16}}
+# 40 / 64 / 40 / 64 / 24 / 40 / 240 optimisation steps: enough for a clear signal on 32 images
+EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8, "cfa": 3, "csflow": 5, "ganomaly": 30}
 # image score = the anomaly map's maximum, except for these (CS-Flow: the mean latent z^2 / 2, anomalib's score)
 SCORE_NOT_MAP_MAX = {"csflow"}
+# the pairwise AUROC that test_training_lowers_the_loss_and_scores_defects_higher requires: 0.7, but GANomaly's
+# whole-image latent distance after this short a training (see its README: image AUROC 0.67 on the validation half
+# after 480 steps on 762 images) is weaker and seed-dependent: 0.604 measured here, the floor leaves room for float
+# noise across torch builds
+MIN_AUROC = {"ganomaly": 0.55}
 TRAINED = [kind for kind, cls in IMAGE_MODELS.items() if cls.trainable]  # each needs its KINDS and EPOCHS entry
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / MT_Crack are faint at 128x128
 
@@ -42,7 +51,7 @@ DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / M
 def _make(kind: str, **kw: Any) -> ImageModel:
     assert kind in KINDS and kind in EPOCHS, f"trainable image model {kind!r} has no test config in KINDS / EPOCHS"
     cls = IMAGE_MODELS.get(kind)
-    return cls(cls.Config.model_validate({**KINDS[kind], "input_size": list(SIZE), **kw}))
+    return cls(cls.Config.model_validate({"input_size": list(SIZE), **KINDS[kind], **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +82,24 @@ def mt_sets(mt_root: Path) -> dict[str, Any]:
     val.close()
 
 
+class _Fitted(dict):
+    """kind -> (model, fit statistics), each model trained on first use (so ``-k KIND`` trains that one only)."""
+
+    def __init__(self, train: ImageSet) -> None:
+        super().__init__()
+        self.train = train
+
+    def __missing__(self, kind: str) -> tuple[ImageModel, dict[str, Any]]:
+        model = _make(kind, max_epochs=EPOCHS[kind])
+        self[kind] = (model, model.fit(self.train))
+        return self[kind]
+
+
 @pytest.fixture(scope="module")
 def fitted(mt_sets: dict[str, Any]) -> dict[str, tuple[ImageModel, dict[str, Any]]]:
     """Each model trained ``EPOCHS`` epochs without a validation set (so the last epoch's weights are kept; early
-    stopping is tested below)."""
-    class Fitted(dict):  # each kind trained when a test first asks for it (``-k <kind>`` trains that one only)
-        def __missing__(self, kind: str) -> tuple[ImageModel, dict[str, Any]]:
-            model = _make(kind, max_epochs=EPOCHS[kind])
-            self[kind] = (model, model.fit(mt_sets["train"]))
-            return self[kind]
-
-    return Fitted()
+    stopping is tested below), on first use."""
+    return _Fitted(mt_sets["train"])
 
 
 def _scores(model: ImageModel, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +115,14 @@ def test_training_lowers_the_loss_and_scores_defects_higher(kind: str, fitted: d
     assert stats["metrics"] == [] and stats["best_metric"] is None
     n_maps, n_scores = _scores(model, mt_sets["normal"])
     d_maps, d_scores = _scores(model, mt_sets["defect"])
-    assert n_maps.shape == (12, 1, *SIZE) and n_maps.dtype == np.float32
+    assert n_maps.shape == (12, 1, *model.input_size) and n_maps.dtype == np.float32
     assert n_scores.shape == (12,) and n_scores.dtype == np.float32
     if kind not in SCORE_NOT_MAP_MAX:
         np.testing.assert_allclose(d_scores, d_maps.reshape(len(d_maps), -1).max(1), rtol=1e-6)  # score = map max
     assert d_scores.mean() > n_scores.mean(), (n_scores, d_scores)
     # a real signal, not an accident of the mean: most defect tiles rank above most normal ones
     auroc = (d_scores[:, None] > n_scores[None, :]).mean()
-    assert auroc > 0.7, auroc
+    assert auroc > MIN_AUROC.get(kind, 0.7), auroc
 
 
 @pytest.mark.parametrize("kind", TRAINED)
@@ -159,14 +175,15 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     assert f"{kind} epoch 1/6" in err and "loss=" in err
 
 
-@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow", "cfa", "csflow"])
+@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow", "cfa", "csflow", "ganomaly"])
 def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, mt_root: Path,
                                        tmp_path: Path) -> None:
     """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
     bottleneck, decoder, map head), of U-Flow (backbone, norms, U-shaped flow, map head), of CFA (backbone,
-    descriptor, the memory bank as a buffer, map head) and of CS-Flow (backbone at three resolutions, cross-scale
-    flow, map and score), reusing the models trained above: on 50 test images spread over the test split, OpenVINO
-    and torch agree within 1e-3 on normalised scores and maps and give the same labels. (FastFlow is in
+    descriptor, the memory bank as a buffer, map head), of CS-Flow (backbone at three resolutions, cross-scale
+    flow, map and score) and of GANomaly (generator, latent distance, constant map), reusing the models trained above:
+    on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised scores and maps
+    and give the same labels. (FastFlow is in
     tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the F1-adaptive threshold of
     that test's calibration below every image, so here the threshold sits between the normal and defect means.)"""
     model, _ = fitted[kind]

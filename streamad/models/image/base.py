@@ -114,6 +114,8 @@ class ImageModel(abc.ABC):
     Attributes:
         trainable: gradient-trained (STFPM, FastFlow): the fit job passes the validation set to :meth:`fit`.
         score_meaning: what the raw image score measures (documentation, README tables).
+        has_anomaly_map: the map localises (``False``: a whole-image model such as GANomaly, whose map is its image
+            score at every pixel, so pixel metrics of it measure no localisation).
         network: the fitted inference module (``None`` before :meth:`fit` / :meth:`load_state`).
     """
 
@@ -122,6 +124,7 @@ class ImageModel(abc.ABC):
     version: ClassVar[str] = "1"
     trainable: ClassVar[bool] = False
     score_meaning: ClassVar[str] = ""
+    has_anomaly_map: ClassVar[bool] = True
 
     def __init__(self, config: ImageModelConfig) -> None:
         self.config = config

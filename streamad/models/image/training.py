@@ -134,9 +134,9 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
     return log
 
 
-def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 loss_of: Callable[[ImageBatch], torch.Tensor], train: ImageSet, validation: ImageSet | None,
-                 progress: bool) -> TrainingLog:
+def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Optimizer | None,
+                 loss_of: Callable[[ImageBatch], torch.Tensor] | None, train: ImageSet, validation: ImageSet | None,
+                 progress: bool, custom_step: Callable[[ImageBatch], float] | None = None) -> TrainingLog:
     """Train ``module``, the trainable part of ``model`` (STFPM's student, FastFlow's norms and flows), with
     :func:`train_epochs` under the model config's ``batch_size``, ``max_epochs``, ``patience`` and ``seed``, early
     stopping on :meth:`ImageModel.validation_metric` of ``validation`` when it holds images; leaves ``module``
@@ -146,6 +146,9 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
     Args:
         loss_of: the scalar loss tensor of a batch (``batch.images``: ``(N, H, W, 3) uint8`` RGB).
         progress: show the epoch bar with the loss.
+        custom_step: the whole optimisation step of a batch, returning its loss, for a model that updates several
+            parts with several optimisers (GANomaly's generator and discriminator); replaces ``optimizer`` and
+            ``loss_of`` (both ``None`` then).
 
     Raises:
         ValueError: as :func:`train_epochs`.
@@ -156,6 +159,9 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
 
     def step(batch: ImageBatch) -> float:
         module.train(True)
+        if custom_step is not None:
+            return custom_step(batch)
+        assert optimizer is not None and loss_of is not None
         loss = loss_of(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -194,13 +200,16 @@ class TrainingSetup:
         prepare: optional, called once with ``(train, progress)`` before the first epoch, after ``network`` became
             the model's (CFA: the memory bank of centroids from the training set, anomalib's ``on_train_start``);
             ``None`` (the default) for models that start training at once.
+        step: instead of ``optimizer`` and ``loss`` (leave them ``None``), the whole optimisation step of a batch of
+            preprocessed images, returning its loss as a float: for models with several optimisers (GANomaly).
     """
 
     network: ImageNetwork
     module: nn.Module
-    optimizer: torch.optim.Optimizer
-    loss: Callable[[torch.Tensor], torch.Tensor]
+    optimizer: torch.optim.Optimizer | None = None
+    loss: Callable[[torch.Tensor], torch.Tensor] | None = None
     prepare: Callable[[ImageSet, bool], None] | None = None
+    step: Callable[[torch.Tensor], float] | None = None
 
 
 class TrainedImageModel(ImageModel):
@@ -235,8 +244,16 @@ class TrainedImageModel(ImageModel):
             setup.prepare(train, progress)
 
         def loss_of(batch: ImageBatch) -> torch.Tensor:
+            assert setup.loss is not None
             return setup.loss(setup.network.preprocess(torch.from_numpy(batch.images)))
 
-        log = train_module(self, setup.module, setup.optimizer, loss_of, train, validation, progress)
+        def step_of(batch: ImageBatch) -> float:
+            assert setup.step is not None
+            return setup.step(setup.network.preprocess(torch.from_numpy(batch.images)))
+
+        if setup.step is not None:
+            log = train_module(self, setup.module, None, None, train, validation, progress, custom_step=step_of)
+        else:
+            log = train_module(self, setup.module, setup.optimizer, loss_of, train, validation, progress)
         setup.network.eval()
         return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}
