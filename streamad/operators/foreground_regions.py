@@ -11,14 +11,43 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from streamad.frames import Clip, Regions
 from streamad.parts import Operator, PartConfig
 from streamad.registry import OPERATORS
 
-__all__ = ["ForegroundRegions", "foreground_mask", "flow_motion_mask", "mask_boxes", "foreground_boxes",
-           "filter_boxes", "box_area"]
+__all__ = ["ForegroundRegions", "RegionFilterConfig", "foreground_mask", "flow_motion_mask", "mask_boxes",
+           "foreground_boxes", "filter_boxes", "box_area"]
+
+
+class RegionFilterConfig(PartConfig):
+    """The region filters of anomalib's ``RegionExtractor`` (minimum area, overlap), shared by the region
+    operators, with the minimum area in pixels (anomalib) or as a fraction of the frame (streamad extension)."""
+
+    kind: str
+    min_bbox_area: float = Field(
+        100, ge=0, description="Boxes of this area or less (square pixels) are dropped (anomalib).")
+    min_bbox_area_fraction: float | None = Field(
+        None, gt=0, lt=1, description="streamad extension: the minimum box area as a fraction of the frame's area "
+                                      "instead of min_bbox_area (0.00116 = 100 px at 360x240 = 2,400 px at "
+                                      "1920x1080): one setting for any camera resolution.")
+    max_bbox_overlap: float = Field(
+        0.65, ge=0, le=1, description="A box whose intersection with a larger box, divided by its own area, "
+                                      "exceeds this fraction is dropped (anomalib).")
+
+    @model_validator(mode="after")
+    def _one_minimum(self) -> "RegionFilterConfig":
+        if self.min_bbox_area_fraction is not None and "min_bbox_area" in self.model_fields_set:
+            raise ValueError(f"{self.kind}: set min_bbox_area (pixels) or min_bbox_area_fraction (of the frame's "
+                             "area), not both")
+        return self
+
+    def min_area(self, frame_shape: tuple[int, ...]) -> float:
+        """The minimum box area in square pixels for a frame of ``frame_shape`` ``(H, W, ...)``."""
+        if self.min_bbox_area_fraction is None:
+            return self.min_bbox_area
+        return self.min_bbox_area_fraction * float(frame_shape[0]) * float(frame_shape[1])
 
 
 def box_area(boxes: np.ndarray) -> np.ndarray:
@@ -178,7 +207,7 @@ class ForegroundRegions(Operator):
     Input/output: :class:`Clip`; sets ``clip.regions`` (boxes in the clip's frame pixels).
     """
 
-    class Config(PartConfig):
+    class Config(RegionFilterConfig):
         """Config of ``kind: foreground_regions`` (anomalib ``AiVadModel`` names and defaults, plus extensions)."""
 
         kind: Literal["foreground_regions"] = "foreground_regions"
@@ -186,11 +215,6 @@ class ForegroundRegions(Operator):
             3, ge=1, description="Gaussian blur kernel size in pixels before the frame difference (anomalib).")
         foreground_binary_threshold: int = Field(
             18, ge=0, le=255, description="Threshold on the 0-255 grayscale frame difference (anomalib).")
-        min_bbox_area: float = Field(
-            100, ge=0, description="Boxes of this area or less (square pixels) are dropped (anomalib).")
-        max_bbox_overlap: float = Field(
-            0.65, ge=0, le=1, description="A box whose intersection with a larger box, divided by its own area, "
-                                          "exceeds this fraction is dropped (anomalib).")
         dilate: int = Field(
             0, ge=0, description="streamad extension, not anomalib: dilate the motion mask with a square of this "
                                  "many pixels before connected components (joins fragments, grows boxes by about "
@@ -226,5 +250,5 @@ class ForegroundRegions(Operator):
             scores=np.concatenate([prior.scores, np.full(len(fg), 0.5, np.float32)]).astype(np.float32),
             labels=np.concatenate([prior.labels, np.zeros(len(fg), np.int64)]).astype(np.int64),
         )
-        clip.regions = filter_boxes(regions, c.min_bbox_area, c.max_bbox_overlap)
+        clip.regions = filter_boxes(regions, c.min_area(clip.last.image.shape), c.max_bbox_overlap)
         return [clip]

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from streamad.frames import Clip, Regions
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
-from streamad.operators.foreground_regions import filter_boxes, foreground_boxes
+from streamad.operators.foreground_regions import RegionFilterConfig, filter_boxes, foreground_boxes
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 
@@ -47,7 +47,7 @@ class ObjectRegions(Operator):
     foreground boxes get label 0 and score 0.5.
     """
 
-    class Config(PartConfig):
+    class Config(RegionFilterConfig):
         """Config of ``kind: object_regions`` (anomalib ``RegionExtractor`` names and defaults)."""
 
         kind: Literal["object_regions"] = "object_regions"
@@ -58,10 +58,6 @@ class ObjectRegions(Operator):
             0.3, ge=0, le=1, description="Detections below this confidence are dropped (anomalib 0.7 / 0.8 for "
                                          "Mask R-CNN; CenterNet's scores are lower, 0.3-0.6 for pedestrians).")
         persons_only: bool = Field(False, description="Keep only regions labelled person (anomalib).")
-        min_bbox_area: float = Field(100, ge=0, description="Boxes of this area or less (square pixels) are dropped.")
-        max_bbox_overlap: float = Field(
-            0.65, ge=0, le=1, description="A box whose intersection with a larger box, divided by its own area, "
-                                          "exceeds this fraction is dropped (anomalib).")
         enable_foreground_detections: bool = Field(
             True, description="Add boxes around moving pixels that no detection covers (anomalib).")
         foreground_kernel_size: int = Field(3, ge=1, description="Gaussian blur kernel (pixels) of the frame difference.")
@@ -108,5 +104,6 @@ class ObjectRegions(Operator):
             scores = np.concatenate([scores, np.full(len(fg), FOREGROUND_SCORE, np.float32)])
             labels = np.concatenate([labels, np.zeros(len(fg), np.int64)])
         clip.regions = filter_boxes(Regions(boxes, scores.astype(np.float32), labels.astype(np.int64)),
-                                    c.min_bbox_area, c.max_bbox_overlap, c.persons_only, PERSON_LABEL)
+                                    c.min_area(clip.last.image.shape), c.max_bbox_overlap, c.persons_only,
+                                    PERSON_LABEL)
         return [clip]

@@ -16,7 +16,11 @@ from streamad.frames import Clip
 from streamad.parts import Operator, PartConfig
 from streamad.registry import OPERATORS
 
-__all__ = ["VelocityFeatures", "velocity_histogram", "velocity_dims"]
+__all__ = ["VelocityFeatures", "velocity_histogram", "velocity_dims", "in_box_heights", "VELOCITY_UNITS"]
+
+#: ``velocity_units`` of :class:`VelocityFeatures`: magnitudes in pixels (anomalib), in percent of the region's
+#: height, or both side by side.
+VELOCITY_UNITS = ("pixels", "box_height", "both")
 
 
 def velocity_dims(n_bins: int, magnitude_edges: Sequence[float] = (), magnitude_percentiles: Sequence[float] = ()
@@ -99,6 +103,32 @@ def velocity_histogram(flow: np.ndarray, boxes: np.ndarray, n_bins: int = 8,
     return out
 
 
+def in_box_heights(features: np.ndarray, boxes: np.ndarray, n_bins: int, n_magnitude_bins: int) -> np.ndarray:
+    """The magnitude columns of :func:`velocity_histogram`'s output in percent of each box's height.
+
+    A person far from the camera is small and slow in pixels; divided by its height, its speed compares with a
+    near person's (perspective), and one setting carries across cameras and resolutions (streamad extension).
+    The direction-bin means and the percentiles are rescaled; the magnitude-bin fractions (``n_magnitude_bins``
+    columns after the direction bins) are fractions already and stay as they are.
+
+    Args:
+        features: ``(M, D) float32`` from :func:`velocity_histogram`.
+        boxes: ``(M, 4)`` xyxy pixels (a height under 1 pixel counts as 1).
+        n_bins: direction bins of ``features``.
+        n_magnitude_bins: magnitude-bin columns of ``features`` (``len(magnitude_edges) + 1``, or 0).
+
+    Returns:
+        ``(M, D) float32``: ``100 * magnitude / box height`` (percent of the height over the clip).
+    """
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    h = np.maximum(b[:, 3] - b[:, 1], 1.0)
+    out = np.array(features, np.float32, copy=True)
+    scaled = np.ones(out.shape[1], bool)
+    scaled[n_bins:n_bins + n_magnitude_bins] = False
+    out[:, scaled] *= (100.0 / h)[:, None]
+    return out
+
+
 def _percentiles(x: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``np.percentile(x, 100 * q)`` (linear interpolation) for a 1-d ``x``, without its per-call overhead."""
     s = np.sort(x)
@@ -113,7 +143,8 @@ class VelocityFeatures(Operator):
     """Velocity features of the clip's regions (AI-VAD velocity attribute, anomalib ``VelocityExtractor``).
 
     Needs ``clip.regions`` and ``clip.flow``. Sets ``clip.features["velocity"]``: ``(M, D) float32`` as
-    :func:`velocity_histogram`.
+    :func:`velocity_histogram`, in the ``velocity_units`` of the config (:func:`in_box_heights`; ``both``:
+    ``(M, 2D)``).
     """
 
     class Config(PartConfig):
@@ -132,6 +163,12 @@ class VelocityFeatures(Operator):
             default_factory=list,
             description="streamad extension, not anomalib: percentiles (0-100) of the flow magnitude inside each "
                         "box, appended as columns in pixels (over the clip), e.g. [50, 90, 99].")
+
+        velocity_units: Literal["pixels", "box_height", "both"] = Field(
+            "pixels", description="streamad extension: 'pixels' (anomalib) = magnitudes in pixels over the clip; "
+                                  "'box_height' = in percent of the region's height (a far person is small and slow "
+                                  "in pixels: scale-aware, one setting for any camera); 'both' = the pixel columns "
+                                  "followed by the height-relative ones.")
 
         @field_validator("magnitude_edges")
         @classmethod
@@ -159,6 +196,11 @@ class VelocityFeatures(Operator):
             raise ValueError(f"stream {self.stream_id}: velocity_features needs optical_flow and a region operator "
                              "before it in the pipeline")
         c = self.config
-        clip.features["velocity"] = velocity_histogram(clip.flow, clip.regions.boxes, c.n_velocity_bins,
-                                                       c.magnitude_edges, c.magnitude_percentiles)
+        boxes = clip.regions.boxes
+        v = velocity_histogram(clip.flow, boxes, c.n_velocity_bins, c.magnitude_edges, c.magnitude_percentiles)
+        if c.velocity_units != "pixels":
+            n_mag = len(c.magnitude_edges) + 1 if c.magnitude_edges else 0
+            rel = in_box_heights(v, boxes, c.n_velocity_bins, n_mag)
+            v = rel if c.velocity_units == "box_height" else np.concatenate([v, rel], axis=1)
+        clip.features["velocity"] = v
         return [clip]

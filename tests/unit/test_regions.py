@@ -92,6 +92,25 @@ def test_filter_matches_anomalib_area_and_overlap_rule() -> None:
     assert len(filter_boxes(regions, persons_only=True)) == 0
 
 
+def test_minimum_area_as_a_fraction_of_the_frame_carries_across_resolutions() -> None:
+    """``min_bbox_area_fraction``: the same square, 5% of the frame's width, is kept at 160x120 and at 4x that
+    resolution, where a pixel minimum of 100 keeps it at 4x but drops it at 1x (area 8x8 = 64)."""
+    small, big = ForegroundRegions.Config(min_bbox_area_fraction=0.002), ForegroundRegions.Config()
+    assert small.min_area((120, 160, 3)) == pytest.approx(38.4) and big.min_area((120, 160, 3)) == 100
+    for scale, kept_by_pixels in ((1, 0), (4, 1)):
+        first = np.full((H * scale, W * scale, 3), 100, np.uint8)
+        last = first.copy()
+        s = 8 * scale  # 8 px at 160x120: 0.33 % of the frame
+        last[40 * scale: 40 * scale + s, 30 * scale: 30 * scale + s] = 255
+        frac = ForegroundRegions(small, None, "s").process(_clip(first, last))[0]
+        px = ForegroundRegions(big, None, "s").process(_clip(first, last))[0]
+        assert len(frac.regions) == 1 and len(px.regions) == kept_by_pixels
+    with pytest.raises(ValidationError, match="not both"):
+        ForegroundRegions.Config(min_bbox_area=50, min_bbox_area_fraction=0.001)
+    with pytest.raises(ValidationError, match="min_bbox_area_fraction"):
+        ForegroundRegions.Config(min_bbox_area_fraction=1.5)
+
+
 def test_flow_magnitude_regions() -> None:
     flow = np.zeros((H, W, 2), np.float32)
     flow[50:70, 20:50] = (4.0, 0.0)   # 30 x 20 px object moving 4 px

@@ -88,6 +88,34 @@ def test_operator_needs_flow_and_regions() -> None:
     assert op.process(clip)[0].features["velocity"].shape == (1, 8)
 
 
+def test_box_height_units_make_a_far_and_a_near_walker_alike() -> None:
+    """Perspective: a 20 px tall person moving 1 px and a 60 px tall one moving 3 px walk at the same speed in
+    heights; ``box_height`` gives both 5 % of their height, ``pixels`` tells them apart, ``both`` keeps the two."""
+    flow = np.zeros((100, 120, 2), np.float32)
+    flow[0:20, 0:10, 0] = 1.0   # far: 10 x 20 px box, 1 px
+    flow[30:90, 50:80, 0] = 3.0  # near: 30 x 60 px box, 3 px
+    boxes = np.array([[0, 0, 9, 19], [50, 30, 79, 89]], np.float32)  # heights 20 (inclusive pixels) and 60
+    regions = Regions(boxes, np.ones(2, np.float32), np.ones(2, np.int64))
+    f = Frame("cam", 0, 0.0, 0.0, np.zeros((100, 120, 3), np.uint8))
+
+    def run(units: str, **kw: object) -> np.ndarray:
+        op = VelocityFeatures(VelocityFeatures.Config(n_velocity_bins=1, velocity_units=units, **kw), None, "cam")
+        return op.process(Clip("cam", [f, f], f, regions=regions, flow=flow))[0].features["velocity"]
+
+    px, rel, both = run("pixels"), run("box_height"), run("both")
+    np.testing.assert_allclose(px[:, 0], [1.0, 3.0], atol=0.06)  # box edges hold a row of zero flow
+    np.testing.assert_allclose(rel[:, 0], 100 * px[:, 0] / np.array([19.0, 59.0]), rtol=1e-5)
+    assert abs(rel[0, 0] - rel[1, 0]) < 0.3 and px[1, 0] > 2.5 * px[0, 0]
+    np.testing.assert_allclose(both, np.concatenate([px, rel], axis=1))
+    # magnitude-bin fractions are fractions in every unit; means and percentiles are rescaled
+    fr = run("box_height", magnitude_edges=[2.0], magnitude_percentiles=[50])
+    fp = run("pixels", magnitude_edges=[2.0], magnitude_percentiles=[50])
+    np.testing.assert_allclose(fr[:, 1:3], fp[:, 1:3])
+    np.testing.assert_allclose(fr[:, 3], 100 * fp[:, 3] / np.array([19.0, 59.0]), rtol=1e-5)
+    with pytest.raises(ValidationError, match="velocity_units"):
+        VelocityFeatures.Config(velocity_units="metres")
+
+
 def test_dis_flow_of_a_shifted_real_frame(data_root: Path) -> None:
     """A real Ped2 frame moved 3 px right: the flow operator and the features report 3 px in the +x bin."""
     video = ucsd_videos(data_root / "UCSD_Anomaly_Dataset.v1p2", "UCSDped2", "test")[0]
