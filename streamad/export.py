@@ -175,6 +175,9 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
     model, _ = load_model(model_dir)
     if not isinstance(model, ImageModel):
         raise ModelError(f"{model_dir}: holds a {model.kind!r} model; export supports the image models")
+    if not model.exportable:
+        raise ModelError(f"{model_dir}: image model {model.kind!r} is not exportable: its regions come from a separate "
+                         f"detector network before its torch network (see its README); it runs with torch")
     net = model.require_network().eval()
     example = model.example_input(1)
     out_dir = Path(output) if output is not None else Path(model_dir) / fmt
