@@ -12,8 +12,9 @@ calibrated on the validation half of the held-out images (289), then evaluated o
 test half, 293 images) twice, scored by torch and by the exported FP32 OpenVINO IR. Settings are chosen on the
 ``validation`` rows and the ``test`` rows are reported. ``--set key=value`` (repeatable; the value is YAML) changes
 the model section of every example, e.g. ``--set patch_size=1``. Metrics are the OpenVINO run's (the two agree within
-1e-3, see tests/integration/test_export_parity.py; R-KDE, not exportable: torch's run, no OpenVINO frames/s); frames/s is the evaluation pipeline's throughput (JPEG decoding
-of images of varying size, the model, post-processing), not the metric computation after it. Fit time is the whole
+1e-3, see tests/integration/test_export_parity.py; R-KDE, not exportable: torch's run, no OpenVINO frames/s);
+frames/s is the evaluation pipeline's throughput (JPEG decoding of images of varying size, the model,
+post-processing), not the metric computation after it. Fit time is the whole
 `streamad fit` (training features, memory bank, statistics or epochs, and the calibration pass over the validation
 half).
 """

@@ -42,7 +42,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     data = yaml.safe_load(args.config.read_text(encoding="utf-8"))
-    data["operators"][0]["model"].update({k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.overrides)})
+    overrides = (item.partition("=") for item in args.overrides)
+    data["operators"][0]["model"].update({key: yaml.safe_load(value) for key, _, value in overrides})
     model = IMAGE_MODELS.get("rkde")(load_config_text(yaml.safe_dump(data), name=str(args.config),
                                                       path=args.config).operators[0].model)
     root = Path(os.environ.get("STREAMAD_DATA", REPO.parent / "shared" / "data")) / "magnetic_tile"
@@ -66,12 +67,10 @@ def main() -> int:
                    "defect_pixels_covered": float(np.mean(a["covered"])) if a["covered"] else None}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| split | class | images | with a detection | boxes / image | defect pixels covered |")
-    print("|---|---|---:|---:|---:|---:|")
-    for r in rows:
-        cov = "-" if r["defect_pixels_covered"] is None else f"{r['defect_pixels_covered']:.2f}"
-        print(f"| {r['split']} | {r['class']} | {r['images']} | {r['with_detections']:.2f} | "
-              f"{r['boxes_per_image']:.1f} | {cov} |")
+    cells = [(r["split"], r["class"], r["images"], f"{r['with_detections']:.2f}", f"{r['boxes_per_image']:.1f}",
+              "-" if r["defect_pixels_covered"] is None else f"{r['defect_pixels_covered']:.2f}") for r in rows]
+    print("\n| split | class | images | with a detection | boxes / image | defect pixels covered |\n"
+          "|---|---|---:|---:|---:|---:|\n" + "\n".join("| " + " | ".join(map(str, c)) + " |" for c in cells))
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return 0

@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from pydantic import ValidationError
 
 from image_fixtures import DATA, texture
+from streamad.cli import cli
+from streamad.config import load_config_text
 from streamad.errors import ModelError
 from streamad.models.components.kde_classifier import KDEClassifier
 from streamad.models.image import IMAGE_MODELS
@@ -19,8 +22,11 @@ from streamad.models.image.image_set import ImageSet
 from streamad.models.image.rkde.model import as_rois
 from streamad.models.image.rkde.paint import paint_boxes
 from streamad.models.image.rkde.regions import fallback_boxes, filter_proposals
+from streamad.models.postprocess import PostProcess
+from streamad.models.store import load_model, save_model
 
 CENTERNET = str(DATA.parent / "models" / "centernet.onnx")
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "magnetic_tile_rkde.yaml"
 
 
 def test_paint_takes_the_largest_covering_score_and_zero_elsewhere() -> None:
@@ -103,6 +109,11 @@ def test_rkde_regions_score_and_map_and_errors(tmp_path: Path) -> None:
         np.testing.assert_array_equal(boxes[:, :4], fallback_boxes((64, 96), "grid", 4))
         np.testing.assert_array_equal(p.anomaly_map[i, 0], paint_boxes(boxes[:, :4], boxes[:, 4], (64, 96)))
         assert p.score[i] == boxes[:, 4].max()
+    save_model(tmp_path / "m", grid, PostProcess(min=0.0, max=1.0, image_threshold=0.5, pixel_threshold=0.5))
+    loaded, _ = load_model(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict(images).score, p.score, rtol=1e-6)
+    res = CliRunner().invoke(cli, ["export", str(tmp_path / "m"), "-o", str(tmp_path / "ir")])
+    assert res.exit_code == 4 and "is not exportable" in res.output and not (tmp_path / "ir").exists()
     detected = _model()
     assert detected.fit(train)["images_with_detections"] == 30  # CenterNet keeps low-score boxes on textures
     few = _model(max_detections_per_image=1, min_box_size=0)
@@ -116,3 +127,12 @@ def test_rkde_regions_score_and_map_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="feature_scaling_method"):
         _model(feature_scaling_method="minmax")
     train.close()
+
+
+def test_example_config_has_anomalibs_settings() -> None:
+    cfg = load_config_text(EXAMPLE.read_text(encoding="utf-8"), name=str(EXAMPLE), path=EXAMPLE)
+    model = cfg.operators[0].model
+    assert cfg.operators[0].runtime == "torch" and model.kind == "rkde"
+    assert (model.roi_score_threshold, model.min_box_size, model.iou_threshold, model.max_detections_per_image,
+            model.n_pca_components, model.max_training_points) == (0.001, 25, 0.3, 100, 16, 40000)
+    assert Path(model.detector_weights).name == "centernet.onnx"

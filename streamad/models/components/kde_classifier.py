@@ -14,12 +14,13 @@ The fitted buffers are named ``pca.*``, ``kde.*`` and ``max_length`` (what DFKDE
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from streamad.models.components.dynamic_buffers import assign_buffers, buffer_arrays
 from streamad.models.components.kde import GaussianKDE
 from streamad.models.components.pca import PCA
 
@@ -76,6 +77,21 @@ class KDEClassifier(nn.Module):
     def training_points(self) -> int:
         """Number of vectors the KDE holds (0 before :meth:`fit`)."""
         return int(self.kde.dataset.shape[0])
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``({"training_points"}, {"pca.*", "kde.*", "max_length"} arrays)`` for a model's ``_fitted_state``."""
+        return {"training_points": self.training_points}, buffer_arrays(self)
+
+    @classmethod
+    def from_arrays(cls, scaling: FeatureScaling, arrays: dict[str, np.ndarray], what: str) -> "KDEClassifier":
+        """The fitted classifier from :meth:`state`'s arrays.
+
+        Raises:
+            ModelError: an array is missing (the message names ``what``, the model kind, and the key).
+        """
+        classifier = cls(scaling)
+        assign_buffers(classifier, arrays, "", what)
+        return classifier
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         log_density = self.kde(self.scale(self.pca(features)))

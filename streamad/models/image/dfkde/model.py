@@ -26,7 +26,6 @@ from torch import nn
 from tqdm import tqdm
 
 from streamad.models.components.backbone import FeatureExtractor
-from streamad.models.components.dynamic_buffers import assign_buffers, buffer_arrays
 from streamad.models.components.kde_classifier import KDEClassifier
 from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
@@ -98,10 +97,7 @@ class Dfkde(ImageModel):
                 "seconds": round(time.perf_counter() - t0, 2)}
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        net = self.require_network()
-        return {"training_points": net.classifier.training_points}, buffer_arrays(net.classifier)
+        return self.require_network().classifier.state()
 
     def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
-        classifier = KDEClassifier(self.config.feature_scaling_method)
-        assign_buffers(classifier, arrays, "", "dfkde")
-        return self._network(classifier)
+        return self._network(KDEClassifier.from_arrays(self.config.feature_scaling_method, arrays, "dfkde"))

@@ -36,7 +36,6 @@ from torch import nn
 from tqdm import tqdm
 
 from streamad.models.components.backbone import FeatureExtractor
-from streamad.models.components.dynamic_buffers import assign_buffers, buffer_arrays
 from streamad.models.components.kde_classifier import KDEClassifier
 from streamad.models.components.region_appearance import pool_regions
 from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork, ImagePrediction
@@ -193,10 +192,7 @@ class Rkde(ImageModel):
                                [np.concatenate([b, s[:, None]], axis=1) for b, s in zip(boxes, per_image)])
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        net = self.require_network()
-        return {"training_points": net.classifier.training_points}, buffer_arrays(net.classifier)
+        return self.require_network().classifier.state()
 
     def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
-        classifier = KDEClassifier(self.config.feature_scaling_method)
-        assign_buffers(classifier, arrays, "", "rkde")
-        return self._network(classifier)
+        return self._network(KDEClassifier.from_arrays(self.config.feature_scaling_method, arrays, "rkde"))
