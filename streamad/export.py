@@ -6,7 +6,8 @@ size, the backbone's normalisation, the backbone, the anomaly-map head (PatchCor
 matrix product, never ``cdist``; PaDiM's Mahalanobis distance; DFM's PCA; DFKDE's KDE), the Gaussian blur and the
 image score; outputs ``anomaly_map`` ``(N, 1, h, w) float32`` and ``score`` ``(N,) float32``, raw. The min-max
 normalisation and the thresholds stay in ``model.json`` (the ``threshold`` operator applies them), so the IR and
-torch share one post-processing.
+torch share one post-processing. A model whose class sets ``exportable = False`` (R-KDE: its regions come from a
+separate detector network before its torch network) is refused.
 
 Files, beside ``model.json``::
 
@@ -158,7 +159,7 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
         The written file and its ``export.json``.
 
     Raises:
-        ModelError: not an image model directory, an unsupported combination, missing calibration frames for
+        ModelError: not an image model directory, a model that is not exportable, an unsupported combination, missing calibration frames for
             int8, or an FP32 export that does not score like torch.
         ValueError: unknown format or precision.
     """
