@@ -4,6 +4,7 @@ score follow its boxes; a missing detector file is named)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,11 @@ def test_rkde_regions_score_and_map_and_errors(tmp_path: Path) -> None:
     np.testing.assert_allclose(loaded.predict(images).score, p.score, rtol=1e-6)
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "m"), "-o", str(tmp_path / "ir")])
     assert res.exit_code == 4 and "is not exportable" in res.output and not (tmp_path / "ir").exists()
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["model"]["config"]["detector_weights"] = str(tmp_path / "moved.onnx")
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="moved.onnx not found"):  # at load, not at the first frame
+        load_model(tmp_path / "m")
     detected = _model()
     assert detected.fit(train)["images_with_detections"] == 30  # CenterNet keeps low-score boxes on textures
     few = _model(max_detections_per_image=1, min_box_size=0)

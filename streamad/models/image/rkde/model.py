@@ -85,7 +85,7 @@ class Rkde(ImageModel):
 
     Config:
         detector_weights: the CenterNet ONNX file (``../shared/models/centernet.onnx``); a missing file is a
-            :class:`~streamad.errors.ModelError` naming the path (at fit / load).
+            :class:`~streamad.errors.ModelError` naming the path (at fit, and when a fitted model is loaded).
         roi_score_threshold: detector confidence kept at least (anomalib 0.001).
         min_box_size: smallest box side kept, pixels of ``input_size`` (anomalib 25).
         iou_threshold: NMS IoU over all boxes (anomalib 0.3).
@@ -195,4 +195,6 @@ class Rkde(ImageModel):
         return self.require_network().classifier.state()
 
     def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
+        self._proposer = None
+        _ = self.proposer  # a missing detector file fails the load (naming it), not the first frame
         return self._network(KDEClassifier.from_arrays(self.config.feature_scaling_method, arrays, "rkde"))
