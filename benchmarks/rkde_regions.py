@@ -5,7 +5,7 @@ pixels that some region covers (a defect no region covers cannot raise its image
     STREAMAD_DATA=../shared/data python benchmarks/rkde_regions.py [--config examples/magnetic_tile_rkde.yaml]
         [--splits train validation test] [--set min_box_size=25] [--json out.json]
 
-The regions are those of :meth:`streamad.models.image.rkde.Rkde.regions` with the config's model section
+The regions are those of :meth:`streamad.models.image.rkde.Rkde.propose` with the config's model section
 (``--set key=value`` changes it; the value is YAML), on each image resized to the model's ``input_size`` as the
 pipeline does.
 """
@@ -52,7 +52,7 @@ def main() -> int:
         acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for sample in magnetic_tile_samples(root, split):
             image = resize_image(read_rgb(sample.path), model.input_size)
-            _, boxes, detected = model.regions(image)
+            _, boxes, detected = model.propose(image)
             a = acc[sample.group]
             a["detected"].append(detected)
             a["boxes"].append(len(boxes[0]))

@@ -58,10 +58,9 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
                     "score_type": "nll"},
     },
     "dfkde": {"dfkde": {"kind": "dfkde", "layers": ["layer3"], "n_pca_components": 4}},
-    # CenterNet's regions (2-3 per texture) and, with no detection kept (threshold 1), the 4x4 grid fallback
+    # CenterNet's regions (2-3 per texture) and the 4x4 grid's cells
     "rkde": {"rkde": {"kind": "rkde", "detector_weights": CENTERNET, "n_pca_components": 4},
-             "rkde_grid": {"kind": "rkde", "detector_weights": CENTERNET, "n_pca_components": 4,
-                           "roi_score_threshold": 1.0}},
+             "rkde_grid": {"kind": "rkde", "regions": "grid", "n_pca_components": 4}},
     # the gradient-trained models: a few epochs on the 40 textures (trained for real: test_image_trained.py)
     "stfpm": {"stfpm": {"kind": "stfpm", "batch_size": 8, "max_epochs": 3}},
     "fastflow": {"fastflow": {"kind": "fastflow", "batch_size": 8, "max_epochs": 3, "flow_steps": 4}},

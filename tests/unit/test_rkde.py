@@ -125,10 +125,17 @@ def test_rkde_regions_score_and_map_and_errors(tmp_path: Path) -> None:
     few = _model(max_detections_per_image=1, min_box_size=0)
     few.fit(train)
     assert all(len(b) == 1 for b in few.predict(images).boxes)
+    both = _model(regions="detector_and_grid", max_detections_per_image=1, min_box_size=0)
+    both.fit(train)
+    for boxes in both.predict(images).boxes:  # the detection, then the 16 cells
+        assert len(boxes) == 17
+        np.testing.assert_array_equal(boxes[1:, :4], fallback_boxes((64, 96), "grid", 4))
+    cells = _model(regions="grid", detector_weights=None, grid=2)
+    assert cells.fit(train)["regions"] == 30 * 4 and cells.proposer.detector is None
     missing = _model(detector_weights=str(tmp_path / "nowhere" / "centernet.onnx"))
     with pytest.raises(ModelError, match="nowhere/centernet.onnx"):
         missing.fit(train)
-    with pytest.raises(ValidationError, match="detector_weights"):
+    with pytest.raises(ValidationError, match="detector_weights: required with regions 'detector'"):
         IMAGE_MODELS.get("rkde").Config.model_validate({"kind": "rkde"})
     with pytest.raises(ValidationError, match="feature_scaling_method"):
         _model(feature_scaling_method="minmax")

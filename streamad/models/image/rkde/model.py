@@ -84,14 +84,18 @@ class Rkde(ImageModel):
     """R-KDE with anomalib's region and KDE parameters (see the module doc and ``README.md`` beside this file).
 
     Config:
-        detector_weights: the CenterNet ONNX file (``../shared/models/centernet.onnx``); a missing file is a
-            :class:`~streamad.errors.ModelError` naming the path (at fit, and when a fitted model is loaded).
+        regions: ``detector`` (CenterNet, anomalib's R-KDE), ``grid`` (``grid`` x ``grid`` cells of every image, no
+            detector) or ``detector_and_grid`` (both).
+        detector_weights: the CenterNet ONNX file (``../shared/models/centernet.onnx``), required unless
+            ``regions`` is ``grid``; a missing file is a :class:`~streamad.errors.ModelError` naming the path (at
+            fit, and when a fitted model is loaded).
         roi_score_threshold: detector confidence kept at least (anomalib 0.001).
         min_box_size: smallest box side kept, pixels of ``input_size`` (anomalib 25).
         iou_threshold: NMS IoU over all boxes (anomalib 0.3).
         max_detections_per_image: regions per image at most (anomalib 100).
-        fallback: ``grid`` (``fallback_grid`` x ``fallback_grid`` cells) or ``image`` (one box) when no detection
-            survives (streamad; anomalib has none).
+        fallback: ``grid`` (``grid`` x ``grid`` cells) or ``image`` (one box) for ``regions: detector`` when no
+            detection survives (streamad; anomalib has none).
+        grid: cells per side of the grid regions and of the ``grid`` fallback.
         layers: backbone layers pooled in each region (default ``[layer3, layer4]``).
         roi_output: ``roi_align`` bins per side, averaged.
         n_pca_components: PCA components (anomalib 16).
@@ -105,18 +109,25 @@ class Rkde(ImageModel):
 
     class Config(ImageModelConfig):
         kind: Literal["rkde"] = "rkde"
-        detector_weights: str = Field(description="CenterNet ONNX file (../shared/models/centernet.onnx).")
+        regions: Literal["detector", "grid", "detector_and_grid"] = "detector"
+        detector_weights: str | None = Field(None, description="CenterNet ONNX file (../shared/models/centernet.onnx).")
         roi_score_threshold: float = Field(0.001, ge=0, le=1)
         min_box_size: float = Field(25, ge=0)
         iou_threshold: float = Field(0.3, gt=0, le=1)
         max_detections_per_image: int = Field(100, ge=1)
         fallback: Literal["grid", "image"] = "grid"
-        fallback_grid: int = Field(4, ge=1)
+        grid: int = Field(4, ge=1)
         layers: list[str] = Field(default_factory=lambda: ["layer3", "layer4"], min_length=1)
         roi_output: int = Field(2, ge=1)
         n_pca_components: int = Field(16, ge=1)
         feature_scaling_method: Literal["scale", "norm"] = "scale"
         max_training_points: int = Field(40000, ge=2)
+
+        def model_post_init(self, __context: Any) -> None:
+            super().model_post_init(__context)
+            if self.regions != "grid" and self.detector_weights is None:
+                raise ValueError(f"detector_weights: required with regions {self.regions!r} (the CenterNet ONNX "
+                                 f"file, ../shared/models/centernet.onnx); regions 'grid' needs no detector")
 
     def __init__(self, config: ImageModelConfig) -> None:
         super().__init__(config)
@@ -133,13 +144,13 @@ class Rkde(ImageModel):
         if self._proposer is None:
             c = self.config
             self._proposer = RegionProposer(c.detector_weights, c.roi_score_threshold, c.min_box_size,
-                                            c.iou_threshold, c.max_detections_per_image, c.fallback, c.fallback_grid)
+                                            c.iou_threshold, c.max_detections_per_image, c.fallback, c.grid, c.regions)
         return self._proposer
 
     def _network(self, classifier: KDEClassifier) -> RkdeNetwork:
         return RkdeNetwork(self.input_size, self.extractor, classifier, self.config.roi_output).eval()
 
-    def regions(self, images: np.ndarray) -> tuple[torch.Tensor, list[np.ndarray], int]:
+    def propose(self, images: np.ndarray) -> tuple[torch.Tensor, list[np.ndarray], int]:
         """Regions of a frame ``(H, W, 3)`` or a batch ``(N, H, W, 3)`` of uint8 RGB frames, resized to the input
         size first (as every image network does).
 
@@ -164,7 +175,7 @@ class Rkde(ImageModel):
         with torch.inference_mode():
             for b in tqdm(train.batches(c.batch_size), desc="rkde: regions", unit="batch",
                           total=math.ceil(len(train) / c.batch_size), disable=not progress, leave=False):
-                x, boxes, d = self.regions(b.images)
+                x, boxes, d = self.propose(b.images)
                 detected += d
                 rows.append(probe.features(x, as_rois(boxes)).numpy())
         feats = np.concatenate(rows)
@@ -184,7 +195,7 @@ class Rkde(ImageModel):
         """
         net = self.require_network()
         with torch.inference_mode():
-            x, boxes, _ = self.regions(images)
+            x, boxes, _ = self.propose(images)
             scores = net.classifier(net.features(x, as_rois(boxes))).numpy().astype(np.float32)
         per_image = np.split(scores, np.cumsum([len(b) for b in boxes])[:-1])
         maps = np.stack([paint_boxes(b, s, self.input_size) for b, s in zip(boxes, per_image)])[:, None]

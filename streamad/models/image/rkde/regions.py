@@ -11,6 +11,9 @@ are). R-KDE scores regions, not objects, so any box that survives is a region.
 
 Fallback (streamad; anomalib has none, an image without boxes gets no score there): when no box survives,
 ``grid`` gives the ``grid x grid`` cells of the image, ``image`` one box around the whole image.
+
+Sources (``source``, streamad): ``detector`` (the above, anomalib), ``grid`` (the ``grid x grid`` cells of every
+image, no detector) or ``detector_and_grid`` (the detections and the cells).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from streamad.models.components.centernet import CenterNetDetector
 __all__ = ["RegionProposer", "fallback_boxes", "filter_proposals"]
 
 Fallback = Literal["grid", "image"]
+Source = Literal["detector", "grid", "detector_and_grid"]
 
 
 def filter_proposals(boxes: np.ndarray, scores: np.ndarray, min_size: float, iou_threshold: float,
@@ -68,21 +72,29 @@ class RegionProposer:
     """Region boxes of one image, see the module doc.
 
     Args:
-        weights: CenterNet ONNX (or IR) file (``../shared/models/centernet.onnx``).
+        weights: CenterNet ONNX (or IR) file (``../shared/models/centernet.onnx``); unused (may be ``None``) with
+            ``source="grid"``.
         score_threshold: detector confidence kept at least (anomalib ``roi_score_threshold`` 0.001).
         min_size: smallest box side kept, pixels of the image given (anomalib ``min_box_size`` 25).
         iou_threshold: NMS IoU (anomalib 0.3). max_detections: boxes per image at most (anomalib 100).
-        fallback: ``grid`` or ``image`` (module doc). grid: cells per side of the ``grid`` fallback.
+        fallback: ``grid`` or ``image`` (module doc). grid: cells per side of the grid regions and fallback.
+        source: ``detector``, ``grid`` or ``detector_and_grid`` (module doc).
         threads: OpenVINO CPU threads per detector call.
 
     Raises:
         ModelError: the detector file is missing or unreadable (the message names the path).
+        ValueError: no ``weights`` for a ``source`` that needs the detector.
     """
 
-    def __init__(self, weights: str | Path, score_threshold: float = 0.001, min_size: float = 25,
+    def __init__(self, weights: str | Path | None, score_threshold: float = 0.001, min_size: float = 25,
                  iou_threshold: float = 0.3, max_detections: int = 100, fallback: Fallback = "grid", grid: int = 4,
-                 threads: int = 1) -> None:
-        self.detector = CenterNetDetector(weights, threads=threads)
+                 source: Source = "detector", threads: int = 1) -> None:
+        self.source: Source = source
+        self.detector: CenterNetDetector | None = None
+        if source != "grid":
+            if weights is None:
+                raise ValueError(f"R-KDE regions {source!r} need the detector's weights file")
+            self.detector = CenterNetDetector(weights, threads=threads)
         self.score_threshold = score_threshold
         self.min_size = min_size
         self.iou_threshold = iou_threshold
@@ -94,11 +106,16 @@ class RegionProposer:
         """Regions of ``image`` (``(h, w, 3) uint8 RGB``).
 
         Returns:
-            ``(boxes (K, 4) float32`` xyxy in the image's pixels, ``K >= 1``; ``detected``: ``True`` when they are
-            detector boxes, ``False`` when they are the fallback's).
+            ``(boxes (K, 4) float32`` xyxy in the image's pixels, ``K >= 1``, detections first; ``detected``: some
+            of them are detector boxes)``.
         """
+        cells = fallback_boxes(image.shape[:2], "grid", self.grid)
+        if self.detector is None:
+            return cells, False
         boxes, scores, _ = self.detector(image, self.score_threshold)
         kept = filter_proposals(boxes, scores, self.min_size, self.iou_threshold, self.max_detections)
+        if self.source == "detector_and_grid":
+            return np.concatenate([kept, cells]), len(kept) > 0
         if len(kept):
             return kept, True
         return fallback_boxes(image.shape[:2], self.fallback, self.grid), False
