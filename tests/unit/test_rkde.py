@@ -142,10 +142,11 @@ def test_rkde_regions_score_and_map_and_errors(tmp_path: Path) -> None:
     train.close()
 
 
-def test_example_config_has_anomalibs_settings() -> None:
+def test_example_config_keeps_anomalibs_settings_but_the_regions() -> None:
     cfg = load_config_text(EXAMPLE.read_text(encoding="utf-8"), name=str(EXAMPLE), path=EXAMPLE)
     model = cfg.operators[0].model
     assert cfg.operators[0].runtime == "torch" and model.kind == "rkde"
+    assert model.regions == "grid" and model.grid == 4  # chosen on the validation half (README)
     assert (model.roi_score_threshold, model.min_box_size, model.iou_threshold, model.max_detections_per_image,
             model.n_pca_components, model.max_training_points) == (0.001, 25, 0.3, 100, 16, 40000)
     assert Path(model.detector_weights).name == "centernet.onnx"
