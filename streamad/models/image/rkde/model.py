@@ -3,7 +3,9 @@ Based Anomaly Detection With Real-Time Training and Analysis", https://ieeexplor
 
 * Regions (:class:`~streamad.models.image.rkde.regions.RegionProposer`): CenterNet COCO detections (in place of
   anomalib's Faster R-CNN) with anomalib's filters (score >= 0.001, sides >= 25 px, NMS IoU 0.3, at most 100), on
-  the frame resized to ``input_size``; a ``grid`` / ``image`` fallback where none survives.
+  the frame resized to ``input_size``; a ``grid`` / ``image`` fallback where none survives. ``regions: grid``
+  (the ``grid`` x ``grid`` cells, no detector; chosen on the Magnetic Tile validation half, see ``README.md``) and
+  ``detector_and_grid`` are streamad's alternatives.
 * Region features: the backbone runs once on the frame and each ``layers`` map is ``roi_align``-pooled inside each
   box (``roi_output`` x ``roi_output`` bins, averaged), the layers concatenated
   (:func:`~streamad.models.components.region_appearance.pool_regions`): 112 + 320 = 432 values for EfficientNet-Lite0
