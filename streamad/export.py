@@ -6,7 +6,8 @@ size, the backbone's normalisation, the backbone, the anomaly-map head (PatchCor
 matrix product, never ``cdist``; PaDiM's Mahalanobis distance; DFM's PCA; DFKDE's KDE), the Gaussian blur and the
 image score; outputs ``anomaly_map`` ``(N, 1, h, w) float32`` and ``score`` ``(N,) float32``, raw. The min-max
 normalisation and the thresholds stay in ``model.json`` (the ``threshold`` operator applies them), so the IR and
-torch share one post-processing.
+torch share one post-processing. A model whose class sets ``exportable = False`` (R-KDE: its regions come from a
+separate detector network before its torch network) is refused.
 
 Files, beside ``model.json``::
 
@@ -158,7 +159,7 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
         The written file and its ``export.json``.
 
     Raises:
-        ModelError: not an image model directory, an unsupported combination, missing calibration frames for
+        ModelError: not an image model directory, a model that is not exportable, an unsupported combination, missing calibration frames for
             int8, or an FP32 export that does not score like torch.
         ValueError: unknown format or precision.
     """
@@ -175,6 +176,9 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
     model, _ = load_model(model_dir)
     if not isinstance(model, ImageModel):
         raise ModelError(f"{model_dir}: holds a {model.kind!r} model; export supports the image models")
+    if not model.exportable:
+        raise ModelError(f"{model_dir}: image model {model.kind!r} is not exportable: its regions come from a separate "
+                         f"detector network before its torch network (see its README); it runs with torch")
     net = model.require_network().eval()
     example = model.example_input(1)
     out_dir = Path(output) if output is not None else Path(model_dir) / fmt

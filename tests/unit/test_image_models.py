@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from image_fixtures import texture
+from image_fixtures import DATA, texture
 from streamad.errors import ModelError
 from streamad.export import export_model
 from streamad.models.components.backbone import packaged_weights
@@ -26,6 +26,7 @@ from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 
 SIZE = (64, 96)
+CENTERNET = str(DATA.parent / "models" / "centernet.onnx")  # R-KDE's region detector
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,9 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
                     "score_type": "nll"},
     },
     "dfkde": {"dfkde": {"kind": "dfkde", "layers": ["layer3"], "n_pca_components": 4}},
+    # CenterNet's regions (2-3 per texture) and the 4x4 grid's cells
+    "rkde": {"rkde": {"kind": "rkde", "detector_weights": CENTERNET, "n_pca_components": 4},
+             "rkde_grid": {"kind": "rkde", "regions": "grid", "n_pca_components": 4}},
     # the gradient-trained models: a few epochs on the 40 textures (trained for real: test_image_trained.py)
     "stfpm": {"stfpm": {"kind": "stfpm", "batch_size": 8, "max_epochs": 3}},
     "fastflow": {"fastflow": {"kind": "fastflow", "batch_size": 8, "max_epochs": 3, "flow_steps": 4}},
@@ -121,11 +125,15 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
                 "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
-    else:  # whole-image features (DFM nll, DFKDE, GANomaly) see a small blob less clearly
+    else:  # whole-image features (DFM nll, DFKDE, GANomaly) and R-KDE's large regions see a small blob less clearly
         assert p_bad.score.mean() > p_norm.score.mean(), (p_norm.score, p_bad.score)
     if not model.has_anomaly_map:  # no localisation: the map is the image score at every pixel
         np.testing.assert_array_equal(p_bad.anomaly_map, np.broadcast_to(p_bad.score[:, None, None, None],
                                                                           p_bad.anomaly_map.shape))
+    if p_bad.boxes is not None:  # R-KDE: the score is the best box's, the map its boxes painted
+        for i, boxes in enumerate(p_bad.boxes):
+            assert boxes.shape[1] == 5 and len(boxes) >= 1 and p_bad.score[i] == boxes[:, 4].max()
+            assert p_bad.anomaly_map[i, 0].max() == p_bad.score[i]
     if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
                 "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
@@ -154,6 +162,10 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     np.testing.assert_allclose(again.anomaly_map, p_bad.anomaly_map, rtol=1e-5, atol=1e-5)
     if name != next(iter(KIND_CONFIGS[kind])):
         return  # an export takes seconds: one per kind, its first config (patchcore_p5: the patch_size test below)
+    if not model.exportable:  # R-KDE: the detector is a network of its own before the torch one
+        with pytest.raises(ModelError, match="is not exportable"):
+            export_model(tmp_path / "m", "openvino", output=tmp_path / "openvino")
+        return
     # the OpenVINO IR scores like torch (tests/integration/test_export_parity.py: the same on Magnetic Tile images)
     res = export_model(tmp_path / "m", "openvino", output=tmp_path / "openvino")
     assert res.path.name == "model.xml" and (tmp_path / "openvino" / "model.bin").is_file()

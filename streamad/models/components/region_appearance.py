@@ -36,7 +36,26 @@ from streamad.errors import ModelError
 from streamad.models.components.backbone import build_feature_extractor
 from streamad.models.components.clip_image import CLIP_BACKBONES, ClipImageEncoder
 
-__all__ = ["RegionAppearance"]
+__all__ = ["RegionAppearance", "pool_regions"]
+
+
+def pool_regions(maps: dict[str, torch.Tensor], rois: torch.Tensor, strides: dict[str, int],
+                 roi_output: int = 2) -> torch.Tensor:
+    """Each layer's feature map pooled inside each region, the layers concatenated (the ``roi_align`` method).
+
+    Args:
+        maps: ``{layer: (N, C_l, h_l, w_l) float32}`` backbone maps of a batch of images.
+        rois: ``(M, 5) float32`` rows ``(batch index, x1, y1, x2, y2)`` in input pixels (exclusive right/bottom
+            edges: ``roi_align(aligned=True)`` samples pixel centres).
+        strides: ``{layer: stride}`` in input pixels.
+        roi_output: bins per side; the bins are averaged.
+
+    Returns:
+        ``(M, sum of C_l) float32``.
+    """
+    parts = [roi_align(m, rois, (roi_output, roi_output), spatial_scale=1.0 / strides[layer], sampling_ratio=2,
+                       aligned=True).mean(dim=(2, 3)) for layer, m in maps.items()]
+    return torch.cat(parts, dim=1)
 
 
 class _CropHead(torch.nn.Module):
@@ -132,11 +151,7 @@ class RegionAppearance:
                     req = self._local.request = self.ov.create_infer_request()
                 return np.array(req.infer({0: crops.numpy()})[self.ov.outputs[0]], np.float32)
             return self.head(crops).numpy().astype(np.float32)
-        maps = self.net(frame)
-        parts = [roi_align(maps[layer], rois, (self.roi_output, self.roi_output),
-                           spatial_scale=1.0 / self.net.strides[layer], sampling_ratio=2,
-                           aligned=True).mean(dim=(2, 3)) for layer in self.net.layers]
-        vec = torch.cat(parts, dim=1)
+        vec = pool_regions(self.net(frame), rois, self.net.strides, self.roi_output)
         if self.normalize:
             vec = torch.nn.functional.normalize(vec, dim=1)
         return vec.numpy().astype(np.float32)

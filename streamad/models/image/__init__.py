@@ -12,6 +12,7 @@
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
 | ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
 | ``cfa`` | :class:`~streamad.models.image.cfa.Cfa` | distance to the nearest memory-bank centroid (trained descriptor) | map max |
+| ``rkde`` | :class:`~streamad.models.image.rkde.Rkde` | region scores painted on their boxes (CenterNet regions) | max region score |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
@@ -27,8 +28,9 @@ from streamad.models.image.ganomaly import Ganomaly
 from streamad.models.image.padim import Padim
 from streamad.models.image.patchcore import Patchcore
 from streamad.models.image.reverse_distillation import ReverseDistillation
+from streamad.models.image.rkde import Rkde
 from streamad.models.image.stfpm import Stfpm
 from streamad.models.image.uflow import Uflow
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly", "Rkde"]

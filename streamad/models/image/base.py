@@ -74,10 +74,13 @@ class ImagePrediction:
     Attributes:
         anomaly_map: ``(N, 1, h, w) float32`` per-pixel anomaly scores at the model's input size.
         score: ``(N,) float32`` image scores (model units).
+        boxes: region models only (R-KDE): per image a ``(M_i, 5) float32`` array of the scored regions, rows
+            ``(x1, y1, x2, y2, score)`` in pixels of the model's input size; ``None`` for the other models.
     """
 
     anomaly_map: np.ndarray
     score: np.ndarray
+    boxes: list[np.ndarray] | None = None
 
 
 class ImageNetwork(nn.Module):
@@ -116,6 +119,8 @@ class ImageModel(abc.ABC):
         score_meaning: what the raw image score measures (documentation, README tables).
         has_anomaly_map: the map localises (``False``: a whole-image model such as GANomaly, whose map is its image
             score at every pixel, so pixel metrics of it measure no localisation).
+        exportable: :attr:`network` maps frames to maps and scores by itself, so ``streamad export`` can convert it
+            (``False``: R-KDE, whose regions come from a separate detector network before its torch network).
         network: the fitted inference module (``None`` before :meth:`fit` / :meth:`load_state`).
     """
 
@@ -125,6 +130,7 @@ class ImageModel(abc.ABC):
     trainable: ClassVar[bool] = False
     score_meaning: ClassVar[str] = ""
     has_anomaly_map: ClassVar[bool] = True
+    exportable: ClassVar[bool] = True
 
     def __init__(self, config: ImageModelConfig) -> None:
         self.config = config

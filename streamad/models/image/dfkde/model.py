@@ -2,10 +2,10 @@
 
 * Features: each backbone layer globally average-pooled and concatenated (one vector per image; anomalib's default
   ``layers=("layer4",)``).
-* Fit: at most ``max_training_points`` vectors (a seeded random subset; anomalib 40000), PCA to
-  ``n_pca_components`` (16), scaled (``scale``: divided by the largest projected norm seen in training; ``norm``:
-  each vector to unit length), then a Gaussian KDE with Scott's bandwidth
-  (:class:`~streamad.models.components.kde.GaussianKDE`).
+* Fit and score: anomalib's ``KDEClassifier``
+  (:class:`~streamad.models.components.kde_classifier.KDEClassifier`): at most ``max_training_points`` vectors (a
+  seeded random subset; anomalib 40000), PCA to ``n_pca_components`` (16), scaled (``scale``: divided by the largest
+  projected norm seen in training; ``norm``: each vector to unit length), then a Gaussian KDE with Scott's bandwidth.
 * Image score: the anomaly probability ``1 / (1 + exp(0.05 * (log_density - 12)))`` (anomalib
   ``compute_probabilities``, 0.x ``threshold_steepness`` 0.05, ``threshold_offset`` 12). DFKDE classifies whole
   images: anomalib gives no map; here the map is the image score at every pixel, so pixel metrics carry no
@@ -26,9 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from streamad.models.components.backbone import FeatureExtractor
-from streamad.models.components.dynamic_buffers import assign_buffers, buffer_arrays
-from streamad.models.components.kde import GaussianKDE
-from streamad.models.components.pca import PCA
+from streamad.models.components.kde_classifier import KDEClassifier
 from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
 from streamad.registry import IMAGE_MODELS
@@ -38,33 +36,19 @@ __all__ = ["Dfkde", "DfkdeNetwork"]
 
 
 class DfkdeNetwork(ImageNetwork):
-    """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc.
+    """``images (N, H, W, 3) uint8 -> (anomaly_map (N, 1, h, w), score (N,))``, see the module doc."""
 
-    ``max_length`` is the scaling constant of the ``scale`` method (a 0-d buffer; ignored by ``norm``).
-    """
-
-    def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, scaling: str, pca: PCA,
-                 kde: GaussianKDE, max_length: torch.Tensor) -> None:
+    def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, classifier: KDEClassifier) -> None:
         super().__init__(size)
         self.extractor = extractor
-        self.scaling = scaling
-        self.pca = pca
-        self.kde = kde
-        self.register_buffer("max_length", max_length)
+        self.classifier = classifier
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w) float`` -> ``(N, sum of layer channels)`` pooled features."""
         return torch.cat([F.adaptive_avg_pool2d(f, 1).flatten(1) for f in self.extractor(x).values()], 1)
 
-    def scale(self, z: torch.Tensor) -> torch.Tensor:
-        """anomalib ``KDEClassifier.pre_process`` on projected features ``(N, K)``."""
-        if self.scaling == "norm":
-            return z / torch.linalg.vector_norm(z, dim=1, keepdim=True)
-        return z / self.max_length
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.scale(self.pca(self.features(self.preprocess(images))))
-        score = 1.0 / (1.0 + torch.exp(0.05 * (self.kde(z) - 12.0)))
+        score = self.classifier(self.features(self.preprocess(images)))
         n = score.shape[0]
         return score.reshape(n, 1, 1, 1).expand(n, 1, self.size[0], self.size[1]), score
 
@@ -90,9 +74,8 @@ class Dfkde(ImageModel):
         feature_scaling_method: Literal["scale", "norm"] = "scale"
         max_training_points: int = Field(40000, ge=2)
 
-    def _network(self, pca: PCA, kde: GaussianKDE, max_length: torch.Tensor) -> DfkdeNetwork:
-        c = self.config
-        return DfkdeNetwork(self.input_size, self.extractor, c.feature_scaling_method, pca, kde, max_length).eval()
+    def _network(self, classifier: KDEClassifier) -> DfkdeNetwork:
+        return DfkdeNetwork(self.input_size, self.extractor, classifier).eval()
 
     def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
         c = self.config
@@ -100,35 +83,21 @@ class Dfkde(ImageModel):
             raise ValueError(f"dfkde: need more training images than n_pca_components ({c.n_pca_components}), "
                              f"got {len(train)}")
         t0 = time.perf_counter()
-        probe = self._network(PCA(), GaussianKDE(), torch.ones(()))
+        probe = self._network(KDEClassifier(c.feature_scaling_method))
         rows = []
         with torch.inference_mode():
             for b in tqdm(train.batches(c.batch_size), desc="dfkde: features", unit="batch",
                           total=math.ceil(len(train) / c.batch_size), disable=not progress, leave=False):
                 rows.append(probe.features(probe.preprocess(torch.from_numpy(b.images))).numpy())
         x = np.concatenate(rows)
-        if x.shape[0] > c.max_training_points:
-            keep = np.random.default_rng(c.seed).choice(x.shape[0], c.max_training_points, replace=False)
-            x = x[np.sort(keep)]
-        pca = PCA().fit(x, c.n_pca_components, seed=c.seed)
-        with torch.inference_mode():
-            z = pca(torch.from_numpy(x.astype(np.float32)))
-            max_length = torch.linalg.vector_norm(z, dim=1).max()
-            probe.pca, probe.max_length = pca, max_length
-            scaled = probe.scale(z)
-        kde = GaussianKDE().fit(scaled.double().numpy())
-        self.network = self._network(pca, kde, max_length)
-        return {"images": len(train), "training_points": int(x.shape[0]), "feature_dim": int(x.shape[1]),
+        classifier = KDEClassifier(c.feature_scaling_method).fit(x, c.n_pca_components, c.max_training_points,
+                                                                 seed=c.seed)
+        self.network = self._network(classifier)
+        return {"images": len(train), "training_points": classifier.training_points, "feature_dim": int(x.shape[1]),
                 "seconds": round(time.perf_counter() - t0, 2)}
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        net = self.require_network()
-        return ({"training_points": int(net.kde.dataset.shape[0])},
-                {**buffer_arrays(net.pca, "pca."), **buffer_arrays(net.kde, "kde."),
-                 "max_length": net.max_length.numpy()})
+        return self.require_network().classifier.state()
 
     def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
-        pca, kde = PCA(), GaussianKDE()
-        assign_buffers(pca, arrays, "pca.", "dfkde")
-        assign_buffers(kde, arrays, "kde.", "dfkde")
-        return self._network(pca, kde, torch.tensor(float(arrays["max_length"])))
+        return self._network(KDEClassifier.from_arrays(self.config.feature_scaling_method, arrays, "dfkde"))
