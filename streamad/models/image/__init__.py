@@ -13,6 +13,7 @@
 | ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
 | ``cfa`` | :class:`~streamad.models.image.cfa.Cfa` | distance to the nearest memory-bank centroid (trained descriptor) | map max |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
+| ``draem`` | :class:`~streamad.models.image.draem.Draem` | anomalous-class probability of a segmentation network (trained on simulated anomalies) | map max |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -22,6 +23,7 @@ from streamad.models.image.cfa import Cfa
 from streamad.models.image.csflow import Csflow
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
+from streamad.models.image.draem import Draem
 from streamad.models.image.fastflow import Fastflow
 from streamad.models.image.ganomaly import Ganomaly
 from streamad.models.image.padim import Padim
@@ -31,4 +33,5 @@ from streamad.models.image.stfpm import Stfpm
 from streamad.models.image.uflow import Uflow
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly",
+           "Draem"]
