@@ -3,7 +3,7 @@
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
         reverse_distillation uflow cfa csflow
-        ganomaly rkde] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
+        ganomaly rkde draem] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
         [--json out.json]
 
 Each model is fitted with its example, examples/magnetic_tile_<kind>.yaml (DFM and DFKDE: the
@@ -53,6 +53,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "csflow": None,  # examples/magnetic_tile_csflow.yaml (trained, 128x128)
     "ganomaly": None,  # examples/magnetic_tile_ganomaly.yaml (trained from scratch, 64x64; no anomaly map)
     "rkde": None,  # examples/magnetic_tile_rkde.yaml (CenterNet regions, 256x256; not exportable: torch only)
+    "draem": None,  # examples/magnetic_tile_draem.yaml (trained from scratch on simulated anomalies, 128x128)
 }
 
 

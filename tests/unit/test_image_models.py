@@ -77,6 +77,10 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     # from scratch, it needs ~100 steps before the blob lifts the latent distance (20 epochs at 32x32: ~15 s)
     "ganomaly": {"ganomaly": {"kind": "ganomaly", "input_size": [32, 32], "batch_size": 8, "max_epochs": 20,
                               "n_features": 16, "latent_vec_size": 32}},
+    # no backbone, trained from scratch on simulated anomalies: 100 steps (20 epochs) before the blob's map peaks
+    # where it is (8 epochs at lr 2e-3 or 10 of batch 4 did not localise it)
+    "draem": {"draem": {"kind": "draem", "batch_size": 8, "max_epochs": 20, "lr": 1e-3, "recon_base_width": 8,
+                        "disc_base_width": 8}},
 }
 CONFIGS: dict[str, dict[str, Any]] = {name: cfg for variants in KIND_CONFIGS.values() for name, cfg in variants.items()}
 # (kind, variant) of every registered kind; a kind without configs gets one case that fails
@@ -122,7 +126,7 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     assert p_norm.anomaly_map.shape == (6, 1, *size) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
     if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
-                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow"):
+                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow", "draem"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE, GANomaly) and R-KDE's large regions see a small blob less clearly
@@ -135,7 +139,7 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
             assert boxes.shape[1] == 5 and len(boxes) >= 1 and p_bad.score[i] == boxes[:, 4].max()
             assert p_bad.anomaly_map[i, 0].max() == p_bad.score[i]
     if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
-                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow"):
+                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow", "draem"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
@@ -153,7 +157,7 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     loaded, meta = load_model(tmp_path / "m")
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
     backbone = CONFIGS[name].get("backbone", "efficientnet_lite0")  # the backbone's own packaged weights
-    if meta["model"]["params"]["backbone"] != "none":  # GANomaly: no pretrained backbone
+    if meta["model"]["params"]["backbone"] != "none":  # GANomaly, DRAEM: no pretrained backbone
         assert meta["model"]["params"]["weights_sha256"] == file_sha256(packaged_weights(backbone))
     if name == "padim_band":  # the rectangle survives model.json
         assert loaded.config.patch_size == (3, 5) and loaded.network.pool.sides == (3, 5)

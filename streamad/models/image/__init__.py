@@ -14,6 +14,7 @@
 | ``cfa`` | :class:`~streamad.models.image.cfa.Cfa` | distance to the nearest memory-bank centroid (trained descriptor) | map max |
 | ``rkde`` | :class:`~streamad.models.image.rkde.Rkde` | region scores painted on their boxes (CenterNet regions) | max region score |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
+| ``draem`` | :class:`~streamad.models.image.draem.Draem` | anomalous-class probability of a segmentation network (trained on simulated anomalies) | map max |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -23,6 +24,7 @@ from streamad.models.image.cfa import Cfa
 from streamad.models.image.csflow import Csflow
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
+from streamad.models.image.draem import Draem
 from streamad.models.image.fastflow import Fastflow
 from streamad.models.image.ganomaly import Ganomaly
 from streamad.models.image.padim import Padim
@@ -33,4 +35,5 @@ from streamad.models.image.stfpm import Stfpm
 from streamad.models.image.uflow import Uflow
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly", "Rkde"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly", "Rkde",
+           "Draem"]
