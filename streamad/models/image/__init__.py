@@ -13,6 +13,7 @@
 | ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
 | ``cfa`` | :class:`~streamad.models.image.cfa.Cfa` | distance to the nearest memory-bank centroid (trained descriptor) | map max |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
+| ``winclip`` | :class:`~streamad.models.image.winclip.Winclip` | CLIP window-prompt scores, harmonic per patch (zero-/few-shot; needs CLIP weights) | image-prompt probability (+ few-shot max) |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -29,6 +30,8 @@ from streamad.models.image.patchcore import Patchcore
 from streamad.models.image.reverse_distillation import ReverseDistillation
 from streamad.models.image.stfpm import Stfpm
 from streamad.models.image.uflow import Uflow
+from streamad.models.image.winclip import Winclip
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly"]
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly",
+           "Winclip"]
