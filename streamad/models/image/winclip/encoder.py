@@ -39,7 +39,7 @@ class ClipWindowEncoder(nn.Module):
 
     def __init__(self, visual: Any, masks: list[torch.Tensor]) -> None:
         super().__init__()
-        self.visual = visual
+        self.visual = visual.requires_grad_(False)  # frozen: also one attention path whenever it is traced
         self.scales = len(masks)
         for i, m in enumerate(masks):  # (n_windows, 1 + s*s): the class token (0), then the window's patches
             index = torch.cat([torch.zeros(1, m.shape[1], dtype=torch.long), m.long() + 1]).T.contiguous()
