@@ -131,6 +131,15 @@ def mt_fastflow(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
+def mt_winclip(mt_root: Path, tmp_path_factory: pytest.TempPathFactory, random_clip_weights: Any) -> Path:
+    """WinCLIP, 4-shot, on random CLIP weights of the small open_clip ViT-S-32 (no CLIP weights offline: this
+    checks the export, not the accuracy), references from the first 4 training images."""
+    return _fit("winclip", tmp_path_factory, train_frames=4,
+                model={"kind": "winclip", "backbone": "ViT-S-32", "input_size": [224, 224], "k_shot": 4,
+                       "weights": str(random_clip_weights("ViT-S-32")), "class_name": "magnetic tile"})
+
+
+@pytest.fixture(scope="session")
 def random_clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """``weights(architecture) -> Path``: a safetensors file of an open_clip CLIP ``architecture`` with random
     weights (seeded), in the layout of a real open_clip checkpoint (no CLIP weights can be had offline). Each

@@ -113,7 +113,7 @@ def test_zero_shot_and_few_shot(random_clip_weights: Any, train_set: ImageSet) -
     assert zero.fit(train_set)["k_shot"] == 0 and few.fit(train_set)["k_shot"] == 3
     params, arrays = zero.state()
     assert set(arrays) == {"text_embeddings"} and arrays["text_embeddings"].shape == (2, 384)
-    _, arrays = few.state()
+    few_params, arrays = few.state()
     assert arrays["patch_embeddings"].shape == (3, 49, 384)
     assert arrays["window_embeddings0"].shape == (3, 36, 384) and arrays["window_embeddings1"].shape == (3, 25, 384)
     assert params["backbone"] == f"open_clip/{SMALL}"
@@ -129,6 +129,11 @@ def test_zero_shot_and_few_shot(random_clip_weights: Any, train_set: ImageSet) -
     np.testing.assert_allclose(f.anomaly_map, zt_pred.anomaly_map / 2, rtol=1e-4, atol=1e-5)
     other = few.predict(texture(np.random.default_rng(9), defect=True))
     assert other.score[0] > f.score[0]  # not a reference: a few-shot distance above 0
+    swapped = {**arrays, "window_embeddings1": arrays["window_embeddings0"]}  # a stored model of other scales
+    with pytest.raises(ModelError, match=r"window_embeddings1 \(3, 36, 384\), expected \(3, 25, 384\)"):
+        make(weights, k_shot=3).load_state(few_params, swapped)
+    with pytest.raises(ModelError, match="lacks array 'patch_embeddings'"):
+        make(weights, k_shot=3).load_state(few_params, {"text_embeddings": arrays["text_embeddings"]})
 
 
 def test_real_architecture_layout(random_clip_weights: Any, tmp_path: Path) -> None:

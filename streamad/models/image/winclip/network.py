@@ -33,6 +33,9 @@ class WinclipNetwork(ImageNetwork):
 
     Scores are probabilities / half cosine distances, in [0, 1].
 
+    Raises:
+        ValueError: embeddings whose shapes do not fit the tower, the grid or the scales.
+
     Args:
         size: ``(S, S)`` the CLIP input size in pixels.
         extractor: the encoder (named ``extractor`` so that an int8 export quantises it and not the head).
@@ -53,12 +56,22 @@ class WinclipNetwork(ImageNetwork):
         self.few_shot = patch_embeddings is not None
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        n_patches = self.grid[0] * self.grid[1]
+        dim, width = extractor.visual.proj.shape[1], extractor.visual.proj.shape[0]
+        if tuple(text_embeddings.shape) != (2, dim):
+            raise ValueError(f"text_embeddings {tuple(text_embeddings.shape)}, expected (2, {dim})")
         self.register_buffer("text_embeddings", text_embeddings.float())
         for i, cov in enumerate(covers):
             self.register_buffer(f"cover{i}", cov.float(), persistent=False)
         if self.few_shot:
             if window_embeddings is None or len(window_embeddings) != self.scales:
                 raise ValueError("few-shot WinCLIP needs the reference window embeddings of every scale")
+            k = patch_embeddings.shape[0]
+            if tuple(patch_embeddings.shape) != (k, n_patches, width):
+                raise ValueError(f"patch_embeddings {tuple(patch_embeddings.shape)}, expected (K, {n_patches}, {width})")
+            for i, (ref, cov) in enumerate(zip(window_embeddings, covers)):
+                if tuple(ref.shape) != (k, cov.shape[1], dim):
+                    raise ValueError(f"window_embeddings{i} {tuple(ref.shape)}, expected ({k}, {cov.shape[1]}, {dim})")
             self.register_buffer("patch_embeddings", patch_embeddings.float())
             for i, ref in enumerate(window_embeddings):
                 self.register_buffer(f"window_embeddings{i}", ref.float())
