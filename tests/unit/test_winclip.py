@@ -198,3 +198,18 @@ def test_example_takes_the_weights_from_the_environment(tmp_path: Path) -> None:
     assert model.kind == "winclip" and model.weights == weights and model.backbone == "ViT-B-16-plus-240"
     with pytest.raises(ConfigError, match="WINCLIP_WEIGHTS is not set"):
         load_config(example, env={})
+
+
+def test_benchmark_leaves_winclip_out_without_weights() -> None:
+    """benchmarks/image_models.py: without WINCLIP_WEIGHTS the WinCLIP row is skipped with the reason printed."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "image_models.py"
+    spec = importlib.util.spec_from_file_location("bench_image_models", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert "winclip" in bench.VIDEO_MODELS
+    assert "needs CLIP weights" in bench.skip_reason("winclip", {}) and "WINCLIP_WEIGHTS" in bench.skip_reason(
+        "winclip", {})
+    assert bench.skip_reason("winclip", {"WINCLIP_WEIGHTS": "/w/open_clip_model.safetensors"}) is None
+    assert bench.skip_reason("padim", {}) is None
