@@ -128,3 +128,35 @@ def mt_fastflow(mt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """FastFlow (128x128, at most 4 epochs, early stopping on the calibration images) trained on 64 training images."""
     return _fit("fastflow", tmp_path_factory, train_frames=64,
                 model={"kind": "fastflow", "input_size": [128, 128], "batch_size": 4, "max_epochs": 4})
+
+
+@pytest.fixture(scope="session")
+def mt_winclip(mt_root: Path, tmp_path_factory: pytest.TempPathFactory, random_clip_weights: Any) -> Path:
+    """WinCLIP, 4-shot, on random CLIP weights of the small open_clip ViT-S-32 (no CLIP weights offline: this
+    checks the export, not the accuracy), references from the first 4 training images."""
+    return _fit("winclip", tmp_path_factory, train_frames=4,
+                model={"kind": "winclip", "backbone": "ViT-S-32", "input_size": [224, 224], "k_shot": 4,
+                       "weights": str(random_clip_weights("ViT-S-32")), "class_name": "magnetic tile"})
+
+
+@pytest.fixture(scope="session")
+def random_clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``weights(architecture) -> Path``: a safetensors file of an open_clip CLIP ``architecture`` with random
+    weights (seeded), in the layout of a real open_clip checkpoint (no CLIP weights can be had offline). Each
+    architecture is written once per session."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    made: dict[str, Path] = {}
+
+    def weights(architecture: str) -> Path:
+        if architecture not in made:
+            torch.manual_seed(0)
+            model = open_clip.create_model(architecture, pretrained=None)
+            path = tmp_path_factory.mktemp("clip") / f"{architecture}-random.safetensors"
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+            made[architecture] = path
+        return made[architecture]
+
+    return weights

@@ -28,7 +28,7 @@ from streamad.sources.image_folder import read_rgb
 # The Magnetic Tile model fixture (tests/image_fixtures.py) of every registered image model; a kind with neither a
 # fixture nor an entry in ELSEWHERE fails test_openvino_ir_scores_like_torch.
 FIXTURES = {"patchcore": "mt_patchcore", "padim": "mt_padim", "dfm": "mt_dfm", "dfkde": "mt_dfkde",
-            "fastflow": "mt_fastflow"}
+            "fastflow": "mt_fastflow", "winclip": "mt_winclip"}  # WinCLIP on random CLIP weights (none offline)
 ELSEWHERE = {kind: f"tests/integration/test_image_trained.py::test_openvino_ir_scores_like_torch[{kind}]"
              for kind in ("stfpm", "reverse_distillation", "uflow", "cfa", "csflow", "ganomaly", "draem")}
 # R-KDE (``exportable`` False: its regions come from a detector network before the torch one) has no IR; that

@@ -81,6 +81,9 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     # where it is (8 epochs at lr 2e-3 or 10 of batch 4 did not localise it)
     "draem": {"draem": {"kind": "draem", "batch_size": 8, "max_epochs": 20, "lr": 1e-3, "recon_base_width": 8,
                         "disc_base_width": 8}},
+    # training-free CLIP: random weights (random_clip_weights) of a small real open_clip architecture, its own
+    # input size (224); few-shot, as random CLIP towers make the zero-shot (text prompt) scores meaningless
+    "winclip": {"winclip": {"kind": "winclip", "backbone": "ViT-S-32", "input_size": [224, 224], "k_shot": 8}},
 }
 CONFIGS: dict[str, dict[str, Any]] = {name: cfg for variants in KIND_CONFIGS.values() for name, cfg in variants.items()}
 # (kind, variant) of every registered kind; a kind without configs gets one case that fails
@@ -92,8 +95,8 @@ def test_every_registered_image_model_has_test_configs() -> None:
     assert all(cfg["kind"] == kind for kind, variants in KIND_CONFIGS.items() for cfg in variants.values())
 
 
-def make(name: str) -> ImageModel:
-    cfg = {"input_size": list(SIZE), **CONFIGS[name]}  # SIZE unless the config needs its own (GANomaly)
+def make(name: str, **extra: Any) -> ImageModel:
+    cfg = {"input_size": list(SIZE), **CONFIGS[name], **extra}  # SIZE unless the config needs its own (GANomaly)
     cls = IMAGE_MODELS.get(cfg["kind"])
     return cls(cls.Config.model_validate(cfg))
 
@@ -109,9 +112,12 @@ def _normalised(runner: Any, images: np.ndarray, post: PostProcess) -> tuple[np.
 
 
 @pytest.mark.parametrize(("kind", "name"), CASES, ids=[name for _, name in CASES])
-def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet, tmp_path: Path) -> None:
+def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet, tmp_path: Path,
+                                     random_clip_weights: Any) -> None:
     assert kind in KIND_CONFIGS, f"image model kind {kind!r} is registered but has no test config in KIND_CONFIGS"
-    model = make(name)
+    # WinCLIP: CLIP weights are a file the user names (here random ones); the others' backbones are packaged
+    extra = {"weights": str(random_clip_weights(CONFIGS[name]["backbone"]))} if kind == "winclip" else {}
+    model = make(name, **extra)
     stats = model.fit(train_set)
     if model.trainable:  # the training log: a falling loss per epoch (no validation set: the last epoch is kept)
         assert stats["epochs"] == stats["best_epoch"] == len(stats["losses"]) == CONFIGS[name]["max_epochs"]
@@ -158,7 +164,8 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     assert meta["model"]["params"]["weights_sha256"] == loaded.backbone_identity()["weights_sha256"]
     backbone = CONFIGS[name].get("backbone", "efficientnet_lite0")  # the backbone's own packaged weights
     if meta["model"]["params"]["backbone"] != "none":  # GANomaly, DRAEM: no pretrained backbone
-        assert meta["model"]["params"]["weights_sha256"] == file_sha256(packaged_weights(backbone))
+        weights = extra.get("weights") or packaged_weights(backbone)
+        assert meta["model"]["params"]["weights_sha256"] == file_sha256(weights)
     if name == "padim_band":  # the rectangle survives model.json
         assert loaded.config.patch_size == (3, 5) and loaded.network.pool.sides == (3, 5)
     again = loaded.predict(bad)

@@ -21,12 +21,12 @@ from streamad.errors import ModelError
 from streamad.models.components.backbone import import_timm
 from streamad.models.components.state_dict import load_strict
 
-__all__ = ["ClipImageEncoder", "CLIP_BACKBONES"]
+__all__ = ["ClipImageEncoder", "CLIP_BACKBONES", "CLIP_MEAN", "CLIP_STD"]
 
 #: streamad backbone name -> timm architecture (image tower + projection, 224 x 224 input, 512-d output).
 CLIP_BACKBONES = {"clip_vit_b16": "vit_base_patch16_clip_224.openai"}
-_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation (RGB, 0-1 scale)
-_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's normalisation (RGB, 0-1 scale)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ClipImageEncoder(nn.Module):
@@ -58,8 +58,8 @@ class ClipImageEncoder(nn.Module):
         load_strict(self.net, weights, f"backbone {backbone}")
         self.net.eval()
         self.normalize = normalize
-        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         """``(N, 512)`` embeddings of ``(N, 3, S, S)`` 0-255 RGB crops."""

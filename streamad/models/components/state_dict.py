@@ -15,7 +15,8 @@ __all__ = ["read_state_dict", "load_strict"]
 
 def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """The tensors of a local ``.pth`` / ``.pt`` (``weights_only``) or ``.safetensors`` file; a checkpoint holding
-    ``{"state_dict": ...}`` is unwrapped.
+    ``{"state_dict": ...}`` is unwrapped, and the ``module.`` prefix of a state dict saved from
+    ``DistributedDataParallel`` (every key) is removed.
 
     Args:
         path: the file.
@@ -40,6 +41,8 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise ModelError(f"{what}: {p} holds a {type(sd).__name__}, expected a state dict")
+    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
     return sd
 
 

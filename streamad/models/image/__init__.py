@@ -15,6 +15,7 @@
 | ``rkde`` | :class:`~streamad.models.image.rkde.Rkde` | region scores painted on their boxes (CenterNet regions) | max region score |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
 | ``draem`` | :class:`~streamad.models.image.draem.Draem` | anomalous-class probability of a segmentation network (trained on simulated anomalies) | map max |
+| ``winclip`` | :class:`~streamad.models.image.winclip.Winclip` | CLIP window-prompt scores, harmonic per patch (zero-/few-shot; needs CLIP weights) | image-prompt probability (+ few-shot max) |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
 """
@@ -33,7 +34,8 @@ from streamad.models.image.reverse_distillation import ReverseDistillation
 from streamad.models.image.rkde import Rkde
 from streamad.models.image.stfpm import Stfpm
 from streamad.models.image.uflow import Uflow
+from streamad.models.image.winclip import Winclip
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
            "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly", "Rkde",
-           "Draem"]
+           "Draem", "Winclip"]
