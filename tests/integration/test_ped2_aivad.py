@@ -42,12 +42,11 @@ def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> N
     print(f"Ped2 AI-VAD (velocity + pose + deep) frame AUROC smoothed {m['frame_auroc']:.4f} "
           f"raw {m['frame_auroc_raw']:.4f}, {m['fps']:.1f} frames/s")
     assert m["frames"] == 2010
-    # issue 3's target is 0.97: measured 0.9702 smoothed when it was set, 0.96996 (0.945 raw) since 2026-12-05 on this
-    # machine and on CI (the fit is deterministic; a dependency or code change moved it). A floor on the last digit fails
-    # on float noise; this one fails when accuracy really drops. Raising the margin is issue 22's (settings chosen
-    # on held-out normal footage).
-    assert m["frame_auroc"] >= 0.965
-    assert m["frame_auroc_raw"] >= 0.94
+    # issue 22's target is 0.97 smoothed with settings chosen on held-out training clips only
+    # (benchmarks/aivad_validation_study.py): measured 0.9825 smoothed, 0.9416 raw on 2026-12-06. The floors sit
+    # below the measurement by more than float noise moves it, and fail when accuracy really drops.
+    assert m["frame_auroc"] >= 0.975
+    assert m["frame_auroc_raw"] >= 0.935
     meta = json.loads((model / "model.json").read_text())
     assert set(meta["model"]["params"]["estimators"]) == {"velocity", "pose", "deep"}
     assert meta["model"]["params"]["estimators"]["deep"]["type"] == "knn"
