@@ -58,7 +58,7 @@ from streamad.models.video.aivad.density import GMMEstimator
 from streamad.models.video.aivad.knn import GroupedKNNEstimator
 from streamad.operators.foreground_regions import box_area, filter_boxes, foreground_boxes
 from streamad.operators.pose_features import pose_vectors
-from streamad.operators.velocity_features import velocity_histogram
+from streamad.operators.velocity_features import in_box_heights, velocity_histogram
 from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 
@@ -140,7 +140,8 @@ def validation_clips(held: list[Any], ext: Extractor, rng: np.random.Generator) 
         donor = frames[(i + 1) % len(frames)]
         t = int(rng.integers(0, len(donor)))
         b, s, _ = ext.detect(donor[t])
-        x0, y0, x1, y1 = (b[int(np.argmax(s))] if len(b) else np.array([150, 100, 170, 140])).astype(int)
+        fallback = np.array([150, 100, 170, 140])  # a 20x40 px cut mid-frame where the detector finds nothing
+        x0, y0, x1, y1 = (b[int(np.argmax(s))] if len(b) else fallback).astype(int)
         patch = donor[t][y0:y1, x0:x1]
         h, w = f[0].shape[:2]
         angle = rng.uniform(0, 2 * np.pi)
@@ -164,9 +165,10 @@ def cached(work: Path, name: str, make: Any) -> dict[str, np.ndarray]:
 def velocity(z: dict[str, np.ndarray], L: int, mode: str) -> np.ndarray:
     """``(M, 4)`` mean, p50, p90, p99 flow magnitude over the clip (pixels), or in percent of the box height."""
     v = z[f"vel{L}"]
-    h = np.maximum(z[f"boxes{L}"][:, 3] - z[f"boxes{L}"][:, 1], 1.0)[:, None]
-    rel = 100.0 * v / h
-    return {"pixels": v, "height": rel, "both": np.concatenate([v, rel], axis=1)}[mode]
+    if mode == "pixels":
+        return v
+    rel = in_box_heights(v, z[f"boxes{L}"], 1, 0)  # what velocity_features' velocity_units computes
+    return rel if mode == "height" else np.concatenate([v, rel], axis=1)
 
 
 def stream_maxima(fit: list[dict], score: list[dict], L: int, area: float, stream: str, vel_mode: str = "pixels",
