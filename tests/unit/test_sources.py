@@ -109,6 +109,23 @@ def test_ucsd_unknown_video_names_key_path():
         build("ucsd_ped", split="test", videos=["Test099"])
 
 
+def test_ucsd_holdout_parts_are_complementary_and_match_the_validation_study():
+    fit = build("ucsd_ped", split="train", holdout={"fraction": 0.25, "seed": 0, "part": "fit"})
+    held = build("ucsd_ped", split="train", holdout={"fraction": 0.25, "seed": 0, "part": "held_out"})
+    # seed 0 holds out the clips benchmarks/aivad_validation_study.py validated AI-VAD's settings on
+    assert [s.video for s in held] == ["Train005", "Train008", "Train009", "Train012"]
+    assert len(fit) == 12 and not {s.video for s in fit} & {s.video for s in held}
+    other = build("ucsd_ped", split="train", holdout={"fraction": 0.25, "seed": 1, "part": "held_out"})
+    assert [s.video for s in other] != [s.video for s in held]
+
+
+def test_ucsd_holdout_of_one_clip_names_the_key_path():
+    with pytest.raises(ConfigError, match=r"streams\[0\]\.holdout: a hold-out needs at least 2 videos, got 1"):
+        build("ucsd_ped", split="test", videos=["Test001"], holdout={"fraction": 0.5, "part": "fit"})
+    with pytest.raises(ValueError, match="fraction"):
+        build("ucsd_ped", split="train", holdout={"fraction": 1.0, "part": "fit"})
+
+
 def test_ucsd_reads_faster_than_realtime_by_far():
     (src,) = build("ucsd_ped", split="test", videos=["Test004"])
     t0 = time.perf_counter()

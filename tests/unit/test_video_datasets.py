@@ -321,3 +321,16 @@ sinks: []
     # the windows hold Ped2's cyclist / cart entering: velocity scores rank them above the walkers (0.82 measured);
     # labels attached to the wrong frames or videos would pull this towards 0.5
     assert report["frame_auroc"] > 0.6
+
+
+def test_holdout_splits_avenue_and_shanghaitech_training_videos(avenue_root: Path, shanghaitech_root: Path) -> None:
+    """The same ``holdout`` block serves every dataset (only the source kind differs)."""
+    for kind, root, names in [("avenue", avenue_root, {"01", "02"}),
+                              ("shanghaitech", shanghaitech_root.parent, {"01_001", "01_002", "02_001"})]:
+        parts = {}
+        for part in ("fit", "held_out"):
+            cfg = load_config_text(f"streams:\n  - kind: {kind}\n    split: train\n    holdout: {{fraction: 0.3, "
+                                   f"seed: 0, part: {part}}}\noperators: []\n")
+            parts[part] = {s.video for s in cfg.streams[0].build(BuildContext(data_root=root), "streams[0]")}
+        assert parts["fit"] and parts["held_out"] and not parts["fit"] & parts["held_out"]
+        assert parts["fit"] | parts["held_out"] == names

@@ -29,6 +29,7 @@ from streamad.errors import DataNotFoundError, SourceError
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
 from streamad.sources.datasets.ground_truth import GroundTruthSource, select_videos
+from streamad.sources.datasets.holdout import HoldoutConfig, apply_holdout
 from streamad.sources.datasets.missing import DatasetHelp
 from streamad.sources.image_folder import natural_key
 from streamad.sources.pacing import check_source_config
@@ -181,6 +182,8 @@ class AvenueSource(GroundTruthSource):
             folder: the dataset folder's name (``Avenue Dataset`` or ``avenue``).
             split: ``train`` (labels 0, no masks) or ``test`` (labels and masks from ``volLabel``).
             videos: play only these videos (``[1, 3]`` or ``["01", "03"]``), in this order; ``None`` = all.
+            holdout: play only the fitting part or the held-out part of the videos (after ``videos``), see
+                :mod:`streamad.sources.datasets.holdout`; ``None`` = all.
             fps: frame rate in frames per second for ``pts`` and ``realtime`` (default 25, the videos' rate).
             masks: attach ground-truth masks ``(H, W) bool`` to test frames.
             backend: video decoder, ``pyav`` or ``decord``.
@@ -192,6 +195,7 @@ class AvenueSource(GroundTruthSource):
         folder: str = DEFAULT_FOLDER
         split: Literal["train", "test"]
         videos: list[int | str] | None = None
+        holdout: HoldoutConfig | None = None
         fps: float = Field(25.0, gt=0)
         masks: bool = True
         backend: Literal["pyav", "decord"] = "pyav"
@@ -216,4 +220,4 @@ class AvenueSource(GroundTruthSource):
                 v.labels if v.label_path is not None else None,
                 masks=(lambda p=v.label_path: read_vol_label(p)) if self.masks and v.label_path else None,
                 truth_file=v.label_path, video=v.name, realtime=self.realtime, max_frames=self.max_frames)
-                for v in select_videos(listed, names, where, f"Avenue {self.split}")]
+                for v in apply_holdout(select_videos(listed, names, where, f"Avenue {self.split}"), self.holdout, where)]

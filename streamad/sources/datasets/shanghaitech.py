@@ -29,6 +29,7 @@ from streamad.errors import ConfigError, DataNotFoundError, SourceError
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
 from streamad.sources.datasets.ground_truth import GroundTruthSource, select_videos
+from streamad.sources.datasets.holdout import HoldoutConfig, apply_holdout
 from streamad.sources.datasets.missing import DatasetHelp
 from streamad.sources.image_folder import ImageSequenceSource, list_images, natural_key
 from streamad.sources.pacing import FileSource, check_source_config
@@ -202,6 +203,8 @@ class ShanghaiTechSource(GroundTruthSource):
             scenes: play only these scenes (``[1, 3]`` = ``01_*`` and ``03_*``); ``None`` = all.
             videos: play only these videos (quoted names: ``["01_0014"]``), in this order; ``None`` = all (of
                 ``scenes``).
+            holdout: play only the fitting part or the held-out part of the videos (after ``scenes`` and
+                ``videos``), see :mod:`streamad.sources.datasets.holdout`; ``None`` = all.
             fps: frame rate in frames per second for ``pts`` and ``realtime`` (default 24, the videos' rate).
             masks: attach ground-truth masks ``(H, W) bool`` to test frames (when ``test_pixel_mask`` exists).
             backend: decoder of the training videos, ``pyav`` or ``decord``.
@@ -213,6 +216,7 @@ class ShanghaiTechSource(GroundTruthSource):
         split: Literal["train", "test"]
         scenes: list[int] | None = Field(None, min_length=1)
         videos: list[str] | None = None
+        holdout: HoldoutConfig | None = None
         fps: float = Field(24.0, gt=0)
         masks: bool = True
         backend: Literal["pyav", "decord"] = "pyav"
@@ -235,8 +239,8 @@ class ShanghaiTechSource(GroundTruthSource):
             except (DataNotFoundError, SourceError) as exc:
                 raise type(exc)(f"{where}: {exc}") from None
             prefix = self.id or "shanghaitech"
-            return [self._source(v, prefix) for v in select_videos(listed, self.videos, where,
-                                                                   f"ShanghaiTech {self.split}")]
+            chosen = select_videos(listed, self.videos, where, f"ShanghaiTech {self.split}")
+            return [self._source(v, prefix) for v in apply_holdout(chosen, self.holdout, where)]
 
         def _source(self, v: ShanghaiTechVideo, prefix: str) -> "ShanghaiTechSource":
             sid = f"{prefix}/{v.name}"

@@ -26,6 +26,8 @@ from pydantic import Field
 from streamad.errors import ConfigError, DataNotFoundError
 from streamad.parts import BuildContext, SourceConfig
 from streamad.registry import SOURCES
+from streamad.sources.datasets.ground_truth import select_videos
+from streamad.sources.datasets.holdout import HoldoutConfig, apply_holdout
 from streamad.sources.datasets.missing import DatasetHelp
 from streamad.sources.image_folder import ImageSequenceSource, list_images, natural_key, read_mask
 from streamad.sources.pacing import check_source_config
@@ -182,6 +184,8 @@ class UcsdPedSource(ImageSequenceSource):
             category: ``UCSDped1`` or ``UCSDped2``.
             split: ``train`` (labels 0, no masks) or ``test`` (labels from the ``.m`` file, masks from ``_gt``).
             videos: play only these clips (e.g. ``[Test001]``), in this order; ``None`` = all.
+            holdout: play only the fitting part or the held-out part of the clips (after ``videos``), see
+                :mod:`streamad.sources.datasets.holdout`; ``None`` = all.
             fps: frame rate in frames per second for ``pts`` and ``realtime`` (the dataset has none; 10 by default).
             masks: attach ground-truth masks ``(H, W) bool`` to test frames.
             id: stream id prefix; defaults to ``category``.
@@ -192,6 +196,7 @@ class UcsdPedSource(ImageSequenceSource):
         category: Literal["UCSDped1", "UCSDped2"] = "UCSDped2"
         split: Literal["train", "test"]
         videos: list[str] | None = None
+        holdout: HoldoutConfig | None = None
         fps: float = Field(10.0, gt=0)
         masks: bool = True
 
@@ -207,16 +212,8 @@ class UcsdPedSource(ImageSequenceSource):
                 listed = ucsd_videos(ctx.resolve(self.root), self.category, self.split)
             except DataNotFoundError as exc:
                 raise DataNotFoundError(f"{where}: {exc}") from None
-            if self.videos is not None:
-                by_name = {v.name: v for v in listed}
-                unknown = [n for n in self.videos if n not in by_name]
-                if unknown:
-                    raise ConfigError(f"{where}.videos: unknown {self.category} {self.split} clip(s) "
-                                      f"{', '.join(unknown)}; available: {listed[0].name} .. {listed[-1].name}")
-                repeated = sorted({n for n in self.videos if self.videos.count(n) > 1})
-                if repeated:
-                    raise ConfigError(f"{where}.videos: clip(s) listed twice: {', '.join(repeated)}")
-                listed = [by_name[n] for n in self.videos]
+            listed = apply_holdout(select_videos(listed, self.videos, where, f"{self.category} {self.split}"),
+                                   self.holdout, where)
             prefix = self.id or self.category
             return [UcsdPedSource(f"{prefix}/{v.name}", list(v.frame_paths), self.fps, labels=v.labels,
                                   mask_paths=list(v.mask_paths) if self.masks and v.mask_paths else None,
