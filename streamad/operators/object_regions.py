@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from streamad.frames import Clip, Regions
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
+from streamad.models.components.tiled_detection import TiledDetector
 from streamad.operators.foreground_regions import RegionFilterConfig, filter_boxes, foreground_boxes
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
@@ -71,6 +72,22 @@ class ObjectRegions(Operator):
                                  "the densities are fitted on exact regions and one fitted model serves any value. "
                                  "Detection is the costliest step of the pipeline; at walking speed an object moves "
                                  "a few pixels between two frames.")
+        detector_min_scale: float | None = Field(
+            None, gt=0, description="streamad extension (CenterNet): least network input pixels per frame pixel. A "
+                                    "frame larger than the detector's 512x512 input divided by this is also run in "
+                                    "overlapping tiles of that side (SAHI), so far, small people keep enough pixels "
+                                    "to be detected; 1.0 = no frame pixel is shrunk. A frame that fits is run whole, "
+                                    "as without it. None = the whole frame only (anomalib). Costs one detector call "
+                                    "per tile; benchmarks/person_recall.py measures recall by person height.")
+        detector_tile_overlap: float = Field(0.2, ge=0, lt=1, description="Share of a tile side that neighbouring "
+                                                                          "tiles share (detector_min_scale).")
+
+        @model_validator(mode="after")
+        def _tiles_need_centernet(self) -> "ObjectRegions.Config":
+            if self.detector_min_scale is not None and self.detector != "centernet":
+                raise ValueError("detector_min_scale tiles CenterNet's fixed 512x512 input; Mask R-CNN resizes "
+                                 "frames itself (leave detector_min_scale unset)")
+            return self
 
     @classmethod
     def create_shared(cls, config: "ObjectRegions.Config", ctx: BuildContext) -> Any:
@@ -79,7 +96,11 @@ class ObjectRegions(Operator):
             from streamad.models.components.maskrcnn import MaskRcnnDetector
 
             return _Detection(MaskRcnnDetector(config.weights), every)
-        return _Detection(CenterNetDetector(config.weights, threads=config.threads), every)
+        detector: Any = CenterNetDetector(config.weights, threads=config.threads)
+        if config.detector_min_scale is not None:
+            detector = TiledDetector(detector, CenterNetDetector.input_size, config.detector_min_scale,
+                                     config.detector_tile_overlap)
+        return _Detection(detector, every)
 
     def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
