@@ -35,7 +35,7 @@ from streamad.models.components.tiled_detection import TiledDetector
 
 FACTORS = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18)
 HEIGHT_BINS = (0, 16, 24, 32, 48, 64, 96, 10_000)
-MODES = {"whole frame": None, "min_scale 1.0": 1.0, "min_scale 1.5": 1.5}
+MODES = {"whole frame": None, "min_scale 1.0": 1.0, "min_scale 1.4": 1.4}
 SCORE = 0.3
 
 

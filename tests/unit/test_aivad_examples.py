@@ -20,6 +20,13 @@ def test_aivad_examples_share_every_operator_setting() -> None:
     regions = next(op for op in ops["ped2"] if op["kind"] == "object_regions")
     velocity = next(op for op in ops["ped2"] if op["kind"] == "velocity_features")
     assert regions["min_bbox_area_fraction"] is not None
+    assert regions["detector_min_scale"] == 1.4  # far people: frames over 366 px are also detected in tiles
     assert velocity["velocity_units"] in ("box_height", "both")
-    assert {c.fit.threshold.method for c in configs.values()} == {"f1_adaptive"}
+    # no test labels at fit time: fitted on the training videos not held out, calibrated on the held-out ones
+    assert {c.fit.threshold.method for c in configs.values()} == {"false_alarm_rate"}
+    for d, c in configs.items():
+        (train,), (val,) = c.fit.train, c.fit.validation
+        assert (train.split, val.split) == ("train", "train"), f"examples/{d}_aivad.yaml validates on {val.split}"
+        assert (train.holdout.part, val.holdout.part) == ("fit", "held_out")
+        assert train.holdout.model_dump(exclude={"part"}) == val.holdout.model_dump(exclude={"part"})
     assert {c.sinks[0].path for c in configs.values()} == {f"runs/{d}_aivad/alerts.jsonl" for d in DATASETS}
