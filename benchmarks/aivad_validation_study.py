@@ -4,6 +4,7 @@ report the UCSD Ped2 test figure once, for the chosen configuration only.
 Usage::
 
     STREAMAD_DATA=../shared/data python benchmarks/aivad_validation_study.py --work /tmp/aivad_val   # ~40 min, 2 cores
+    STREAMAD_DATA=../shared/data python benchmarks/aivad_validation_study.py --work /tmp/aivad_val --regions foreground
 
 Protocol (issue 22):
 
@@ -28,6 +29,10 @@ Grid (what issue 22 asks to choose, in units that carry across cameras):
 * velocity GMM components 2 (anomalib ``AiVad``) or 5 (``AiVadModel``);
 * streams velocity; velocity + deep; velocity + pose + deep;
 * temporal smoothing sigma 0 (raw), 3, 6 frames.
+
+``--regions foreground`` runs the same protocol for the velocity model of ``examples/ped2.yaml`` (foreground boxes
+only, no detector; the velocity stream alone; its settings were chosen on the test split by
+``benchmarks/ped2_study.py``): the grid above without the stream choice, 162 configurations, a few minutes.
 
 Features come from the pipeline's own components (CenterNet at score 0.3, the AI-VAD foreground boxes and filters,
 DIS fast flow, MoveNet on person boxes, EfficientNet-Lite0 layer3 48 px crops with 1.5x context) and are cached
@@ -73,14 +78,18 @@ STREAMS = (("velocity",), ("velocity", "deep"), ("velocity", "pose", "deep"))
 SIGMAS = (0.0, 3.0, 6.0)
 EXAMPLE = dict(length=4, area=0.00116, velocity="pixels", components=5, streams=("velocity", "pose", "deep"),
                sigma=3.0)  # examples/ped2_aivad.yaml before this study
+VELOCITY_EXAMPLE = dict(length=4, area=0.00116, velocity="pixels", components=5, streams=("velocity",),
+                        sigma=3.0)  # examples/ped2.yaml (foreground regions, the velocity model), chosen on the test
+                                    # split by benchmarks/ped2_study.py
 MIN_AREA_PX = 40  # extraction keeps boxes above this; larger minima are applied afterwards (module notes)
 
 
 class Extractor:
     """The pipeline's region and feature components, run on a list of frames for several clip lengths."""
 
-    def __init__(self, models: Path) -> None:
+    def __init__(self, models: Path, detector_regions: bool = True) -> None:
         torch.set_num_threads(1)
+        self.detector_regions = detector_regions  # False: foreground boxes only, velocity only (examples/ped2.yaml)
         self.det = CenterNetDetector(models / "centernet.onnx")
         self.pose = MoveNetPose(models / "movenet-multipose.onnx", 96)
         self.deep = RegionAppearance(layers=["layer3"], crop_size=48, context=1.5)
@@ -92,7 +101,8 @@ class Extractor:
     def __call__(self, frames: list[np.ndarray], lengths: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Per clip length ``L``: the regions of the clip ending at every frame (target frame = last) and their
         features; region rows of all frames concatenated, ``n{L}`` regions per frame."""
-        dets = [self.detect(f) for f in frames]
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        dets = [self.detect(f) if self.detector_regions else empty for f in frames]
         cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (frame, box) -> (deep, pose)
         out: dict[str, np.ndarray] = {}
         for L in lengths:
@@ -109,7 +119,9 @@ class Extractor:
                                      None)
                 keys = [(t, *np.round(bx, 2).tolist()) for bx in r.boxes]
                 new = [i for i, k in enumerate(keys) if k not in cache]
-                if new:
+                if new and not self.detector_regions:  # velocity only: no appearance, no pose
+                    cache.update({keys[i]: (np.zeros(112, np.float32), np.full(34, np.nan, np.float32)) for i in new})
+                elif new:
                     deep = self.deep(last, r.boxes[new])
                     person = [i for i in new if r.labels[i] == PERSON_LABEL]
                     pose = np.full((len(r), 34), np.nan, np.float32)
@@ -221,7 +233,13 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True, help="feature cache folder")
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the pseudo-anomalies")
     ap.add_argument("--held-out", type=int, default=4, help="training clips held out for validation")
+    ap.add_argument("--regions", choices=["detector", "foreground"], default="detector",
+                    help="detector: CenterNet + foreground boxes, all streams (examples/*_aivad.yaml); foreground: "
+                         "foreground boxes only, velocity only (the velocity model of examples/ped2.yaml)")
     args = ap.parse_args()
+    detector_regions = args.regions == "detector"
+    grid_streams, example_cfg = (STREAMS, EXAMPLE) if detector_regions else (STREAMS[:1], VELOCITY_EXAMPLE)
+    tag_of = "" if detector_regions else "fg_"  # feature cache names of the foreground-only extraction
     data = Path(os.environ.get("STREAMAD_DATA", "../shared/data"))
     models = Path(os.environ.get("STREAMAD_MODELS", data.parent / "models"))
     root = data / "UCSD_Anomaly_Dataset.v1p2"
@@ -232,21 +250,22 @@ def main() -> int:
     held = [train[i] for i in held_idx]
     fit_videos = [v for i, v in enumerate(train) if i not in held_idx]
     print(f"held out (seed {args.seed}): {[v.name for v in held]}; fit on {len(fit_videos)} clips")
-    ext = Extractor(models)
+    ext = Extractor(models, detector_regions)
     print("features (cached):")
-    fit = [cached(args.work, f"train_{v.name}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths], LENGTHS))
+    fit = [cached(args.work, f"{tag_of}train_{v.name}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths], LENGTHS))
            for v in fit_videos]
     clips = validation_clips(held, ext, rng)
-    val = [cached(args.work, f"train_{held[i // 3].name}" if c.kind == "normal" else f"val{args.seed}_{c.kind}_{i // 3}",
+    val = [cached(args.work, f"{tag_of}train_{held[i // 3].name}" if c.kind == "normal"
+                  else f"{tag_of}val{args.seed}_{c.kind}_{i // 3}",
                   lambda c=c: ext(c.frames, LENGTHS)) for i, c in enumerate(clips)]
     val_labels = [(c.kind, c.labels) for c in clips]
 
     results = []
     for L, area in itertools.product(LENGTHS, AREA_FRACTIONS):
-        maxima_of = {s: stream_maxima(fit, val, L, area, s) for s in ("pose", "deep")}
+        maxima_of = {s: stream_maxima(fit, val, L, area, s) for s in ("pose", "deep") if detector_regions}
         for vel_mode, k in itertools.product(VELOCITY, COMPONENTS):
             maxima = {**maxima_of, "velocity": stream_maxima(fit, val, L, area, "velocity", vel_mode, k)}
-            for streams, sigma in itertools.product(STREAMS, SIGMAS):
+            for streams, sigma in itertools.product(grid_streams, SIGMAS):
                 cfg = dict(length=L, area=area, velocity=vel_mode, components=k, streams=streams, sigma=sigma)
                 results.append((validation_score(combine(maxima, streams, sigma), val_labels), cfg))
         print(f"  L={L} area={area}: best so far {max(r[0][2] for r in results):.3f}", flush=True)
@@ -254,18 +273,18 @@ def main() -> int:
     print(f"\nvalidation: frame AUROC on {sum(len(lab) for _, lab in val_labels)} frames of held-out clips "
           "(skip-frame vs normal, pasted object vs normal, mean)")
     print(f"{'configuration':<95}{'skip':>7}{'paste':>7}{'mean':>7}")
-    example = next(r for r in results if r[1] == EXAMPLE)
+    example = next(r for r in results if r[1] == example_cfg)
     for (s, p, m), cfg in results[:10] + [example]:
-        tag = "  <- examples/ped2_aivad.yaml before" if cfg == EXAMPLE else ""
+        tag = f"  <- examples/{'ped2_aivad' if detector_regions else 'ped2'}.yaml before" if cfg == example_cfg else ""
         print(f"{str(cfg):<95}{s:7.3f}{p:7.3f}{m:7.3f}{tag}")
     best = results[0][1]
     print(f"\nchosen: {best}")
 
     L, area = int(best["length"]), float(best["area"])  # type: ignore[arg-type]
-    full = fit + [cached(args.work, f"train_{v.name}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths],
+    full = fit + [cached(args.work, f"{tag_of}train_{v.name}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths],
                                                                           LENGTHS)) for v in held]
     tests = ucsd_videos(root, "UCSDped2", "test")
-    test = [cached(args.work, f"test_{v.name}_L{L}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths], (L,)))
+    test = [cached(args.work, f"{tag_of}test_{v.name}_L{L}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths], (L,)))
             for v in tests]
     maxima = {s: stream_maxima(full, test, L, area, s, str(best["velocity"]), int(best["components"]))  # type: ignore
               for s in best["streams"]}  # type: ignore[union-attr]
