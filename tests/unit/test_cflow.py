@@ -55,8 +55,8 @@ def test_decoder_log_likelihood_uses_the_jacobian_and_the_condition() -> None:
     z = dec(x, c)[0].detach()
     jac = torch.autograd.functional.jacobian(lambda v: dec(v.reshape(1, 6, 1, 1), c)[0].reshape(6), x.reshape(6))
     want = (6 * LOG_NORMAL_CONST - 0.5 * float((z * z).sum()) + float(torch.linalg.slogdet(jac)[1])) / 6
-    assert float(fibre_log_likelihood(dec, x, c)[0]) == pytest.approx(want, abs=1e-9)
-    assert abs(float(fibre_log_likelihood(dec, x, -c)[0]) - want) > 1e-3  # another position, another density
+    assert float(fibre_log_likelihood(dec, x, c)[0].detach()) == pytest.approx(want, abs=1e-9)
+    assert abs(float(fibre_log_likelihood(dec, x, -c)[0].detach()) - want) > 1e-3  # another position, another density
 
 
 def test_fibres_and_conditions_pair_each_position_with_its_encoding() -> None:

@@ -16,8 +16,8 @@ Conditional Normalizing Flows", WACV 2022, arXiv 2107.12571), following anomalib
   summed over the layers; the map is the reference of the sum minus the sum. anomalib's reference is the maximum
   over the whole evaluation batch; a stream is scored frame by frame, so ``reference`` picks either each image's own
   maximum (``image``, the default: anomalib with batch size 1) or the largest log-likelihood each layer reached on
-  the training images, recomputed before every validation pass and after fitting (``training``: a fixed reference
-  like a large batch's, with the number of layers as the sum's reference). Then the Gaussian blur sigma 4 shared by
+  the training images, recomputed after every training epoch and kept with the best epoch's decoders (``training``:
+  a fixed reference like a large batch's, with the number of layers as the sum's reference). Then the Gaussian blur sigma 4 shared by
   every streamad image model (anomalib does not blur C-Flow's map). Image score: the map's maximum.
 * Training loop: :func:`~streamad.models.image.training.train_epochs` (progress bar with the loss, early stopping on
   the validation metric, the decoders of the best epoch kept, an error when the loss is not finite).
@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import nn
 
-from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
@@ -80,8 +79,9 @@ class CflowNetwork(ImageNetwork):
     Args:
         size: input ``(h, w)``. extractor: the frozen backbone. decoders: one conditional flow per layer.
         encodings: per layer the positional encoding ``(P, h_l, w_l)`` float32 of its feature map.
-        fixed_reference: the map's reference is :attr:`reference` (``(L,)`` float32, the training maximum per layer,
-            set by :meth:`Cflow.fit`) rather than each image's maximum. sigma: Gaussian blur of the map (4).
+        fixed_reference: the map's reference is ``decoders.reference`` (``(L,)`` float32, the training maximum per
+            layer, set after every training epoch) rather than each image's maximum. sigma: Gaussian blur of the map
+            (4).
     """
 
     def __init__(self, size: tuple[int, int], extractor: FeatureExtractor, decoders: nn.ModuleList,
@@ -92,7 +92,8 @@ class CflowNetwork(ImageNetwork):
         for i, enc in enumerate(encodings):  # rebuilt from the config, not stored
             self.register_buffer(f"encoding{i}", enc, persistent=False)
         self.fixed_reference = bool(fixed_reference)
-        self.register_buffer("reference", torch.zeros(len(decoders)))
+        if not hasattr(decoders, "reference"):  # a buffer of the trained part: kept with the best epoch, saved
+            decoders.register_buffer("reference", torch.zeros(len(decoders)))
         self.blur = GaussianBlur2d(sigma)
 
     def encodings(self) -> list[torch.Tensor]:
@@ -115,18 +116,18 @@ class CflowNetwork(ImageNetwork):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lls = self.log_likelihoods(self.preprocess(images))
-        amap = self.blur(cflow_anomaly_map(lls, self.size, self.reference if self.fixed_reference else None))
+        amap = self.blur(cflow_anomaly_map(lls, self.size, self.decoders.reference if self.fixed_reference else None))
         return amap, amap.flatten(1).amax(1)
 
     @torch.no_grad()
     def set_training_reference(self, train: ImageSet, batch_size: int) -> None:
-        """Set :attr:`reference` to the largest log-likelihood per dimension each layer gives a position of the
+        """Set ``decoders.reference`` to the largest log-likelihood per dimension each layer gives a position of the
         images of ``train`` (``(N, H, W, 3) uint8`` batches of ``batch_size``)."""
         best = torch.full((len(self.decoders),), -torch.inf)
         for batch in train.batches(batch_size):
             lls = self.log_likelihoods(self.preprocess(torch.from_numpy(batch.images)))
             best = torch.maximum(best, torch.stack([ll.amax() for ll in lls]))
-        self.reference.copy_(best)
+        self.decoders.reference.copy_(best)
 
 
 def train_fibres(net: CflowNetwork, optimizer: torch.optim.Optimizer, x: torch.Tensor, fiber_batch_size: int,
@@ -215,48 +216,28 @@ class Cflow(TrainedImageModel):
         encodings = [positional_encoding_2d(c.condition_vector, int(f.shape[2]), int(f.shape[3])) for f in feats]
         return CflowNetwork(self.input_size, self.extractor, decoders, encodings, c.reference == "training")
 
-    def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
-        """:meth:`TrainedImageModel.fit`; with ``reference: training`` the reference is recomputed from ``train``
-        before every validation pass and for the kept decoders at the end."""
-        self._train_set = train
-        try:
-            stats = super().fit(train, validation, progress)
-            self._refresh_reference()
-        finally:
-            self._train_set = None
-        return stats
-
-    def validation_metric(self, validation: ImageSet) -> float:
-        """:meth:`ImageModel.validation_metric` after refreshing a training reference (see :meth:`fit`)."""
-        self._refresh_reference()
-        return super().validation_metric(validation)
-
-    def _refresh_reference(self) -> None:
-        train = getattr(self, "_train_set", None)
-        net = self.require_network()
-        if net.fixed_reference and train is not None:
-            was = net.decoders.training
-            net.decoders.train(False)
-            net.set_training_reference(train, self.config.batch_size)
-            net.decoders.train(was)
-
     def _training(self) -> TrainingSetup:
-        """Fresh decoders, one Adam over all of them, the fibre-batched step."""
+        """Fresh decoders, one Adam over all of them, the fibre-batched step; with ``reference: training`` the
+        reference from the training images after every epoch."""
         c = self.config
         net = self._network()
         opt = torch.optim.Adam(net.decoders.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         gen = torch.Generator().manual_seed(int(c.seed))
-        return TrainingSetup(net, net.decoders, step=lambda x: train_fibres(net, opt, x, c.fiber_batch_size, gen))
+        seen: list[ImageSet] = []
+
+        def end_epoch() -> None:
+            if net.fixed_reference:
+                net.set_training_reference(seen[0], c.batch_size)
+
+        return TrainingSetup(net, net.decoders, prepare=lambda train, _progress: seen.append(train),
+                             step=lambda x: train_fibres(net, opt, x, c.fiber_batch_size, gen), end_epoch=end_epoch)
 
     def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         net = self.require_network()
-        arrays = {**module_arrays(net.decoders, "decoders."), "reference": net.reference.numpy().copy()}
-        return {"layers": len(net.decoders), "coupling_blocks": self.config.coupling_blocks}, arrays
+        return ({"layers": len(net.decoders), "coupling_blocks": self.config.coupling_blocks},
+                module_arrays(net.decoders, "decoders."))
 
     def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
         net = self._network()
         load_module_arrays(net.decoders, arrays, "decoders.", "cflow")
-        if "reference" not in arrays or arrays["reference"].shape != tuple(net.reference.shape):
-            raise ModelError(f"cflow model lacks array 'reference' of shape {tuple(net.reference.shape)}")
-        net.reference.copy_(torch.from_numpy(np.asarray(arrays["reference"], np.float32)))
         return net
