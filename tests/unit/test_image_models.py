@@ -339,7 +339,15 @@ def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet) 
     assert log.epochs == 5 and log.stopped_early and log.best_epoch == 2 and log.best_metric == 0.7
     assert sum(seen) == 5 * 40 and len(best) == 2  # each epoch saw every image; saved after epochs 1 and 2
     assert log.losses[0] > log.losses[-1]
-    no_val = train_epochs(lambda b: 0.5, train_set, 16, max_epochs=2)
+    steps: list[int] = []
+    ends: list[int] = []  # the end_epoch hook (C-Flow's reference) runs after each epoch's last step
+
+    def half(batch: Any) -> float:
+        steps.append(1)
+        return 0.5
+
+    no_val = train_epochs(half, train_set, 16, max_epochs=2, end_epoch=lambda: ends.append(len(steps)))
     assert no_val.epochs == 2 and no_val.best_epoch == 2 and no_val.best_metric is None
+    assert ends == [3, 6]  # 40 images in batches of 16: 3 steps per epoch
     with pytest.raises(ValueError, match="loss became nan"):
         train_epochs(lambda b: float("nan"), train_set, 16, max_epochs=1)
