@@ -17,8 +17,9 @@ Conditional Normalizing Flows", WACV 2022, arXiv 2107.12571), following anomalib
   over the whole evaluation batch; a stream is scored frame by frame, so ``reference`` picks either each image's own
   maximum (``image``, the default: anomalib with batch size 1) or the largest log-likelihood each layer reached on
   the training images, recomputed after every training epoch and kept with the best epoch's decoders (``training``:
-  a fixed reference like a large batch's, with the number of layers as the sum's reference). Then the Gaussian blur sigma 4 shared by
-  every streamad image model (anomalib does not blur C-Flow's map). Image score: the map's maximum.
+  a fixed reference like a large batch's, with the number of layers as the sum's reference). Then the Gaussian
+  blur sigma 4 shared by every streamad image model (anomalib does not blur C-Flow's map). Image score: the map's
+  maximum.
 * Training loop: :func:`~streamad.models.image.training.train_epochs` (progress bar with the loss, early stopping on
   the validation metric, the decoders of the best epoch kept, an error when the loss is not finite).
 """
