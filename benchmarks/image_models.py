@@ -2,7 +2,7 @@
 (torch and OpenVINO), as a Markdown table for README.md.
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
-        reverse_distillation uflow cfa csflow
+        reverse_distillation uflow cfa cflow csflow
         ganomaly rkde draem winclip] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
         [--json out.json]
 
@@ -53,6 +53,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "reverse_distillation": None,  # examples/magnetic_tile_reverse_distillation.yaml (trained, 128x128)
     "uflow": None,  # examples/magnetic_tile_uflow.yaml (trained, 128x128)
     "cfa": None,  # examples/magnetic_tile_cfa.yaml (trained, 128x128)
+    "cflow": None,  # examples/magnetic_tile_cflow.yaml (trained, 128x128)
     "csflow": None,  # examples/magnetic_tile_csflow.yaml (trained, 128x128)
     "ganomaly": None,  # examples/magnetic_tile_ganomaly.yaml (trained from scratch, 64x64; no anomaly map)
     "rkde": None,  # examples/magnetic_tile_rkde.yaml (CenterNet regions, 256x256; not exportable: torch only)

@@ -71,6 +71,11 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "uflow": {"uflow": {"kind": "uflow", "batch_size": 8, "max_epochs": 3, "flow_steps": 2}},
     "cfa": {"cfa": {"kind": "cfa", "batch_size": 8, "max_epochs": 3}},
+    # tiny decoders (2 coupling blocks, 16-channel encoding); 64 fibres per step: 15 Adam steps per 8-image batch.
+    # The training reference (its example's): with each image's own maximum as reference (anomalib at batch size
+    # 1) the score is the map's spread, which the textures' own variation matches (defect mean 1.26, normal 1.27)
+    "cflow": {"cflow": {"kind": "cflow", "batch_size": 8, "max_epochs": 3, "layers": ["layer2", "layer3"],
+                        "lr": 1e-3, "coupling_blocks": 2, "condition_vector": 16, "reference": "training"}},
     "csflow": {"csflow": {"kind": "csflow", "batch_size": 8, "max_epochs": 3, "layers": ["layer2"], "lr": 1e-3,
                           "cross_conv_hidden_channels": 32, "n_coupling_blocks": 2}},
     # no backbone, a square power-of-two input (its own input_size, which make() keeps); no anomaly map. Trained
@@ -132,7 +137,8 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     assert p_norm.anomaly_map.shape == (6, 1, *size) and p_norm.anomaly_map.dtype == np.float32
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
     if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
-                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow", "draem"):
+                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "cflow", "csflow",
+                "draem"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE, GANomaly) and R-KDE's large regions see a small blob less clearly
@@ -145,7 +151,8 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
             assert boxes.shape[1] == 5 and len(boxes) >= 1 and p_bad.score[i] == boxes[:, 4].max()
             assert p_bad.anomaly_map[i, 0].max() == p_bad.score[i]
     if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
-                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "csflow", "draem"):
+                "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "cflow", "csflow",
+                "draem"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)
@@ -332,7 +339,15 @@ def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet) 
     assert log.epochs == 5 and log.stopped_early and log.best_epoch == 2 and log.best_metric == 0.7
     assert sum(seen) == 5 * 40 and len(best) == 2  # each epoch saw every image; saved after epochs 1 and 2
     assert log.losses[0] > log.losses[-1]
-    no_val = train_epochs(lambda b: 0.5, train_set, 16, max_epochs=2)
+    steps: list[int] = []
+    ends: list[int] = []  # the end_epoch hook (C-Flow's reference) runs after each epoch's last step
+
+    def half(batch: Any) -> float:
+        steps.append(1)
+        return 0.5
+
+    no_val = train_epochs(half, train_set, 16, max_epochs=2, end_epoch=lambda: ends.append(len(steps)))
     assert no_val.epochs == 2 and no_val.best_epoch == 2 and no_val.best_metric is None
+    assert ends == [3, 6]  # 40 images in batches of 16: 3 steps per epoch
     with pytest.raises(ValueError, match="loss became nan"):
         train_epochs(lambda b: float("nan"), train_set, 16, max_epochs=1)

@@ -8,6 +8,7 @@
 | ``dfkde`` | :class:`~streamad.models.image.dfkde.Dfkde` | (the image score) | KDE probability |
 | ``stfpm`` | :class:`~streamad.models.image.stfpm.Stfpm` | student-teacher feature distance (trained) | map max |
 | ``fastflow`` | :class:`~streamad.models.image.fastflow.Fastflow` | normalising-flow likelihood (trained) | map max |
+| ``cflow`` | :class:`~streamad.models.image.cflow.Cflow` | conditional normalising-flow likelihood per layer (trained) | map max |
 | ``csflow`` | :class:`~streamad.models.image.csflow.Csflow` | cross-scale flow latents' z^2 (trained) | mean z^2 / 2 |
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
 | ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
@@ -22,6 +23,7 @@ Every model implements :class:`~streamad.models.image.base.ImageModel`.
 
 from streamad.models.image.base import IMAGE_MODELS, ImageModel, ImageModelConfig, ImagePrediction
 from streamad.models.image.cfa import Cfa
+from streamad.models.image.cflow import Cflow
 from streamad.models.image.csflow import Csflow
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
@@ -37,5 +39,5 @@ from streamad.models.image.uflow import Uflow
 from streamad.models.image.winclip import Winclip
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
-           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Csflow", "Ganomaly", "Rkde",
+           "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Cflow", "Csflow", "Ganomaly", "Rkde",
            "Draem", "Winclip"]

@@ -79,7 +79,8 @@ class TrainingLog:
 
 def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_size: int, max_epochs: int,
                  validate: Callable[[], float] | None = None, on_best: Callable[[], None] | None = None,
-                 patience: int = 3, progress: bool = False, seed: int = 0, desc: str = "train") -> TrainingLog:
+                 patience: int = 3, progress: bool = False, seed: int = 0, desc: str = "train",
+                 end_epoch: Callable[[], None] | None = None) -> TrainingLog:
     """Run training epochs with early stopping.
 
     Args:
@@ -89,6 +90,7 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
             every epoch without ``validate``).
         patience: epochs without improvement before stopping. progress: show the tqdm bar (loss in its postfix).
         seed: epoch ``e`` shuffles with ``seed + e``. desc: the bar's label.
+        end_epoch: called after each epoch's last step, before ``validate`` (C-Flow: its map's training reference).
 
     Raises:
         ValueError: ``max_epochs`` or ``patience`` below 1, an empty training set, or a loss that is not finite.
@@ -112,6 +114,8 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
             total, n = total + loss, n + 1
             bar.set_postfix(loss=f"{total / n:.4g}")
         bar.close()
+        if end_epoch is not None:
+            end_epoch()
         log.epochs = epoch
         log.losses.append(total / max(n, 1))
         if validate is None:
@@ -136,7 +140,8 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
 
 def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Optimizer | None,
                  loss_of: Callable[[ImageBatch], torch.Tensor] | None, train: ImageSet, validation: ImageSet | None,
-                 progress: bool, custom_step: Callable[[ImageBatch], float] | None = None) -> TrainingLog:
+                 progress: bool, custom_step: Callable[[ImageBatch], float] | None = None,
+                 end_epoch: Callable[[], None] | None = None) -> TrainingLog:
     """Train ``module``, the trainable part of ``model`` (STFPM's student, FastFlow's norms and flows), with
     :func:`train_epochs` under the model config's ``batch_size``, ``max_epochs``, ``patience`` and ``seed``, early
     stopping on :meth:`ImageModel.validation_metric` of ``validation`` when it holds images; leaves ``module``
@@ -149,6 +154,8 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
         custom_step: the whole optimisation step of a batch, returning its loss, for a model that updates several
             parts with several optimisers (GANomaly's generator and discriminator); replaces ``optimizer`` and
             ``loss_of`` (both ``None`` then).
+        end_epoch: as :func:`train_epochs` (called with ``module`` in eval mode; what it changes in ``module``'s
+            state is kept with the best epoch).
 
     Raises:
         ValueError: as :func:`train_epochs`.
@@ -179,9 +186,15 @@ def train_module(model: ImageModel, module: nn.Module, optimizer: torch.optim.Op
         best.clear()
         best.update({k: v.detach().clone() for k, v in module.state_dict().items()})
 
+    def finish_epoch() -> None:
+        module.train(False)
+        assert end_epoch is not None
+        end_epoch()
+
     validate = metric if validation is not None and len(validation) > 0 else None
     log = train_epochs(step, train, c.batch_size, c.max_epochs, validate, keep,  # type: ignore[attr-defined]
-                       patience=c.patience, progress=progress, seed=c.seed, desc=model.kind)  # type: ignore[attr-defined]
+                       patience=c.patience, progress=progress, seed=c.seed, desc=model.kind,  # type: ignore[attr-defined]
+                       end_epoch=None if end_epoch is None else finish_epoch)
     module.load_state_dict(best)
     module.train(False)
     return log
@@ -202,6 +215,8 @@ class TrainingSetup:
             ``None`` (the default) for models that start training at once.
         step: instead of ``optimizer`` and ``loss`` (leave them ``None``), the whole optimisation step of a batch of
             preprocessed images, returning its loss as a float: for models with several optimisers (GANomaly).
+        end_epoch: optional, called after each epoch's steps, before validation, with ``module`` in eval mode
+            (C-Flow: the anomaly map's reference from the training images, a buffer of ``module``).
     """
 
     network: ImageNetwork
@@ -210,6 +225,7 @@ class TrainingSetup:
     loss: Callable[[torch.Tensor], torch.Tensor] | None = None
     prepare: Callable[[ImageSet, bool], None] | None = None
     step: Callable[[torch.Tensor], float] | None = None
+    end_epoch: Callable[[], None] | None = None
 
 
 class TrainedImageModel(ImageModel):
@@ -252,8 +268,10 @@ class TrainedImageModel(ImageModel):
             return setup.step(setup.network.preprocess(torch.from_numpy(batch.images)))
 
         if setup.step is not None:
-            log = train_module(self, setup.module, None, None, train, validation, progress, custom_step=step_of)
+            log = train_module(self, setup.module, None, None, train, validation, progress, custom_step=step_of,
+                               end_epoch=setup.end_epoch)
         else:
-            log = train_module(self, setup.module, setup.optimizer, loss_of, train, validation, progress)
+            log = train_module(self, setup.module, setup.optimizer, loss_of, train, validation, progress,
+                               end_epoch=setup.end_epoch)
         setup.network.eval()
         return {"images": len(train), **log.to_json(), "seconds": round(time.perf_counter() - t0, 2)}

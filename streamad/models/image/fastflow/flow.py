@@ -12,6 +12,10 @@ One :class:`CouplingStep` maps ``x (N, C, h, w)`` to ``y`` and ``log |det J|`` `
    (``s_global`` starts where ``g = 1``), ``log |det| += h * w * sum(log g)``;
 4. a fixed channel permutation (seeded; FrEIA multiplies by a permutation matrix, the same as picking channels).
 
+A conditional step (``condition_channels > 0``, FrEIA's ``AllInOneBlock`` with ``cond_shape``, as C-Flow's decoders)
+feeds ``concat(x1, c)`` to the subnet, ``c (N, condition_channels, h, w)`` a fixed side input such as a positional
+encoding; the hidden width is then ``int((len(x1) + condition_channels) * hidden_ratio)``.
+
 A :class:`FlowBlock` chains ``flow_steps`` of them; anomalib alternates 3x3 and 1x1 subnets (odd steps 1x1) unless
 ``conv3x3_only``. Only ``torch`` ops with static shapes: the flow traces and exports to ONNX / OpenVINO.
 """
@@ -36,14 +40,15 @@ class CouplingStep(nn.Module):
     Args:
         channels: ``C``, at least 2. kernel_size: the subnet's odd convolution size (1 or 3).
         hidden_ratio: subnet hidden channels per input channel. clamp: the soft clamp ``alpha`` (2.0).
-        permutation: ``(C,) int64`` output channel order.
+        permutation: ``(C,) int64`` output channel order. condition_channels: channels of the side input ``c``
+            given to :meth:`forward` (0: unconditional).
 
     Raises:
         ValueError: fewer than 2 channels, an even kernel size or a permutation of the wrong length.
     """
 
     def __init__(self, channels: int, kernel_size: int, hidden_ratio: float, clamp: float,
-                 permutation: torch.Tensor) -> None:
+                 permutation: torch.Tensor, condition_channels: int = 0) -> None:
         super().__init__()
         if channels < 2 or kernel_size % 2 == 0 or permutation.shape != (channels,):
             raise ValueError(f"CouplingStep: need >= 2 channels, an odd kernel and a permutation of {channels}, "
@@ -51,17 +56,20 @@ class CouplingStep(nn.Module):
         self.split = channels - channels // 2
         self.half = channels // 2
         self.clamp = float(clamp)
-        hidden = int(self.split * hidden_ratio)
+        subnet_in = self.split + int(condition_channels)
+        hidden = int(subnet_in * hidden_ratio)
         pad = kernel_size // 2
-        self.subnet = nn.Sequential(nn.Conv2d(self.split, hidden, kernel_size, padding=pad), nn.ReLU(),
+        self.subnet = nn.Sequential(nn.Conv2d(subnet_in, hidden, kernel_size, padding=pad), nn.ReLU(),
                                     nn.Conv2d(hidden, 2 * self.half, kernel_size, padding=pad))
         self.global_scale = nn.Parameter(torch.full((1, channels, 1, 1), _SCALE_INIT))
         self.global_offset = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("permutation", permutation.to(torch.int64).clone())
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, C, h, w)`` float32 (and ``cond (N, condition_channels, h, w)`` for a conditional step) ->
+        (``y`` of ``x``'s shape, ``log |det J|`` ``(N,)`` summed over the positions)."""
         x1, x2 = x[:, : self.split], x[:, self.split:]
-        a = 0.1 * self.subnet(x1)
+        a = 0.1 * self.subnet(x1 if cond is None else torch.cat([x1, cond], 1))
         s = self.clamp * torch.tanh(a[:, : self.half])
         x2 = x2 * torch.exp(s) + a[:, self.half:]
         log_det = s.sum((1, 2, 3))
@@ -78,21 +86,31 @@ class FlowBlock(nn.Module):
     Args:
         channels: ``C``. flow_steps: number of steps (anomalib 8). conv3x3_only: every subnet 3x3 (else odd
             steps use 1x1). hidden_ratio: subnet width ratio (1.0). clamp: soft clamp (2.0).
-        seed: seeds the steps' channel permutations.
+        seed: seeds the steps' channel permutations. condition_channels: side-input channels of every step (0).
+        kernel_size: when given, every subnet's kernel (C-Flow's fully connected subnets on fibres: 1), overriding
+            the 3x3 / 1x1 alternation.
     """
 
     def __init__(self, channels: int, flow_steps: int, conv3x3_only: bool, hidden_ratio: float,
-                 clamp: float = 2.0, seed: int = 0) -> None:
+                 clamp: float = 2.0, seed: int = 0, condition_channels: int = 0,
+                 kernel_size: int | None = None) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
+
+        def kernel(i: int) -> int:
+            if kernel_size is not None:
+                return kernel_size
+            return 1 if (i % 2 == 1 and not conv3x3_only) else 3
+
         self.steps = nn.ModuleList(
-            CouplingStep(channels, 1 if (i % 2 == 1 and not conv3x3_only) else 3, hidden_ratio, clamp,
-                         torch.from_numpy(rng.permutation(channels).astype(np.int64)))
+            CouplingStep(channels, kernel(i), hidden_ratio, clamp,
+                         torch.from_numpy(rng.permutation(channels).astype(np.int64)), condition_channels)
             for i in range(flow_steps))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, C, h, w)`` float32 (and the side input ``cond`` of a conditional flow) -> (``z``, ``(N,)``)."""
         log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for step in self.steps:
-            x, ld = step(x)
+            x, ld = step(x, cond)
             log_det = log_det + ld
         return x, log_det
