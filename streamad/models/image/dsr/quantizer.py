@@ -53,4 +53,4 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         q = self.lookup(self.indices(z))
         self.loss = F.mse_loss(q, z.detach()) + COMMITMENT * F.mse_loss(z, q.detach()) if self.training else None
-        return z + (q - z).detach() if z.requires_grad else q
+        return z + (q - z).detach() if z.requires_grad and not torch.jit.is_tracing() else q
