@@ -12,7 +12,9 @@
   layout (anomalib's ``ImageReconstructionNetwork`` differs in its inner blocks).
 
 Phase 1 (anomalib: pretrained on ImageNet and downloaded) is trained here on the training images:
-:meth:`DiscreteLatentModel.vq_loss` (reconstruction MSE + both quantisers' VQ losses).
+:meth:`DiscreteLatentModel.vq_loss` (reconstruction MSE + both quantisers' commitment losses; the codebooks
+follow moving averages, see :mod:`~streamad.models.image.dsr.quantizer`), the codebooks first set to features of
+the first batch (:meth:`DiscreteLatentModel.init_codebooks`).
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ class DiscreteLatentModel(nn.Module):
         q_bot = self.vq_bot(self.pre_vq_bot(torch.cat([bot, self.upsample_t(q_top)], 1)))
         return q_top, q_bot
 
+    def init_codebooks(self, x: torch.Tensor, g: torch.Generator) -> None:
+        """Both codebooks from the (pre-quantisation) features of the images ``x (N, 3, H, W)`` 0-1
+        (:meth:`~streamad.models.image.dsr.quantizer.VectorQuantizer.init_from`), top level first."""
+        with torch.no_grad():
+            bot = self.encode_bot(x)
+            z_top = self.pre_vq_top(self.encode_top(bot))
+            self.vq_top.init_from(z_top, g)
+            self.vq_bot.init_from(self.pre_vq_bot(torch.cat([bot, self.upsample_t(self.vq_top(z_top))], 1)), g)
+
     def join(self, q_top: torch.Tensor, q_bot: torch.Tensor) -> torch.Tensor:
         """Both levels at ``H/4``: ``(N, 2d, H/4, W/4)`` (the decoders' input)."""
         return torch.cat([self.upsample_t(q_top), q_bot], 1)
@@ -101,7 +112,8 @@ class DiscreteLatentModel(nn.Module):
         return self.decoder(self.join(*self.quantise(x)))
 
     def vq_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Phase 1's 0-d loss in training mode: ``MSE(reconstruction, x)`` + both quantisers' VQ losses."""
+        """Phase 1's 0-d loss in training mode: ``MSE(reconstruction, x)`` + both quantisers' commitment losses (the
+        forward pass also moves the codebooks)."""
         recon = self(x)
         assert self.vq_top.loss is not None and self.vq_bot.loss is not None, "vq_loss needs training mode"
         return F.mse_loss(recon, x) + self.vq_top.loss + self.vq_bot.loss

@@ -159,7 +159,7 @@ class Dsr(TrainedImageModel):
                 self._discrete = {"loaded": str(c.discrete_weights)}
                 return
             opt1 = torch.optim.Adam(net.discrete.parameters(), lr=c.discrete_lr)
-            self._discrete = self._run_phase("discrete", DiscreteStep(net, opt1), train, c.discrete_epochs,
+            self._discrete = self._run_phase("discrete", DiscreteStep(net, opt1, torch.Generator().manual_seed(c.seed)), train, c.discrete_epochs,
                                              progress)
 
         return TrainingSetup(net, phase2, step=self._step, prepare=prepare)

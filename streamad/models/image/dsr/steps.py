@@ -43,10 +43,18 @@ class _Step:
 
 
 class DiscreteStep(_Step):
-    """Phase 1: one Adam step of the discrete model (module doc)."""
+    """Phase 1: one Adam step of the discrete model (module doc); the first call sets the codebooks from its batch
+    (:meth:`~streamad.models.image.dsr.discrete.DiscreteLatentModel.init_codebooks`, drawn from ``generator``)."""
+
+    def __init__(self, network: DsrNetwork, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        super().__init__(network, optimizer)
+        self.generator, self.started = generator, False
 
     def __call__(self, x: torch.Tensor) -> float:
         disc = self.network.discrete
+        if not self.started:
+            disc.init_codebooks(x * (1.0 / 255.0), self.generator)
+            self.started = True
         disc.train(True)
         try:
             return self._apply({"total": disc.vq_loss(x * (1.0 / 255.0))})
