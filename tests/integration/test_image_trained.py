@@ -36,12 +36,17 @@ KINDS = {"stfpm": {"kind": "stfpm", "batch_size": 4}, "fastflow": {"kind": "fast
          # no signal (chosen on images of the validation half: AUROC 0.74 there with seed 0, 0.56 with seed 1)
          "ganomaly": {"kind": "ganomaly", "input_size": [64, 64], "batch_size": 4, "n_features": 16},
          # trained from scratch on simulated anomalies: narrow networks, lr 1e-3 (its example's)
-         "draem": {"kind": "draem", "batch_size": 4, "recon_base_width": 8, "disc_base_width": 8, "lr": 1e-3}}
+         "draem": {"kind": "draem", "batch_size": 4, "recon_base_width": 8, "disc_base_width": 8, "lr": 1e-3},
+         # three phases from scratch: its example's widths, phase 1 80 steps, phase 3 8 steps
+         "dsr": {"kind": "dsr", "batch_size": 4, "num_hiddens": 32, "num_residual_hiddens": 16, "num_embeddings": 256,
+                 "embedding_dim": 32, "subspace_width": 16, "detection_width": 16, "upsampling_width": 16,
+                 "discrete_epochs": 10, "upsampling_epochs": 1, "lr": 1e-3}}
 # 40 / 64 / 40 / 64 / 24 / 40 / 240 / 80 optimisation steps: enough for a clear signal on 32 images
 EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8, "cfa": 3, "csflow": 5, "ganomaly": 30,
-          "draem": 10}
-# image score = the anomaly map's maximum, except for these (CS-Flow: the mean latent z^2 / 2, anomalib's score)
-SCORE_NOT_MAP_MAX = {"csflow"}
+          "draem": 10, "dsr": 5}
+# image score = the anomaly map's maximum, except for these (CS-Flow: the mean latent z^2 / 2, anomalib's score;
+# and DSR: the smoothed maximum of its detection module's map, not of its upsampled map)
+SCORE_NOT_MAP_MAX = {"csflow", "dsr"}
 # GANomaly (a GAN trained from scratch, a whole-image latent distance) separates nothing reliably on these real
 # textures after a CI-sized training: its full example measures image AUROC 0.666 / 0.549 on the validation / test
 # halves (its README), and this 32-image run gave pairwise AUROC 0.604 in one run and below 0.5 in another with
@@ -50,7 +55,12 @@ SCORE_NOT_MAP_MAX = {"csflow"}
 # DRAEM (trained from scratch on simulated anomalies) gave pairwise AUROC 0.52 after these 80 steps on 32 images: its
 # segmentation network has not yet learnt what a Magnetic Tile defect looks like (its README has the full example's
 # figures); its separation and localisation of a clear defect are asserted in tests/unit/test_image_models.py.
-NO_RANKING = {"ganomaly", "draem"}
+# DSR (three phases from scratch, 40 phase-2 steps here) was not run at this size in its first version: no ranking
+# asserted; its README has the full example's figures.
+NO_RANKING = {"ganomaly", "draem", "dsr"}
+# models that train another part after early stopping (DSR's upsampling module, phase 3): the image score, which
+# that part does not touch, shows that the best epoch's weights were kept
+LATER_PHASE = {"dsr"}
 TRAINED = [kind for kind, cls in IMAGE_MODELS.items() if cls.trainable]  # each needs its KINDS and EPOCHS entry
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / MT_Crack are faint at 128x128
 
@@ -165,7 +175,8 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     computed: list[float] = []
 
     def metric(validation: ImageSet) -> float:
-        seen.append(model.predict(probe).anomaly_map.copy())
+        p = model.predict(probe)
+        seen.append((p.score if kind in LATER_PHASE else p.anomaly_map).copy())
         computed.append(real(validation))  # image AUROC of the 6 normal and 6 defect validation images
         return next(metrics)
 
@@ -179,12 +190,14 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     assert stats["stopped_early"] and stats["epochs"] == 3 and stats["best_epoch"] == 1
     assert len(seen) == 3 and not np.array_equal(seen[0], seen[2])  # training changed the network
     assert stats["metrics"] == [0.8, 0.6, 0.7] and all(0.0 <= m <= 1.0 for m in computed)
-    assert np.array_equal(model.predict(probe).anomaly_map, seen[0])
+    p = model.predict(probe)
+    assert np.array_equal(p.score if kind in LATER_PHASE else p.anomaly_map, seen[0])
     err = capsys.readouterr().err
     assert f"{kind} epoch 1/6" in err and "loss=" in err
 
 
-@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow", "cfa", "csflow", "ganomaly", "draem"])
+@pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow", "cfa", "csflow", "ganomaly", "draem",
+                                  "dsr"])
 def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, mt_root: Path,
                                        tmp_path: Path) -> None:
     """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
