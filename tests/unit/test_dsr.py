@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from streamad.models.image import IMAGE_MODELS
+from image_fixtures import model_from, noise_set, seeded
 from streamad.models.image.draem.loss import focal_loss
 from streamad.models.image.dsr.anomaly_generator import DsrAnomalyGenerator, replace_codes
 from streamad.models.image.dsr.discrete import DiscreteLatentModel
 from streamad.models.image.dsr.loss import second_stage_losses
 from streamad.models.image.dsr.network import SCORE_WINDOW, DsrNetwork
 from streamad.models.image.dsr.quantizer import VectorQuantizer
-from streamad.models.image.image_set import ImageSet
 
 WIDTHS = {"num_hiddens": 8, "num_residual_hiddens": 4, "num_embeddings": 16, "embedding_dim": 4,
           "subspace_width": 4, "detection_width": 4, "upsampling_width": 4}
@@ -31,20 +30,7 @@ TINY = {"kind": "dsr", "input_size": [32, 64], "batch_size": 4, "discrete_epochs
 
 
 def make(**kw: Any) -> Any:
-    cls = IMAGE_MODELS.get("dsr")
-    return cls(cls.Config.model_validate({**TINY, **kw}))
-
-
-def noise_set(n: int = 8, size: tuple[int, int] = (32, 64)) -> ImageSet:
-    rng = np.random.default_rng(0)
-    s = ImageSet(size)
-    for _ in range(n):
-        s.append(rng.integers(0, 256, (*size, 3), dtype=np.uint8), 0)
-    return s
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return model_from(TINY, **kw)
 
 
 # -- vector quantiser -------------------------------------------------------------------------------------------
@@ -84,7 +70,7 @@ def test_replace_codes_changes_only_masked_vectors_to_other_nearby_codes() -> No
     q = codebook[torch.tensor([[2, 2, 5], [7, 7, 7]])].permute(2, 0, 1)[None].repeat(2, 1, 1, 1)  # (2, 3, 2, 3)
     mask = torch.zeros(2, 1, 2, 3)
     mask[0, 0, 0, :2] = 1  # image 0: two vectors; image 1: none
-    out = replace_codes(q, codebook, mask, torch.tensor([0.2, 1.0]), gen())
+    out = replace_codes(q, codebook, mask, torch.tensor([0.2, 1.0]), seeded())
     assert torch.equal(out[1], q[1]) and torch.equal(out[0][:, 1], q[0][:, 1]) and torch.equal(out[0, :, 0, 2],
                                                                                               q[0, :, 0, 2])
     new = out[0, 0, 0, :2]  # strength 0.2 of 10 codes: one of the 2 nearest codes other than 2 itself (1 or 3)
@@ -104,7 +90,7 @@ def test_generator_masks_are_binary_nested_seeded_and_about_half_the_batch() -> 
 
 
 def test_second_stage_loss_is_the_sum_of_its_direct_parts() -> None:
-    g = gen(1)
+    g = seeded(1)
     r_hi, q_hi, r_lo, q_lo = (torch.randn(2, 4, s, s, generator=g) for s in (2, 2, 4, 4))
     image, obj = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
     logits, mask = torch.randn(2, 2, 16, 16, generator=g), (torch.rand(2, 1, 16, 16, generator=g) > 0.7).float()

@@ -22,12 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from streamad.models.components.module_arrays import load_module_arrays, module_arrays
 from streamad.models.image.draem.augmenter import AnomalyGenerator
 from streamad.models.image.dsr.anomaly_generator import DsrAnomalyGenerator
 from streamad.models.image.dsr.network import DsrNetwork
@@ -35,6 +33,7 @@ from streamad.models.image.dsr.steps import DiscreteStep, SecondStageStep, Third
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.training import (TrainedImageModel, TrainedImageModelConfig, TrainingSetup,
                                             train_epochs)
+from streamad.models.image.whole_network import WholeNetworkState
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Dsr", "load_discrete_weights"]
@@ -59,7 +58,7 @@ def load_discrete_weights(net: DsrNetwork, path: str | Path) -> None:
 
 
 @IMAGE_MODELS.register("dsr")
-class Dsr(TrainedImageModel):
+class Dsr(WholeNetworkState, TrainedImageModel):
     """DSR (see the module doc and ``README.md`` beside this file).
 
     Config:
@@ -80,6 +79,7 @@ class Dsr(TrainedImageModel):
     """
 
     version = "1"
+    array_prefix = "dsr"
     score_meaning = ("maximum of the anomaly detection module's anomalous-class probability under a 21x21 mean "
                      "filter, 0-1")
 
@@ -186,13 +186,3 @@ class Dsr(TrainedImageModel):
         return {**stats, "seconds": round(seconds, 2), "last_losses": {k: round(v, 6) for k, v in
                                                                         self._step.last.items()},
                 "discrete": self._discrete, "upsampling": upsampling}
-
-    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        net = self.require_network()
-        arrays = module_arrays(net, "dsr.")
-        return {"dsr_arrays": len(arrays)}, arrays
-
-    def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
-        net = self._network()
-        load_module_arrays(net, arrays, "dsr.", "dsr")
-        return net
