@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from streamad.models.image.base import ImageNetwork
 from streamad.models.image.draem.augmenter import AnomalyGenerator, load_sources
 from streamad.models.image.draem.loss import draem_losses
-from streamad.models.image.draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
+from streamad.models.image.draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork, check_unet_size
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.training import TrainedImageModel, TrainedImageModelConfig, TrainingSetup
 from streamad.models.image.whole_network import WholeNetworkState
@@ -134,10 +134,7 @@ class Draem(WholeNetworkState, TrainedImageModel):
 
         @model_validator(mode="after")
         def _check(self) -> "Draem.Config":
-            h, w = self.input_size
-            if h % 32 or w % 32:
-                raise ValueError(f"draem: input_size sides must be multiples of 32 (e.g. [128, 128] or [256, 256]), "
-                                 f"got {list(self.input_size)}")
+            check_unet_size("draem", self.input_size)
             lo, hi = self.beta
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(f"draem: beta must be a range (low, high) with 0 <= low <= high <= 1, got "

@@ -23,7 +23,23 @@ from torch import nn
 
 from streamad.models.image.draem.sspcab import Sspcab
 
-__all__ = ["ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "conv_bn_relu", "double_conv", "up_conv"]
+__all__ = ["ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "conv_bn_relu", "double_conv", "up_conv",
+           "check_unet_size"]
+
+UNET_STRIDE = 32
+"""The discriminative U-Net pools 5 times: input sides must be multiples of this."""
+
+
+def check_unet_size(kind: str, input_size: tuple[int, int]) -> None:
+    """For a model config whose network holds :class:`DiscriminativeSubNetwork` (DRAEM, DSR).
+
+    Raises:
+        ValueError: an ``input_size`` side not a multiple of 32 (the message names ``kind``).
+    """
+    h, w = input_size
+    if h % UNET_STRIDE or w % UNET_STRIDE:
+        raise ValueError(f"{kind}: input_size sides must be multiples of {UNET_STRIDE} (e.g. [128, 128] or "
+                         f"[256, 256]), got {list(input_size)}")
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from streamad.models.image.draem.augmenter import AnomalyGenerator
+from streamad.models.image.draem.networks import check_unet_size
 from streamad.models.image.dsr.anomaly_generator import DsrAnomalyGenerator
 from streamad.models.image.dsr.network import DsrNetwork
 from streamad.models.image.dsr.steps import DiscreteStep, SecondStageStep, ThirdStageStep
@@ -104,10 +105,7 @@ class Dsr(WholeNetworkState, TrainedImageModel):
 
         @model_validator(mode="after")
         def _check(self) -> "Dsr.Config":
-            h, w = self.input_size
-            if h % 32 or w % 32:
-                raise ValueError(f"dsr: input_size sides must be multiples of 32 (e.g. [128, 128] or [256, 256]), "
-                                 f"got {list(self.input_size)}")
+            check_unet_size("dsr", self.input_size)
             if self.num_hiddens % 2:
                 raise ValueError(f"dsr: num_hiddens must be even, got {self.num_hiddens}")
             return self
@@ -159,8 +157,8 @@ class Dsr(WholeNetworkState, TrainedImageModel):
                 self._discrete = {"loaded": str(c.discrete_weights)}
                 return
             opt1 = torch.optim.Adam(net.discrete.parameters(), lr=c.discrete_lr)
-            self._discrete = self._run_phase("discrete", DiscreteStep(net, opt1, torch.Generator().manual_seed(c.seed)), train, c.discrete_epochs,
-                                             progress)
+            step1 = DiscreteStep(net, opt1, torch.Generator().manual_seed(c.seed))
+            self._discrete = self._run_phase("discrete", step1, train, c.discrete_epochs, progress)
 
         return TrainingSetup(net, phase2, step=self._step, prepare=prepare)
 
