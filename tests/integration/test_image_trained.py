@@ -1,11 +1,11 @@
-"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, CS-Flow, GANomaly, DRAEM) on
-real Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress bar, early
+"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, CS-Flow, GANomaly, DRAEM,
+DSR) on real Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress bar, early
 stopping keeps the best epoch's weights, maps and scores have the documented shapes, defect tiles score above normal
 ones, a saved model scores identically after loading, the OpenVINO exports of STFPM, Reverse Distillation, U-Flow,
-CFA, CS-Flow, GANomaly and DRAEM score like torch. (The flow's log-determinant against autograd, STFPM's map against
+CFA, CS-Flow, GANomaly, DRAEM and DSR score like torch. (The flow's log-determinant against autograd, STFPM's map against
 the cosine similarity and Reverse Distillation's loss and map are in tests/unit/test_image_trained_math.py; U-Flow's,
 CFA's, CS-Flow's, GANomaly's and DRAEM's own parts in tests/unit/test_uflow.py, test_cfa.py, test_csflow.py,
-test_ganomaly.py and test_draem.py.)"""
+test_ganomaly.py, test_draem.py and test_dsr.py.)"""
 
 from __future__ import annotations
 
@@ -203,8 +203,9 @@ def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, m
     """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
     bottleneck, decoder, map head), of U-Flow (backbone, norms, U-shaped flow, map head), of CFA (backbone,
     descriptor, the memory bank as a buffer, map head), of CS-Flow (backbone at three resolutions, cross-scale
-    flow, map and score), of GANomaly (generator, latent distance, constant map) and of DRAEM (both sub-networks,
-    softmax map, its maximum), reusing the models trained above:
+    flow, map and score), of GANomaly (generator, latent distance, constant map), of DRAEM (both sub-networks,
+    softmax map, its maximum) and of DSR (VQ model with its argmin, restriction modules, both decoders, detection
+    and upsampling U-Nets), reusing the models trained above:
     on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised scores and maps
     and give the same labels. (FastFlow is in
     tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the F1-adaptive threshold of
