@@ -1,11 +1,11 @@
-"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, CS-Flow, GANomaly, DRAEM,
-DSR) on real Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress bar, early
-stopping keeps the best epoch's weights, maps and scores have the documented shapes, defect tiles score above normal
-ones, a saved model scores identically after loading, the OpenVINO exports of STFPM, Reverse Distillation, U-Flow,
-CFA, CS-Flow, GANomaly, DRAEM and DSR score like torch. (The flow's log-determinant against autograd, STFPM's map against
-the cosine similarity and Reverse Distillation's loss and map are in tests/unit/test_image_trained_math.py; U-Flow's,
-CFA's, CS-Flow's, GANomaly's and DRAEM's own parts in tests/unit/test_uflow.py, test_cfa.py, test_csflow.py,
-test_ganomaly.py, test_draem.py and test_dsr.py.)"""
+"""The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, CS-Flow, GANomaly, DRAEM, DSR)
+on real Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress bar,
+early stopping keeps the best epoch's weights, maps and scores have the documented shapes, defect tiles score above
+normal ones, a saved model scores identically after loading, the OpenVINO exports of STFPM, Reverse Distillation,
+U-Flow, CFA, CS-Flow, GANomaly, DRAEM and DSR score like torch. (The flow's log-determinant against autograd, STFPM's
+map against the cosine similarity and Reverse Distillation's loss and map are in
+tests/unit/test_image_trained_math.py; U-Flow's, CFA's, CS-Flow's, GANomaly's, DRAEM's and DSR's own parts in
+tests/unit/test_uflow.py, test_cfa.py, test_csflow.py, test_ganomaly.py, test_draem.py and test_dsr.py.)"""
 
 from __future__ import annotations
 
