@@ -3,7 +3,7 @@
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
         reverse_distillation uflow cfa cflow csflow
-        ganomaly rkde draem winclip] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
+        ganomaly rkde draem dsr winclip] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
         [--json out.json]
 
 WinCLIP needs CLIP weights the user names (``WINCLIP_WEIGHTS=/path/to/open_clip checkpoint``, read by its example):
@@ -58,6 +58,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "ganomaly": None,  # examples/magnetic_tile_ganomaly.yaml (trained from scratch, 64x64; no anomaly map)
     "rkde": None,  # examples/magnetic_tile_rkde.yaml (CenterNet regions, 256x256; not exportable: torch only)
     "draem": None,  # examples/magnetic_tile_draem.yaml (trained from scratch on simulated anomalies, 128x128)
+    "dsr": None,  # examples/magnetic_tile_dsr.yaml (VQ model trained here, 3 phases on simulated anomalies, 128x128)
     "winclip": None,  # examples/magnetic_tile_winclip.yaml (zero-shot CLIP; weights from WINCLIP_WEIGHTS)
 }
 #: kind -> (environment variable naming the weights file its example reads, what to give): skipped without it.

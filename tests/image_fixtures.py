@@ -22,6 +22,33 @@ DATA = Path(os.environ.get("STREAMAD_DATA", REPO.parent / "shared" / "data")).re
 CALIBRATION_PER_CLASS = 20
 
 
+def noise_set(n: int = 8, size: tuple[int, int] = (32, 64)) -> Any:
+    """An :class:`~streamad.models.image.image_set.ImageSet` of ``n`` uniform-noise ``size`` images (seed 0),
+    labelled normal: training data for the from-scratch models' unit tests (DRAEM, DSR)."""
+    from streamad.models.image.image_set import ImageSet
+
+    rng = np.random.default_rng(0)
+    s = ImageSet(size)
+    for _ in range(n):
+        s.append(rng.integers(0, 256, (*size, 3), dtype=np.uint8), 0)
+    return s
+
+
+def seeded(seed: int = 0) -> Any:
+    """A ``torch.Generator`` seeded with ``seed``."""
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def model_from(config: dict[str, Any], **overrides: Any) -> Any:
+    """The image model of ``config`` (its ``kind``) with ``overrides`` applied, unfitted."""
+    from streamad.models.image import IMAGE_MODELS
+
+    cls = IMAGE_MODELS.get(config["kind"])
+    return cls(cls.Config.model_validate({**config, **overrides}))
+
+
 def texture(rng: np.random.Generator, defect: bool = False) -> np.ndarray:
     """A synthetic striped grey texture ``(80, 120, 3) uint8``; a defect is a bright blob centred at (85, 30)."""
     h, w = 80, 120

@@ -1,11 +1,12 @@
 """The gradient-trained image models (STFPM, FastFlow, Reverse Distillation, U-Flow, CFA, C-Flow, CS-Flow, GANomaly,
-DRAEM) on real Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the progress
-bar, early stopping keeps the best epoch's weights, maps and scores have the documented shapes, defect tiles score
-above normal ones, a saved model scores identically after loading, the OpenVINO exports of STFPM, Reverse
-Distillation, U-Flow, CFA, C-Flow, CS-Flow, GANomaly and DRAEM score like torch. (The flow's log-determinant against
-autograd, STFPM's map against the cosine similarity and Reverse Distillation's loss and map are in
-tests/unit/test_image_trained_math.py; U-Flow's, CFA's, C-Flow's, CS-Flow's, GANomaly's and DRAEM's own parts in
-tests/unit/test_uflow.py, test_cfa.py, test_cflow.py, test_csflow.py, test_ganomaly.py and test_draem.py.)"""
+DRAEM, DSR) on real Magnetic Tile images at 128x128 (GANomaly: 64x64): training lowers the loss and shows it in the
+progress bar, early stopping keeps the best epoch's weights, maps and scores have the documented shapes, defect tiles
+score above normal ones, a saved model scores identically after loading, the OpenVINO exports of STFPM, Reverse
+Distillation, U-Flow, CFA, C-Flow, CS-Flow, GANomaly, DRAEM and DSR score like torch. (The flow's log-determinant
+against autograd, STFPM's map against the cosine similarity and Reverse Distillation's loss and map are in
+tests/unit/test_image_trained_math.py; U-Flow's, CFA's, C-Flow's, CS-Flow's, GANomaly's, DRAEM's and DSR's own parts
+in tests/unit/test_uflow.py, test_cfa.py, test_cflow.py, test_csflow.py, test_ganomaly.py, test_draem.py and
+test_dsr.py.)"""
 
 from __future__ import annotations
 
@@ -38,13 +39,18 @@ KINDS = {"stfpm": {"kind": "stfpm", "batch_size": 4}, "fastflow": {"kind": "fast
          # no signal (chosen on images of the validation half: AUROC 0.74 there with seed 0, 0.56 with seed 1)
          "ganomaly": {"kind": "ganomaly", "input_size": [64, 64], "batch_size": 4, "n_features": 16},
          # trained from scratch on simulated anomalies: narrow networks, lr 1e-3 (its example's)
-         "draem": {"kind": "draem", "batch_size": 4, "recon_base_width": 8, "disc_base_width": 8, "lr": 1e-3}}
+         "draem": {"kind": "draem", "batch_size": 4, "recon_base_width": 8, "disc_base_width": 8, "lr": 1e-3},
+         # three phases from scratch: its example's widths, phase 1 80 steps, phase 3 8 steps
+         "dsr": {"kind": "dsr", "batch_size": 4, "num_hiddens": 32, "num_residual_hiddens": 16, "num_embeddings": 256,
+                 "embedding_dim": 32, "subspace_width": 16, "detection_width": 16, "upsampling_width": 16,
+                 "discrete_epochs": 10, "upsampling_epochs": 1, "lr": 1e-3}}
 # 40 / 64 / 40 / 64 / 24 / 40 / 336 (fibre batches) / 240 / 80 optimisation steps: enough for a clear signal on 32
 # images
 EPOCHS = {"stfpm": 5, "fastflow": 8, "reverse_distillation": 5, "uflow": 8, "cfa": 3, "csflow": 5, "cflow": 2,
-          "ganomaly": 30, "draem": 10}
-# image score = the anomaly map's maximum, except for these (CS-Flow: the mean latent z^2 / 2, anomalib's score)
-SCORE_NOT_MAP_MAX = {"csflow"}
+          "ganomaly": 30, "draem": 10, "dsr": 5}
+# image score = the anomaly map's maximum, except for these (CS-Flow: the mean latent z^2 / 2, anomalib's score;
+# and DSR: the smoothed maximum of its detection module's map, not of its upsampled map)
+SCORE_NOT_MAP_MAX = {"csflow", "dsr"}
 # GANomaly (a GAN trained from scratch, a whole-image latent distance) separates nothing reliably on these real
 # textures after a CI-sized training: its full example measures image AUROC 0.666 / 0.549 on the validation / test
 # halves (its README), and this 32-image run gave pairwise AUROC 0.604 in one run and below 0.5 in another with
@@ -53,7 +59,12 @@ SCORE_NOT_MAP_MAX = {"csflow"}
 # DRAEM (trained from scratch on simulated anomalies) gave pairwise AUROC 0.52 after these 80 steps on 32 images: its
 # segmentation network has not yet learnt what a Magnetic Tile defect looks like (its README has the full example's
 # figures); its separation and localisation of a clear defect are asserted in tests/unit/test_image_models.py.
-NO_RANKING = {"ganomaly", "draem"}
+# DSR (three phases from scratch, 40 phase-2 steps here) was not run at this size in its first version: no ranking
+# asserted; its README has the full example's figures.
+NO_RANKING = {"ganomaly", "draem", "dsr"}
+# models that train another part after early stopping (DSR's upsampling module, phase 3): the image score, which
+# that part does not touch, shows that the best epoch's weights were kept
+LATER_PHASE = {"dsr"}
 TRAINED = [kind for kind, cls in IMAGE_MODELS.items() if cls.trainable]  # each needs its KINDS and EPOCHS entry
 DEFECTS = ("MT_Blowhole", "MT_Break", "MT_Fray")  # local defects; MT_Uneven / MT_Crack are faint at 128x128
 
@@ -168,7 +179,8 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     computed: list[float] = []
 
     def metric(validation: ImageSet) -> float:
-        seen.append(model.predict(probe).anomaly_map.copy())
+        p = model.predict(probe)
+        seen.append((p.score if kind in LATER_PHASE else p.anomaly_map).copy())
         computed.append(real(validation))  # image AUROC of the 6 normal and 6 defect validation images
         return next(metrics)
 
@@ -182,21 +194,23 @@ def test_early_stop_keeps_the_best_epochs_weights(kind: str, mt_sets: dict, monk
     assert stats["stopped_early"] and stats["epochs"] == 3 and stats["best_epoch"] == 1
     assert len(seen) == 3 and not np.array_equal(seen[0], seen[2])  # training changed the network
     assert stats["metrics"] == [0.8, 0.6, 0.7] and all(0.0 <= m <= 1.0 for m in computed)
-    assert np.array_equal(model.predict(probe).anomaly_map, seen[0])
+    p = model.predict(probe)
+    assert np.array_equal(p.score if kind in LATER_PHASE else p.anomaly_map, seen[0])
     err = capsys.readouterr().err
     assert f"{kind} epoch 1/6" in err and "loss=" in err
 
 
 @pytest.mark.parametrize("kind", ["stfpm", "reverse_distillation", "uflow", "cfa", "cflow", "csflow", "ganomaly",
-                                  "draem"])
+                                  "draem", "dsr"])
 def test_openvino_ir_scores_like_torch(kind: str, fitted: dict, mt_sets: dict, mt_root: Path,
                                        tmp_path: Path) -> None:
     """`streamad export` of STFPM (teacher + student + map head in one graph), of Reverse Distillation (encoder,
     bottleneck, decoder, map head), of U-Flow (backbone, norms, U-shaped flow, map head), of CFA (backbone,
     descriptor, the memory bank as a buffer, map head), of C-Flow (backbone, the per-layer conditional decoders
     over every fibre, the map from the training reference), of CS-Flow (backbone at three resolutions, cross-scale
-    flow, map and score), of GANomaly (generator, latent distance, constant map) and of DRAEM (both sub-networks,
-    softmax map, its maximum), reusing the models trained above:
+    flow, map and score), of GANomaly (generator, latent distance, constant map), of DRAEM (both sub-networks,
+    softmax map, its maximum) and of DSR (VQ model with its argmin, restriction modules, both decoders, detection
+    and upsampling U-Nets), reusing the models trained above:
     on 50 test images spread over the test split, OpenVINO and torch agree within 1e-3 on normalised scores and maps
     and give the same labels. (FastFlow is in
     tests/integration/test_export_parity.py; a model trained as briefly as CI allows puts the F1-adaptive threshold of

@@ -19,52 +19,38 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from streamad.models.components.perlin import next_pow2, perlin_mask, perlin_noise
-from streamad.models.image import IMAGE_MODELS
+from image_fixtures import model_from, noise_set, seeded
 from streamad.models.image.draem import augmenter as aug
 from streamad.models.image.draem import model as dmodel
 from streamad.models.image.draem.loss import draem_losses, focal_loss, ssim_loss, ssim_map
 from streamad.models.image.draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
 from streamad.models.image.draem.sspcab import Sspcab
-from streamad.models.image.image_set import ImageSet
 
 TINY = {"kind": "draem", "input_size": [32, 64], "recon_base_width": 4, "disc_base_width": 4, "batch_size": 4}
 
 
 def make(**kw: Any) -> Any:
-    cls = IMAGE_MODELS.get("draem")
-    return cls(cls.Config.model_validate({**TINY, **kw}))
-
-
-def noise_set(n: int = 8, size: tuple[int, int] = (32, 64)) -> ImageSet:
-    rng = np.random.default_rng(0)
-    s = ImageSet(size)
-    for _ in range(n):
-        s.append(rng.integers(0, 256, (*size, 3), dtype=np.uint8), 0)
-    return s
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return model_from(TINY, **kw)
 
 
 # -- Perlin noise and masks -------------------------------------------------------------------------------------
 
 def test_perlin_noise_is_smooth_seeded_gradient_noise() -> None:
-    n = perlin_noise((64, 128), (4, 8), gen(1))
+    n = perlin_noise((64, 128), (4, 8), seeded(1))
     assert n.shape == (64, 128) and n.dtype == torch.float32
-    assert torch.equal(n, perlin_noise((64, 128), (4, 8), gen(1)))
-    assert not torch.equal(n, perlin_noise((64, 128), (4, 8), gen(2)))
+    assert torch.equal(n, perlin_noise((64, 128), (4, 8), seeded(1)))
+    assert not torch.equal(n, perlin_noise((64, 128), (4, 8), seeded(2)))
     assert float(n.abs().max()) <= 1.0 + 1e-5 and float(n.std()) > 0.1
     # gradient noise is 0 on the lattice (every 16 pixels here) and changes little from pixel to pixel
     assert float(n[::16, ::16].abs().max()) < 1e-6
     assert float((n[1:] - n[:-1]).abs().max()) < 0.25
     with pytest.raises(ValueError, match=r"multiples of res"):
-        perlin_noise((60, 128), (8, 8), gen())
+        perlin_noise((60, 128), (8, 8), seeded())
     assert [next_pow2(v) for v in (1, 2, 3, 100, 128, 129)] == [1, 2, 4, 128, 128, 256]
 
 
 def test_perlin_masks_are_binary_seeded_and_cover_a_sane_fraction() -> None:
-    g = gen(0)
+    g = seeded(0)
     masks = [perlin_mask((96, 160), g) for _ in range(200)]
     fractions = np.array([float(m.mean()) for m, _ in masks])
     for m, noise in masks[:20]:
@@ -74,14 +60,14 @@ def test_perlin_masks_are_binary_seeded_and_cover_a_sane_fraction() -> None:
     # DRAEM's masks: usually a few blobs, never the whole image; some coarse scales leave the mask empty
     assert 0.03 < fractions.mean() < 0.3, fractions.mean()
     assert fractions.max() < 0.7 and (fractions > 0).mean() > 0.6
-    g1, g2 = gen(5), gen(5)
+    g1, g2 = seeded(5), seeded(5)
     assert all(torch.equal(perlin_mask((64, 64), g1)[0], perlin_mask((64, 64), g2)[0]) for _ in range(5))
 
 
 # -- the blend and the generator -------------------------------------------------------------------------------
 
 def test_blend_replaces_masked_pixels_by_the_beta_mix() -> None:
-    g = gen(3)
+    g = seeded(3)
     images, source = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 3, 8, 8, generator=g)
     masks = (torch.rand(3, 1, 8, 8, generator=g) > 0.5).float()
     beta = torch.tensor([0.0, 0.4, 1.0])
@@ -95,7 +81,7 @@ def test_blend_replaces_masked_pixels_by_the_beta_mix() -> None:
 
 
 def test_generator_is_seeded_and_changes_only_masked_pixels() -> None:
-    images = torch.rand(16, 3, 64, 64, generator=gen(0))
+    images = torch.rand(16, 3, 64, 64, generator=seeded(0))
     a, ma = aug.AnomalyGenerator((64, 64), seed=4)(images)
     b, mb = aug.AnomalyGenerator((64, 64), seed=4)(images)
     c, mc = aug.AnomalyGenerator((64, 64), seed=5)(images)
@@ -124,7 +110,7 @@ def test_generator_opacity_stays_in_the_beta_range(monkeypatch: pytest.MonkeyPat
 
 
 def test_procedural_textures_and_colour_transforms_stay_in_range() -> None:
-    g = gen(2)
+    g = seeded(2)
     tex = [aug.procedural_texture((48, 80), g) for _ in range(10)]
     for t in tex:
         assert t.shape == (3, 48, 80) and float(t.min()) >= 0 and float(t.max()) <= 1 and float(t.std()) > 0.02
@@ -149,7 +135,7 @@ def test_texture_folder_is_loaded_and_bad_folders_are_clear_errors(tmp_path: Pat
 # -- the loss -------------------------------------------------------------------------------------------------
 
 def test_ssim_and_focal_loss_against_direct_computations() -> None:
-    g = gen(0)
+    g = seeded(0)
     a = torch.rand(2, 3, 24, 24, generator=g)
     assert float(ssim_loss(a, a)) == pytest.approx(0.0, abs=1e-6)
     # constant images: the means are the values, the variances 0 -> SSIM = (2xy + C1) / (x^2 + y^2 + C1)
@@ -201,7 +187,7 @@ def test_sspcab_does_not_see_the_centre_and_adds_its_loss() -> None:
     with torch.no_grad():  # constant attention (sigmoid(20) ~ 1): the output is the four corner convolutions
         block.fc2.weight.zero_()
         block.fc2.bias.fill_(20.0)
-    x = torch.randn(1, 8, 9, 9, generator=gen(0))
+    x = torch.randn(1, 8, 9, 9, generator=seeded(0))
     y = x.clone()
     y[..., 4, 4] += 5.0  # change the centre pixel only
     assert block(x).shape == x.shape
@@ -210,12 +196,12 @@ def test_sspcab_does_not_see_the_centre_and_adds_its_loss() -> None:
     model = make(enable_sspcab=True, sspcab_lambda=0.5)
     setup = model._training()
     assert isinstance(setup.network.reconstructive.bottom, Sspcab)
-    loss = setup.step(torch.rand(4, 3, 32, 64, generator=gen(1)) * 255)
+    loss = setup.step(torch.rand(4, 3, 32, 64, generator=seeded(1)) * 255)
     last = model._step.last
     assert last["sspcab"] > 0 and loss == pytest.approx(last["l2"] + last["ssim"] + last["focal"] +
                                                         0.5 * last["sspcab"], rel=1e-5)
     plain = make()
-    plain._training().step(torch.rand(4, 3, 32, 64, generator=gen(1)) * 255)
+    plain._training().step(torch.rand(4, 3, 32, 64, generator=seeded(1)) * 255)
     assert "sspcab" not in plain._step.last
 
 

@@ -16,6 +16,7 @@
 | ``rkde`` | :class:`~streamad.models.image.rkde.Rkde` | region scores painted on their boxes (CenterNet regions) | max region score |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
 | ``draem`` | :class:`~streamad.models.image.draem.Draem` | anomalous-class probability of a segmentation network (trained on simulated anomalies) | map max |
+| ``dsr`` | :class:`~streamad.models.image.dsr.Dsr` | upsampling module's anomalous-class probability (VQ features re-projected; trained on simulated anomalies) | smoothed detection-map max |
 | ``winclip`` | :class:`~streamad.models.image.winclip.Winclip` | CLIP window-prompt scores, harmonic per patch (zero-/few-shot; needs CLIP weights) | image-prompt probability (+ few-shot max) |
 
 Every model implements :class:`~streamad.models.image.base.ImageModel`.
@@ -28,6 +29,7 @@ from streamad.models.image.csflow import Csflow
 from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
 from streamad.models.image.draem import Draem
+from streamad.models.image.dsr import Dsr
 from streamad.models.image.fastflow import Fastflow
 from streamad.models.image.ganomaly import Ganomaly
 from streamad.models.image.padim import Padim
@@ -40,4 +42,4 @@ from streamad.models.image.winclip import Winclip
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
            "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Cflow", "Csflow", "Ganomaly", "Rkde",
-           "Draem", "Winclip"]
+           "Draem", "Dsr", "Winclip"]

@@ -19,19 +19,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch import nn
 
-from streamad.models.components.module_arrays import load_module_arrays, module_arrays
 from streamad.models.image.base import ImageNetwork
 from streamad.models.image.draem.augmenter import AnomalyGenerator, load_sources
 from streamad.models.image.draem.loss import draem_losses
-from streamad.models.image.draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork
+from streamad.models.image.draem.networks import DiscriminativeSubNetwork, ReconstructiveSubNetwork, check_unet_size
 from streamad.models.image.image_set import ImageSet
 from streamad.models.image.training import TrainedImageModel, TrainedImageModelConfig, TrainingSetup
+from streamad.models.image.whole_network import WholeNetworkState
 from streamad.registry import IMAGE_MODELS
 
 __all__ = ["Draem", "DraemNetwork", "DraemStep"]
@@ -97,7 +95,7 @@ class DraemStep:
 
 
 @IMAGE_MODELS.register("draem")
-class Draem(TrainedImageModel):
+class Draem(WholeNetworkState, TrainedImageModel):
     """DRAEM with anomalib's parameters (see the module doc and ``README.md`` beside this file).
 
     Config:
@@ -119,6 +117,7 @@ class Draem(TrainedImageModel):
     """
 
     version = "1"
+    array_prefix = "draem"
     score_meaning = "maximum over the pixels of the discriminative network's anomalous-class probability, 0-1"
 
     class Config(TrainedImageModelConfig):
@@ -135,10 +134,7 @@ class Draem(TrainedImageModel):
 
         @model_validator(mode="after")
         def _check(self) -> "Draem.Config":
-            h, w = self.input_size
-            if h % 32 or w % 32:
-                raise ValueError(f"draem: input_size sides must be multiples of 32 (e.g. [128, 128] or [256, 256]), "
-                                 f"got {list(self.input_size)}")
+            check_unet_size("draem", self.input_size)
             lo, hi = self.beta
             if not 0.0 <= lo <= hi <= 1.0:
                 raise ValueError(f"draem: beta must be a range (low, high) with 0 <= low <= high <= 1, got "
@@ -180,13 +176,3 @@ class Draem(TrainedImageModel):
         """
         stats = super().fit(train, validation, progress)
         return {**stats, "last_losses": {k: round(v, 6) for k, v in self._step.last.items()}}
-
-    def _fitted_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        net = self.require_network()
-        arrays = module_arrays(net, "draem.")
-        return {"draem_arrays": len(arrays)}, arrays
-
-    def _build_network(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> nn.Module:
-        net = self._network()
-        load_module_arrays(net, arrays, "draem.", "draem")
-        return net

@@ -9,7 +9,8 @@ reconstructive, 64 for the discriminative network; configurable here so that CPU
   :class:`~streamad.models.image.draem.sspcab.Sspcab` when enabled), and a decoder without skip connections: 4 times
   bilinear 2x upsampling (``align_corners=True``) + convolution, a double-convolution block, then a 3x3 convolution
   to 3 channels, no output activation.
-* :class:`DiscriminativeSubNetwork` ``(N, 6, H, W) -> (N, 2, H, W)`` logits: a U-Net, encoder of 6 blocks
+* :class:`DiscriminativeSubNetwork` ``(N, 6, H, W) -> (N, 2, H, W)`` logits (``in_channels`` other than 6: DSR's
+  anomaly detection and upsampling modules, the same U-Net as anomalib's ``UnetModel``): a U-Net, encoder of 6 blocks
   (``w, 2w, 4w, 8w, 8w, 8w``, stride 32) whose first five outputs are concatenated to the decoder's upsampled maps.
 
 ``H`` and ``W`` must be multiples of 32.
@@ -22,7 +23,23 @@ from torch import nn
 
 from streamad.models.image.draem.sspcab import Sspcab
 
-__all__ = ["ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "conv_bn_relu", "double_conv", "up_conv"]
+__all__ = ["ReconstructiveSubNetwork", "DiscriminativeSubNetwork", "conv_bn_relu", "double_conv", "up_conv",
+           "check_unet_size"]
+
+UNET_STRIDE = 32
+"""The discriminative U-Net pools 5 times: input sides must be multiples of this."""
+
+
+def check_unet_size(kind: str, input_size: tuple[int, int]) -> None:
+    """For a model config whose network holds :class:`DiscriminativeSubNetwork` (DRAEM, DSR).
+
+    Raises:
+        ValueError: an ``input_size`` side not a multiple of 32 (the message names ``kind``).
+    """
+    h, w = input_size
+    if h % UNET_STRIDE or w % UNET_STRIDE:
+        raise ValueError(f"{kind}: input_size sides must be multiples of {UNET_STRIDE} (e.g. [128, 128] or "
+                         f"[256, 256]), got {list(input_size)}")
 
 
 def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
@@ -81,13 +98,13 @@ class DiscriminativeSubNetwork(nn.Module):
     (see the module doc).
 
     Args:
-        width: base width ``w`` (anomalib 64).
+        width: base width ``w`` (anomalib 64). in_channels: input channels (6: DRAEM's image and reconstruction).
     """
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, in_channels: int = 6) -> None:
         super().__init__()
         w = int(width)
-        chans = [6, w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w]
+        chans = [int(in_channels), w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w]
         self.blocks = nn.ModuleList(double_conv(a, b) for a, b in zip(chans[:-1], chans[1:]))
         self.pool = nn.MaxPool2d(2)
         # decoder level k: upsample from deep channels, concatenate the encoder's skip, double convolution
