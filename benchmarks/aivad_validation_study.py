@@ -216,22 +216,29 @@ def validation_score(scores: list[np.ndarray], clips: list[tuple[str, np.ndarray
     return res[0], res[1], float(np.mean(res))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def held_out_split(doc: str) -> tuple[argparse.Namespace, Path, Path, np.random.Generator, list[Any], list[Any]]:
+    """Command line (``--work``, ``--seed``, ``--held-out``) and the seeded held-out split of Ped2's training clips
+    (module doc, step 1): ``(args, data root, models folder, rng, held-out clips, clips to fit on)``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="feature cache folder")
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the pseudo-anomalies")
     ap.add_argument("--held-out", type=int, default=4, help="training clips held out for validation")
     args = ap.parse_args()
     data = Path(os.environ.get("STREAMAD_DATA", "../shared/data"))
     models = Path(os.environ.get("STREAMAD_MODELS", data.parent / "models"))
-    root = data / "UCSD_Anomaly_Dataset.v1p2"
     args.work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    train = ucsd_videos(root, "UCSDped2", "train")
+    train = ucsd_videos(data / "UCSD_Anomaly_Dataset.v1p2", "UCSDped2", "train")
     held_idx = sorted(rng.choice(len(train), args.held_out, replace=False).tolist())
     held = [train[i] for i in held_idx]
     fit_videos = [v for i, v in enumerate(train) if i not in held_idx]
     print(f"held out (seed {args.seed}): {[v.name for v in held]}; fit on {len(fit_videos)} clips")
+    return args, data, models, rng, held, fit_videos
+
+
+def main() -> int:
+    args, data, models, rng, held, fit_videos = held_out_split(__doc__ or "")
+    root = data / "UCSD_Anomaly_Dataset.v1p2"
     ext = Extractor(models)
     print("features (cached):")
     fit = [cached(args.work, f"train_{v.name}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths], LENGTHS))

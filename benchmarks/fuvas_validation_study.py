@@ -16,18 +16,15 @@ Usage::
    throughout. Each configuration is scored by the mean of the skip-frame and pasted-object frame AUROCs against
    the normal frames, after the example's temporal smoothing (sigma 3 frames); ties keep grid order.
 
-Frame maps come from the backbone of :class:`~streamad.models.components.clip_grid.ClipGridFeatures` and are cached under
-``--work``; clips are built from them as the ``clip_features`` operator builds them, and scored by
+Frame maps come from the backbone of :class:`~streamad.models.components.clip_grid.ClipGridFeatures` and are
+cached under ``--work``; clips are built from them as the ``clip_features`` operator builds them, and scored by
 :class:`~streamad.models.video.fuvas.model.Fuvas` itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +32,12 @@ import torch
 
 from streamad.models.components.centernet import CenterNetDetector
 from streamad.models.components.backbone import FeatureExtractor, build_feature_extractor
+from streamad.models.components.clip_grid import combine_frames
 from streamad.models.video.fuvas.model import Fuvas
-from streamad.sources.datasets.ucsd import ucsd_videos
 from streamad.sources.image_folder import read_rgb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aivad_validation_study import validation_clips, validation_score  # noqa: E402
+from aivad_validation_study import cached, held_out_split, validation_clips, validation_score  # noqa: E402
 from ped2_study import smooth_clip  # noqa: E402
 
 LAYERS = ("layer3", "layer4")
@@ -73,25 +70,11 @@ def frame_maps(net: FeatureExtractor, frames: list[np.ndarray]) -> dict[str, np.
     return {layer: np.stack(v) for layer, v in out.items()}
 
 
-def cached(work: Path, name: str, make) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
-    path = work / f"{name}.npz"
-    if not path.exists():
-        t0 = time.time()
-        np.savez(path, **make())
-        print(f"  {name}: {time.time() - t0:.0f} s", flush=True)
-    return dict(np.load(path))
-
-
 def clip_rows(maps: np.ndarray, length: int, temporal: str) -> list[dict[str, np.ndarray]]:
     """``features`` of every clip (frames k .. k+length-1) of a video's ``(T, h, w, C)`` maps, as ``clip_features``
     builds them."""
-    t, h, w, c = maps.shape
-    out = []
-    for k in range(t - length + 1):
-        m = maps[k:k + length].astype(np.float32)
-        cells = m.mean(axis=0).reshape(h * w, c) if temporal == "mean" else m.transpose(1, 2, 0, 3).reshape(h * w, -1)
-        out.append({"clip": np.ascontiguousarray(cells)})
-    return out
+    return [{"clip": combine_frames(maps[k:k + length].astype(np.float32), temporal)}
+            for k in range(len(maps) - length + 1)]
 
 
 def frame_scores(model: Fuvas, maps: np.ndarray, length: int, temporal: str) -> np.ndarray:
@@ -104,28 +87,16 @@ def frame_scores(model: Fuvas, maps: np.ndarray, length: int, temporal: str) -> 
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, required=True, help="feature cache folder")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the pseudo-anomalies")
-    ap.add_argument("--held-out", type=int, default=4, help="training clips held out for validation")
-    args = ap.parse_args()
+    args, _, models, rng, held, fit_videos = held_out_split(__doc__ or "")
     torch.set_num_threads(1)
-    data = Path(os.environ.get("STREAMAD_DATA", "../shared/data"))
-    models = Path(os.environ.get("STREAMAD_MODELS", data.parent / "models"))
-    args.work.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(args.seed)
-    train = ucsd_videos(data / "UCSD_Anomaly_Dataset.v1p2", "UCSDped2", "train")
-    held_idx = sorted(rng.choice(len(train), args.held_out, replace=False).tolist())
-    held = [train[i] for i in held_idx]
-    fit_videos = [v for i, v in enumerate(train) if i not in held_idx]
-    print(f"held out (seed {args.seed}): {[v.name for v in held]}; fit on {len(fit_videos)} clips")
     net = build_feature_extractor("efficientnet_lite0", list(LAYERS))  # ClipGridFeatures's backbone, both layers
     print("frame maps (cached):")
     fit = [cached(args.work, f"train_{v.name}", lambda v=v: frame_maps(net, [read_rgb(p) for p in v.frame_paths]))
            for v in fit_videos]
     clips = validation_clips(held, Detector(models), rng)  # type: ignore[arg-type]
-    val = [cached(args.work, f"train_{held[i // 3].name}" if c.kind == "normal" else f"val{args.seed}_{c.kind}_{i // 3}",
-                  lambda c=c: frame_maps(net, c.frames)) for i, c in enumerate(clips)]
+    names = [f"train_{held[i // 3].name}" if c.kind == "normal" else f"val{args.seed}_{c.kind}_{i // 3}"
+             for i, c in enumerate(clips)]  # the normal versions are the held-out training clips' maps
+    val = [cached(args.work, name, lambda c=c: frame_maps(net, c.frames)) for name, c in zip(names, clips)]
     val_labels = [(c.kind, c.labels) for c in clips]
 
     results = []

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from streamad.frames import Clip, Regions
-from streamad.models.components.clip_grid import ClipGridFeatures
+from streamad.models.components.clip_grid import ClipGridFeatures, combine_frames
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 
@@ -78,12 +78,7 @@ class ClipFeatures(Operator):
                              f"after {self.size} (add a resize operator)")
         self.size = size
         maps = np.stack([self._map(f) for f in clip.frames])  # (T, h, w, C)
-        t, h, w, c = maps.shape
-        if self.config.temporal == "mean":
-            cells = maps.mean(axis=0).reshape(h * w, c)
-        else:
-            cells = maps.transpose(1, 2, 0, 3).reshape(h * w, t * c)
-        clip.features[FEATURE_STREAM] = np.ascontiguousarray(cells, np.float32)
-        boxes = self.shared.cell_boxes((h, w), size)
+        clip.features[FEATURE_STREAM] = combine_frames(maps, self.config.temporal)
+        boxes = self.shared.cell_boxes(maps.shape[1:3], size)
         clip.regions = Regions(boxes, np.ones(len(boxes), np.float32), np.zeros(len(boxes), np.int64))
         return [clip]

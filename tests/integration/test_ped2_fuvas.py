@@ -20,19 +20,19 @@ from streamad.sources.datasets.ucsd import UcsdVideo, ucsd_videos
 from streamad.sources.image_folder import read_rgb
 
 REPO = Path(__file__).resolve().parents[2]
-L = 2  # frames per clip, as examples/ped2_fuvas.yaml
 
 
-def _example_parts() -> tuple[ClipFeatures.Config, Fuvas.Config]:
-    """The clip_features and fuvas configs of examples/ped2_fuvas.yaml."""
+def _example_parts() -> tuple[int, ClipFeatures.Config, Fuvas.Config]:
+    """The clip length and the clip_features and fuvas configs of examples/ped2_fuvas.yaml."""
     ops = load_config(REPO / "examples" / "ped2_fuvas.yaml", env={"STREAMAD_DATA": "."}).operators
+    length = next(o for o in ops if o.kind == "clip_window").clip_length_in_frames
     feats = next(o for o in ops if o.kind == "clip_features")
     model = next(o for o in ops if o.kind == "video_model").model
-    return feats, model
+    return length, feats, model
 
 
-def _clip_features(op_config: ClipFeatures.Config, shared: object, video: UcsdVideo,
-                   n_frames: int) -> list[dict[str, np.ndarray]]:
+def _clip_features(op_config: ClipFeatures.Config, shared: object, video: UcsdVideo, n_frames: int,
+                   L: int) -> list[dict[str, np.ndarray]]:
     """``clip["features"]`` of the clips (frames k .. k+L-1) of the first ``n_frames`` frames of ``video``."""
     op = ClipFeatures(op_config, shared, video.name)
     frames = [Frame(video.name, i, i / 10, 0.0, read_rgb(p)) for i, p in enumerate(video.frame_paths[:n_frames])]
@@ -41,17 +41,17 @@ def _clip_features(op_config: ClipFeatures.Config, shared: object, video: UcsdVi
 
 
 def test_few_shot_fuvas_ranks_ped2_anomalies_above_walkers(data_root: Path) -> None:
-    feats_cfg, model_cfg = _example_parts()
+    L, feats_cfg, model_cfg = _example_parts()
     shared = ClipFeatures.create_shared(feats_cfg, None)  # type: ignore[arg-type]
     root = data_root / "UCSD_Anomaly_Dataset.v1p2"
     train = ucsd_videos(root, "UCSDped2", "train")[:4]
     test = ucsd_videos(root, "UCSDped2", "test")[:2]
-    clips = [f for v in train for f in _clip_features(feats_cfg, shared, v, 60)]
+    clips = [f for v in train for f in _clip_features(feats_cfg, shared, v, 60, L)]
     model = Fuvas(model_cfg.model_copy(update={"train_clip_stride": 3}))
     model.fit(clips, ["train"] * len(clips))
     scores, labels = [], []
     for v in test:
-        scores += [r.frame_score for r in model.predict_batch(_clip_features(feats_cfg, shared, v, v.num_frames))]
+        scores += [r.frame_score for r in model.predict_batch(_clip_features(feats_cfg, shared, v, v.num_frames, L))]
         labels += list(v.labels[L - 1:])
     value = auroc(np.asarray(scores), np.asarray(labels))
     print(f"few-shot FUVAS (4 x 60 training frames, every 3rd clip) on Ped2 Test001 + Test002: "

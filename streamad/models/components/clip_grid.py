@@ -12,7 +12,27 @@ import torch.nn.functional as F
 
 from streamad.models.components.backbone import build_feature_extractor
 
-__all__ = ["ClipGridFeatures"]
+__all__ = ["ClipGridFeatures", "combine_frames"]
+
+
+def combine_frames(maps: np.ndarray, temporal: str) -> np.ndarray:
+    """A clip's ``(T, h, w, C)`` frame maps (oldest first) as ``(h * w, D) float32`` cell rows, row-major:
+    ``temporal="stack"`` puts the frames side by side in each row (``D = T * C``, frame-major), ``"mean"`` averages
+    them (``D = C``).
+
+    Raises:
+        ValueError: ``maps`` is not 4-D, or ``temporal`` is neither ``stack`` nor ``mean``.
+    """
+    if maps.ndim != 4:
+        raise ValueError(f"clip maps must be (T, h, w, C), got shape {maps.shape}")
+    t, h, w, c = maps.shape
+    if temporal == "mean":
+        cells = maps.astype(np.float32).mean(axis=0).reshape(h * w, c)
+    elif temporal == "stack":
+        cells = maps.transpose(1, 2, 0, 3).reshape(h * w, t * c)
+    else:
+        raise ValueError(f"temporal must be 'stack' or 'mean', got {temporal!r}")
+    return np.ascontiguousarray(cells, np.float32)
 
 
 class ClipGridFeatures:

@@ -1,4 +1,4 @@
-"""The FUVAS video model (Hassan et al., "FUVAS: Few-shot Unsupervised Video Anomaly Segmentation via Low-Rank
+"""The FUVAS video model ("FUVAS: Few-shot Unsupervised Video Anomaly Segmentation via Low-Rank
 Factorization of Spatio-Temporal Features", ICASSP 2025; anomalib ``Fuvas`` / ``FUVASModel``).
 
 A clip is described by the deep features of its frames on a grid of cells (the ``clip_features`` operator). One
