@@ -1,6 +1,7 @@
-"""FUVAS on real UCSD Ped2, kept short (40 s of CPU; 1.5 to 3.5 min wall on 2 loaded cores): the clip_features operator and the fuvas model of
-examples/ped2_fuvas.yaml (its clip length too), fitted few-shot on the first 60 frames of 4 training clips and scored on test clips
-Test001 and Test002, must rank their anomalous frames (a cart, a cyclist) above the walkers. The full Ped2 figure
+"""FUVAS on real UCSD Ped2, kept short (40 s of CPU; 1.5 to 3.5 min wall on 2 loaded cores): the clip_features
+operator and the fuvas model of examples/ped2_fuvas.yaml (its clip length too), fitted few-shot on the first 60
+frames of 4 training clips and scored on test clips Test001 and Test002, must rank their anomalous frames (a cart,
+a cyclist) above the walkers. The full Ped2 figure
 comes from ``streamad fit`` + ``streamad eval examples/ped2_fuvas.yaml`` (see streamad/models/video/fuvas/README.md),
 not from this test."""
 
@@ -56,7 +57,7 @@ def test_few_shot_fuvas_ranks_ped2_anomalies_above_walkers(data_root: Path) -> N
     value = auroc(np.asarray(scores), np.asarray(labels))
     print(f"few-shot FUVAS (4 x 60 training frames, every 3rd clip) on Ped2 Test001 + Test002: "
           f"frame AUROC {value:.4f}")
-    # measured 0.6914 on 2026-12-06 with the example's 4-frame clips, 0.7039 with 2 (pooled over the two clips: the sum of the map grows with the number of walkers,
-    # so a crowded normal frame outscores a sparse anomalous one; per clip the full run gives 0.95); the floor sits
-    # below the measurement by more than float noise moves it
+    # measured 0.6914 on 2026-12-06 with the example's 4-frame clips, 0.7039 with 2. Pooled over the two clips:
+    # the sum of the map grows with the number of walkers, so a crowded normal frame can outscore a sparse anomalous
+    # one. The floor sits below the measurement by more than float noise moves it.
     assert value >= 0.65
