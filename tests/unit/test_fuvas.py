@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from streamad.errors import ModelError
 from streamad.frames import Clip, Frame
+from streamad.models.components.clip_grid import combine_frames
 from streamad.models.postprocess import PostProcess
 from streamad.models.store import load_model, save_model
 from streamad.models.video.fuvas.model import Fuvas
@@ -133,3 +134,15 @@ def test_clip_features_grid_boxes_and_frame_cache() -> None:
     with pytest.raises(ValueError, match="one frame size per stream"):
         small = _frame(3, rng.integers(0, 255, (64, 64, 3), np.uint8))
         op.process(Clip(stream_id="s", frames=[frames[2], small], target=small))
+
+
+def test_combine_frames_layout_and_errors() -> None:
+    maps = np.arange(2 * 1 * 3 * 4, dtype=np.float32).reshape(2, 1, 3, 4)  # T=2 frames, 1 x 3 cells, C=4
+    stacked = combine_frames(maps, "stack")
+    assert stacked.shape == (3, 8)
+    np.testing.assert_array_equal(stacked[1], np.r_[maps[0, 0, 1], maps[1, 0, 1]])  # oldest frame first
+    np.testing.assert_array_equal(combine_frames(maps, "mean")[2], maps[:, 0, 2].mean(axis=0))
+    with pytest.raises(ValueError, match=r"\(T, h, w, C\)"):
+        combine_frames(maps[0], "stack")
+    with pytest.raises(ValueError, match="'stack' or 'mean'"):
+        combine_frames(maps, "max")
