@@ -47,7 +47,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -228,28 +228,42 @@ def validation_score(scores: list[np.ndarray], clips: list[tuple[str, np.ndarray
     return res[0], res[1], float(np.mean(res))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def held_out_split(doc: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+                   ) -> tuple[argparse.Namespace, Path, Path, np.random.Generator, list[Any], list[Any]]:
+    """Command line (``--work``, ``--seed``, ``--held-out``, and what ``extra`` adds to the parser) and the seeded
+    held-out split of Ped2's training clips (module doc, step 1): ``(args, data root, models folder, rng, held-out
+    clips, clips to fit on)``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="feature cache folder")
     ap.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the pseudo-anomalies")
     ap.add_argument("--held-out", type=int, default=4, help="training clips held out for validation")
-    ap.add_argument("--regions", choices=["detector", "foreground"], default="detector",
-                    help="detector: CenterNet + foreground boxes, all streams (examples/*_aivad.yaml); foreground: "
-                         "foreground boxes only, velocity only (the velocity model of examples/ped2.yaml)")
+    if extra is not None:
+        extra(ap)
     args = ap.parse_args()
-    detector_regions = args.regions == "detector"
-    grid_streams, example_cfg = (STREAMS, EXAMPLE) if detector_regions else (STREAMS[:1], VELOCITY_EXAMPLE)
-    tag_of = "" if detector_regions else "fg_"  # feature cache names of the foreground-only extraction
     data = Path(os.environ.get("STREAMAD_DATA", "../shared/data"))
     models = Path(os.environ.get("STREAMAD_MODELS", data.parent / "models"))
-    root = data / "UCSD_Anomaly_Dataset.v1p2"
     args.work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    train = ucsd_videos(root, "UCSDped2", "train")
+    train = ucsd_videos(data / "UCSD_Anomaly_Dataset.v1p2", "UCSDped2", "train")
     held_idx = sorted(rng.choice(len(train), args.held_out, replace=False).tolist())
     held = [train[i] for i in held_idx]
     fit_videos = [v for i, v in enumerate(train) if i not in held_idx]
     print(f"held out (seed {args.seed}): {[v.name for v in held]}; fit on {len(fit_videos)} clips")
+    return args, data, models, rng, held, fit_videos
+
+
+def _regions_argument(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--regions", choices=["detector", "foreground"], default="detector",
+                    help="detector: CenterNet + foreground boxes, all streams (examples/*_aivad.yaml); foreground: "
+                         "foreground boxes only, velocity only (the velocity model of examples/ped2.yaml)")
+
+
+def main() -> int:
+    args, data, models, rng, held, fit_videos = held_out_split(__doc__ or "", _regions_argument)
+    detector_regions = args.regions == "detector"
+    grid_streams, example_cfg = (STREAMS, EXAMPLE) if detector_regions else (STREAMS[:1], VELOCITY_EXAMPLE)
+    tag_of = "" if detector_regions else "fg_"  # feature cache names of the foreground-only extraction
+    root = data / "UCSD_Anomaly_Dataset.v1p2"
     ext = Extractor(models, detector_regions)
     print("features (cached):")
     fit = [cached(args.work, f"{tag_of}train_{v.name}", lambda v=v: ext([read_rgb(p) for p in v.frame_paths], LENGTHS))

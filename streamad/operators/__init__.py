@@ -4,6 +4,7 @@
 | kind | does |
 |---|---|
 | ``alert`` | event lifecycle (start / update / end) |
+| ``clip_features`` | FUVAS whole-frame deep features of a clip on a grid of cells |
 | ``clip_window`` | anomalib clip windowing (``clip_length_in_frames``, ``frames_between_clips``, target frame) |
 | ``deep_features`` | AI-VAD deep (appearance) vectors per region from a CNN backbone |
 | ``foreground_regions`` | AI-VAD foreground boxes from frame differences |
@@ -19,5 +20,5 @@
 """
 
 from streamad.operators import (  # noqa: F401
-    alert, clip_window, deep_features, foreground_regions, image_model, object_regions, optical_flow, pose_features,
+    alert, clip_features, clip_window, deep_features, foreground_regions, image_model, object_regions, optical_flow, pose_features,
     resize, smooth, threshold, velocity_features, video_model)
