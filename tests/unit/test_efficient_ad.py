@@ -26,12 +26,11 @@ SIZE = (64, 64)
 
 @pytest.fixture(scope="module")
 def small_set() -> ImageSet:
-    rng = np.random.default_rng(0)
-    s = ImageSet(SIZE)
-    for i in range(6):
-        s.append(texture(rng), 0, name=f"t{i}")
-    yield s
-    s.close()
+    """Six normal textures at 64x64 (a teacher from a file needs no more)."""
+    with ImageSet(SIZE) as images:
+        rng = np.random.default_rng(0)
+        [images.append(texture(rng), 0) for _ in range(6)]
+        yield images
 
 
 def _model(**cfg: object):
