@@ -3,8 +3,8 @@
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
         reverse_distillation uflow cfa csflow
-        ganomaly rkde draem efficient_ad winclip] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
-        [--json out.json]
+        ganomaly rkde draem efficient_ad winclip] [--splits validation test] [--set patch_size=1]
+        [--work runs/bench_images] [--json out.json]
 
 WinCLIP needs CLIP weights the user names (``WINCLIP_WEIGHTS=/path/to/open_clip checkpoint``, read by its example):
 without them it is left out of the table, with that reason printed, rather than failing the run.

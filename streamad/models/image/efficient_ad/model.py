@@ -125,7 +125,7 @@ class EfficientAd(TrainedImageModel):
         log = distil_teacher(net.teacher, self.extractor, images, c.distill_steps, c.distill_batch_size,
                              c.distill_crop, c.distill_lr, c.seed, c.distill_max_seconds, progress)
         return {"teacher": f"distilled from {c.backbone} {'+'.join(c.layers)} on {len(images)} {source}",
-                "distill": dict(log)}
+                "distill": log}
 
     def _training(self) -> TrainingSetup:
         """Not used: :meth:`fit` runs its own setup (teacher, statistics, generic images) around the shared loop."""

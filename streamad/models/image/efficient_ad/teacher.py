@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.state_dict import load_strict
 from streamad.models.image.efficient_ad.pdn import PatchDescriptionNetwork
 
-__all__ = ["load_teacher", "distil_teacher", "DistillLog"]
+__all__ = ["load_teacher", "distil_teacher"]
 
 
 def load_teacher(pdn: PatchDescriptionNetwork, path: str | Path) -> None:
@@ -46,10 +47,6 @@ class _Unnormed(nn.Module):
             self.add_module(f"conv{k}", conv)
 
 
-class DistillLog(dict):
-    """``{"steps", "seconds", "loss_first", "loss_last"}`` of :func:`distil_teacher` (JSON-serialisable)."""
-
-
 def _targets(backbone: FeatureExtractor, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """``(N, 3, h, w)`` 0-1 -> the backbone's layers at ``grid``, concatenated ``(N, sum C_l, gh, gw)``."""
     with torch.no_grad():
@@ -59,7 +56,7 @@ def _targets(backbone: FeatureExtractor, x: torch.Tensor, grid: tuple[int, int])
 
 def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, images: np.ndarray, steps: int,
                    batch_size: int, crop: int, lr: float, seed: int, max_seconds: float | None = None,
-                   progress: bool = False) -> DistillLog:
+                   progress: bool = False) -> dict[str, Any]:
     """Train ``pdn`` (in place) to imitate ``backbone`` on random ``crop`` x ``crop`` crops of ``images``.
 
     Args:
@@ -70,7 +67,8 @@ def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, ima
         progress: tqdm bar with the loss.
 
     Returns:
-        the :class:`DistillLog`.
+        ``{"steps", "seconds", "loss_first", "loss_last"}`` (JSON-serialisable; the loss is the MSE in standardised
+        backbone units, about 1 for a network that predicts the mean).
 
     Raises:
         ValueError: no image, a crop larger than the images, or a loss that is not finite.
@@ -93,7 +91,7 @@ def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, ima
     params = list(pdn.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
     pdn.train(True)
-    log = DistillLog(steps=0, seconds=0.0, loss_first=None, loss_last=None)
+    log: dict[str, Any] = {"steps": 0, "seconds": 0.0, "loss_first": None, "loss_last": None}
     t0 = time.perf_counter()
     bar = tqdm(range(int(steps)), desc="efficient_ad teacher", unit="step", disable=not progress, leave=False)
     for step in bar:
