@@ -56,7 +56,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "csflow": None,  # examples/magnetic_tile_csflow.yaml (trained, 128x128)
     "ganomaly": None,  # examples/magnetic_tile_ganomaly.yaml (trained from scratch, 64x64; no anomaly map)
     "rkde": None,  # examples/magnetic_tile_rkde.yaml (CenterNet regions, 256x256; not exportable: torch only)
-    "efficient_ad": None,  # examples/magnetic_tile_efficient_ad.yaml (distilled teacher, 240 steps, 128x128)
+    "efficient_ad": None,  # examples/magnetic_tile_efficient_ad.yaml (distilled teacher, 160 steps, 128x128)
     "draem": None,  # examples/magnetic_tile_draem.yaml (trained from scratch on simulated anomalies, 128x128)
     "winclip": None,  # examples/magnetic_tile_winclip.yaml (zero-shot CLIP; weights from WINCLIP_WEIGHTS)
 }

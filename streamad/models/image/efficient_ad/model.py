@@ -140,7 +140,8 @@ class EfficientAd(TrainedImageModel):
 
     def fit(self, train: ImageSet, validation: ImageSet | None = None, progress: bool = False) -> dict[str, Any]:
         """Teacher (file or distillation), its channel statistics over ``train``, then the student and autoencoder
-        trained for at most ``max_epochs * steps_per_epoch`` steps (early stopping on ``validation``), then the map
+        trained for at most ``max_epochs * steps_per_epoch`` steps (early stopping on ``validation`` when
+        ``max_epochs > 1``), then the map
         quantiles on ``validation``'s normal images (on ``train`` without a validation set).
 
         Returns:
@@ -166,8 +167,9 @@ class EfficientAd(TrainedImageModel):
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, int(0.95 * total)), gamma=0.1)
         rng = np.random.default_rng(c.seed)
         step = self._step(net, opt, sched, generic, rng)
+        # one epoch leaves nothing to choose between: no validation pass inside the loop (it costs a full pass)
         log = train_module(self, module, None, None, EpochSample(train, c.steps_per_epoch * c.batch_size),
-                           validation, progress, custom_step=step)
+                           validation if c.max_epochs > 1 else None, progress, custom_step=step)
         net.eval()
         has_val = validation is not None and len(validation) > 0
         used = net.set_map_quantiles(validation if has_val else train, max(8, c.batch_size))
