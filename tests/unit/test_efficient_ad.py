@@ -18,7 +18,9 @@ from streamad.models.image.efficient_ad.epoch_sample import EpochSample
 from streamad.models.image.efficient_ad.generic_images import load_generic_images
 from streamad.models.image.efficient_ad.losses import hard_feature_loss
 from streamad.models.image.efficient_ad.network import EfficientAdNetwork
+from streamad.models.components.backbone import build_feature_extractor
 from streamad.models.image.efficient_ad.pdn import PatchDescriptionNetwork
+from streamad.models.image.efficient_ad.teacher import distil_teacher
 from streamad.models.image.image_set import ImageSet
 
 SIZE = (64, 64)
@@ -121,3 +123,13 @@ def test_epoch_sample_reads_a_fixed_number_of_images(small_set: ImageSet) -> Non
     assert len(view) == 4
     assert sum(len(b.images) for b in view.batches(3, shuffle=True, seed=1)) == 4
     assert sum(len(b.images) for b in view.batches(3)) == len(small_set)  # an ordered read: the whole set
+
+
+def test_distillation_trains_the_frozen_teacher_and_freezes_it_again() -> None:
+    net = EfficientAdNetwork(SIZE, 4)  # the network holds its teacher frozen
+    before = net.teacher.conv1.weight.clone()
+    images = np.stack([texture(np.random.default_rng(i))[:64, :64] for i in range(4)])
+    log = distil_teacher(net.teacher, build_feature_extractor("efficientnet_lite0", ["layer2"]), images, 2, 2, 64,
+                         1e-3, 0)
+    assert log["steps"] == 2 and not torch.equal(before, net.teacher.conv1.weight)
+    assert not any(p.requires_grad for p in net.teacher.parameters())

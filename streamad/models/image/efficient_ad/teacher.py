@@ -88,6 +88,8 @@ def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, ima
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Conv2d(pdn.out_channels, t.shape[1], 1)
+    for p in pdn.parameters():  # the network holds its teacher frozen: unfreeze it for the distillation
+        p.requires_grad_(True)
     params = list(pdn.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
     pdn.train(True)
