@@ -3,8 +3,8 @@
 
     STREAMAD_DATA=../shared/data python benchmarks/image_models.py [--models patchcore padim dfm dfkde stfpm fastflow
         reverse_distillation uflow cfa cflow csflow
-        ganomaly rkde draem dsr winclip] [--splits validation test] [--set patch_size=1] [--work runs/bench_images]
-        [--json out.json]
+        ganomaly rkde draem dsr efficient_ad winclip] [--splits validation test] [--set patch_size=1]
+        [--work runs/bench_images] [--json out.json]
 
 WinCLIP needs CLIP weights the user names (``WINCLIP_WEIGHTS=/path/to/open_clip checkpoint``, read by its example):
 without them it is left out of the table, with that reason printed, rather than failing the run.
@@ -57,6 +57,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "csflow": None,  # examples/magnetic_tile_csflow.yaml (trained, 128x128)
     "ganomaly": None,  # examples/magnetic_tile_ganomaly.yaml (trained from scratch, 64x64; no anomaly map)
     "rkde": None,  # examples/magnetic_tile_rkde.yaml (CenterNet regions, 256x256; not exportable: torch only)
+    "efficient_ad": None,  # examples/magnetic_tile_efficient_ad.yaml (distilled teacher, 160 steps, 128x128)
     "draem": None,  # examples/magnetic_tile_draem.yaml (trained from scratch on simulated anomalies, 128x128)
     "dsr": None,  # examples/magnetic_tile_dsr.yaml (VQ model trained here, 3 phases on simulated anomalies, 128x128)
     "winclip": None,  # examples/magnetic_tile_winclip.yaml (zero-shot CLIP; weights from WINCLIP_WEIGHTS)

@@ -31,7 +31,7 @@ FIXTURES = {"patchcore": "mt_patchcore", "padim": "mt_padim", "dfm": "mt_dfm", "
             "fastflow": "mt_fastflow", "winclip": "mt_winclip"}  # WinCLIP on random CLIP weights (none offline)
 ELSEWHERE = {kind: f"tests/integration/test_image_trained.py::test_openvino_ir_scores_like_torch[{kind}]"
              for kind in ("stfpm", "reverse_distillation", "uflow", "cfa", "cflow", "csflow", "ganomaly",
-                          "draem", "dsr")}
+                          "draem", "dsr", "efficient_ad")}
 # R-KDE (``exportable`` False: its regions come from a detector network before the torch one) has no IR; that
 # export_model refuses it is tests/unit/test_image_models.py::test_fit_predict_save_load_export[rkde]
 KINDS = [kind for kind in IMAGE_MODELS.names() if kind not in ELSEWHERE and IMAGE_MODELS.get(kind).exportable]

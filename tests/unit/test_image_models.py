@@ -78,6 +78,10 @@ KIND_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
                         "lr": 1e-3, "coupling_blocks": 2, "condition_vector": 16, "reference": "training"}},
     "csflow": {"csflow": {"kind": "csflow", "batch_size": 8, "max_epochs": 3, "layers": ["layer2"], "lr": 1e-3,
                           "cross_conv_hidden_channels": 32, "n_coupling_blocks": 2}},
+    # a tiny teacher (8 channels) distilled for 10 steps from Lite0 on the textures, 3 epochs of 2 steps of 4
+    "efficient_ad": {"efficient_ad": {"kind": "efficient_ad", "teacher_out_channels": 8, "distill_steps": 10,
+                                      "distill_batch_size": 4, "batch_size": 4, "steps_per_epoch": 2,
+                                      "max_epochs": 3}},
     # no backbone, a square power-of-two input (its own input_size, which make() keeps); no anomaly map. Trained
     # from scratch, it needs ~100 steps before the blob lifts the latent distance (20 epochs at 32x32: ~15 s)
     "ganomaly": {"ganomaly": {"kind": "ganomaly", "input_size": [32, 32], "batch_size": 8, "max_epochs": 20,
@@ -146,7 +150,7 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     assert p_norm.score.shape == (6,) and p_norm.score.dtype == np.float32
     if name in ("patchcore", "patchcore_p5", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
                 "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "cflow", "csflow",
-                "draem"):
+                "draem", "efficient_ad"):
         # local scores: every defect image above every normal one
         assert p_bad.score.min() > p_norm.score.max(), (p_norm.score, p_bad.score)
     else:  # whole-image features (DFM nll, DFKDE, GANomaly) and R-KDE's large regions see a small blob less clearly
@@ -160,7 +164,7 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
             assert p_bad.anomaly_map[i, 0].max() == p_bad.score[i]
     if name in ("patchcore", "patchcore_lite2", "padim", "padim_band", "dfm", "stfpm", "fastflow",
                 "reverse_distillation", "reverse_distillation_multiply", "uflow", "cfa", "cflow", "csflow",
-                "draem"):
+                "draem", "efficient_ad"):
         # the map peaks at the blob (85, 30) of 120x80 -> (68, 24) of 96x64
         y, x = np.unravel_index(np.argmax(p_bad.anomaly_map[0, 0]), SIZE)
         assert abs(x - 68) <= 12 and abs(y - 24) <= 12, (x, y)

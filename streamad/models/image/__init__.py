@@ -13,6 +13,7 @@
 | ``reverse_distillation`` | :class:`~streamad.models.image.reverse_distillation.ReverseDistillation` | encoder-decoder cosine distance (trained) | map max |
 | ``uflow`` | :class:`~streamad.models.image.uflow.Uflow` | U-shaped normalising-flow likelihood (trained) | map max |
 | ``cfa`` | :class:`~streamad.models.image.cfa.Cfa` | distance to the nearest memory-bank centroid (trained descriptor) | map max |
+| ``efficient_ad`` | :class:`~streamad.models.image.efficient_ad.EfficientAd` | student-teacher + autoencoder-student distances, quantile-normalised (trained; distilled PDN teacher) | map max |
 | ``rkde`` | :class:`~streamad.models.image.rkde.Rkde` | region scores painted on their boxes (CenterNet regions) | max region score |
 | ``ganomaly`` | :class:`~streamad.models.image.ganomaly.Ganomaly` | (the image score; trained) | latent distance |
 | ``draem`` | :class:`~streamad.models.image.draem.Draem` | anomalous-class probability of a segmentation network (trained on simulated anomalies) | map max |
@@ -30,6 +31,7 @@ from streamad.models.image.dfkde import Dfkde
 from streamad.models.image.dfm import Dfm
 from streamad.models.image.draem import Draem
 from streamad.models.image.dsr import Dsr
+from streamad.models.image.efficient_ad import EfficientAd
 from streamad.models.image.fastflow import Fastflow
 from streamad.models.image.ganomaly import Ganomaly
 from streamad.models.image.padim import Padim
@@ -42,4 +44,4 @@ from streamad.models.image.winclip import Winclip
 
 __all__ = ["IMAGE_MODELS", "ImageModel", "ImageModelConfig", "ImagePrediction", "Patchcore", "Padim", "Dfm", "Dfkde",
            "Stfpm", "Fastflow", "ReverseDistillation", "Uflow", "Cfa", "Cflow", "Csflow", "Ganomaly", "Rkde",
-           "Draem", "Dsr", "Winclip"]
+           "Draem", "Dsr", "Winclip", "EfficientAd"]
