@@ -5,10 +5,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("STREAMAD_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+def vtest_frame(index: int) -> np.ndarray:
+    """Frame ``index`` of OpenCV's vtest.avi (768x576 pedestrians) as ``(576, 768, 3) uint8 RGB``."""
+    with av.open(str(DATA / "opencv" / "vtest.avi")) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                return frame.to_ndarray(format="rgb24")
+    raise AssertionError("vtest.avi is shorter than expected")
 
 
 @pytest.fixture(scope="session")

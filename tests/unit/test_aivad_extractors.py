@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
 from helpers import frame
-from ped2_fixtures import DATA
+from ped2_fixtures import DATA, vtest_frame as read_vtest
 from streamad.errors import ModelError
 from streamad.frames import Clip, Frame
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
@@ -31,17 +30,9 @@ CENTERNET = VIDEO_MODELS / "centernet.onnx"
 MOVENET = VIDEO_MODELS / "movenet-multipose.onnx"
 
 
-def _vtest(index: int) -> np.ndarray:
-    with av.open(str(DATA / "opencv" / "vtest.avi")) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i == index:
-                return f.to_ndarray(format="rgb24")
-    raise AssertionError("vtest.avi is shorter than expected")
-
-
 @pytest.fixture(scope="module")
 def vtest_frame() -> np.ndarray:
-    return _vtest(120)
+    return read_vtest(120)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +88,7 @@ def test_deep_vectors_of_one_person_in_consecutive_frames_are_closer_than_of_oth
     enc = RegionAppearance(method=method)  # EfficientNet-Lite0 layer3 + layer4, unit norm
     hits, pairs, ratios = 0, 0, []
     for t in (120, 300):
-        a, b = _vtest(t), _vtest(t + 1)
+        a, b = read_vtest(t), read_vtest(t + 1)
         ba, _, la = detector(a, 0.3)
         bb, _, lb = detector(b, 0.3)
         ba, bb = ba[la == PERSON_LABEL], bb[lb == PERSON_LABEL]
@@ -118,7 +109,7 @@ def test_deep_vectors_of_one_person_in_consecutive_frames_are_closer_than_of_oth
 
 
 def test_roi_align_method_gives_vectors_of_the_same_width() -> None:
-    img = _vtest(120)
+    img = read_vtest(120)
     boxes = np.array([[10, 10, 60, 90], [100, 50, 140, 160]], np.float32)
     v = RegionAppearance(method="roi_align")(img, boxes)
     assert v.shape == (2, 432) and np.all(np.isfinite(v))
@@ -180,7 +171,7 @@ def test_maskrcnn_loads_a_local_state_dict_strictly(tmp_path: Path) -> None:
     path = tmp_path / "maskrcnn.pth"
     torch.save(maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None).state_dict(), path)
     det = MaskRcnnDetector(path)
-    boxes, scores, labels = det(_vtest(120)[:120, :160], 0.0)
+    boxes, scores, labels = det(read_vtest(120)[:120, :160], 0.0)
     assert boxes.shape[1] == 4 and len(boxes) == len(scores) == len(labels)
     torch.save({"not": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(ModelError, match="wrong.pth does not match the architecture"):
@@ -188,7 +179,7 @@ def test_maskrcnn_loads_a_local_state_dict_strictly(tmp_path: Path) -> None:
 
 
 def test_openvino_appearance_matches_torch() -> None:
-    img = _vtest(120)
+    img = read_vtest(120)
     boxes = CenterNetDetector(CENTERNET)(img, 0.3)[0]
     kw = dict(layers=["layer3"], crop_size=48, context=1.5)
     a = RegionAppearance(**kw)(img, boxes)  # type: ignore[arg-type]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
+from ped2_fixtures import vtest_frame
 from streamad.eval.detection_recall import far_scene, match_boxes
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
 from streamad.models.components.tiled_detection import TiledDetector, merge_detections, tile_grid
@@ -23,14 +23,6 @@ CENTERNET = DATA.parent / "models" / "centernet.onnx"
 @pytest.fixture(scope="module")
 def centernet() -> CenterNetDetector:
     return CenterNetDetector(CENTERNET)
-
-
-def _vtest_frame(index: int) -> np.ndarray:
-    with av.open(str(DATA / "opencv" / "vtest.avi")) as box:
-        for i, frame in enumerate(box.decode(video=0)):
-            if i == index:
-                return frame.to_ndarray(format="rgb24")
-    raise AssertionError("vtest.avi is shorter than expected")
 
 
 def test_tile_grid_covers_the_frame_with_the_overlap_asked() -> None:
@@ -60,7 +52,7 @@ def test_tiles_find_far_people_the_whole_frame_misses(centernet: CenterNetDetect
     """vtest.avi's clear people (score >= 0.45, 80-110 px tall) made far: the frame shrunk to 0.2 and repeated over
     the 768x576 canvas, people 16-22 px tall. Whole, the frame reaches the network at 0.67 x 0.89 scale and few are
     found; tiles at scale 1.0 find most."""
-    frame = _vtest_frame(60)
+    frame = vtest_frame(60)
     boxes, _, labels = centernet(frame, 0.45)
     canvas, ref = far_scene(frame, boxes[labels == PERSON_LABEL], 0.2)
     assert len(ref) >= 50
