@@ -244,9 +244,12 @@ def test_too_few_frames_says_how_many_were_read_and_needed(camera_url: str, tmp_
                                          r"\(cam\), which gave 0 training clips; the model needs at least 1 \(a clip "
                                          r"is 4 consecutive frames .*clip_length_in_frames, so at least 4 frames"):
         fit(load_config(cfg_path), tmp_path / "model", quiet=True)
-    # with padding (examples/ped2.yaml) the one padded clip holds 3 regions, fewer than the GMM's 5 components
-    cfg = load_config(_config(tmp_path, [{"kind": "live", "url": camera_url, "id": "cam", "max_frames": 3}],
-                              name="padded.yaml"))
+    # with padding (examples/ped2.yaml) the one padded clip holds 3 regions, fewer than a 5-component GMM's
+    padded = _config(tmp_path, [{"kind": "live", "url": camera_url, "id": "cam", "max_frames": 3}], name="padded.yaml")
+    doc = yaml.safe_load(padded.read_text())
+    next(op for op in doc["operators"] if op["kind"] == "video_model")["model"]["n_components_velocity"] = 5
+    padded.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = load_config(padded)
     with pytest.raises(ValueError, match=r"fit\.train: cannot fit on what was read \(read 3 frames from 1 "
                                          r"stream\(s\) \(cam\)\): GMM with 5 components needs at least as many "
                                          r"training regions, got \d"):
