@@ -12,6 +12,7 @@ from pydantic import Field
 
 from streamad.frames import Clip
 from streamad.models.components.region_appearance import RegionAppearance
+from streamad.operators.box_reuse import BoxReuse
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 
@@ -48,16 +49,27 @@ class DeepFeatures(Operator):
         runtime: Literal["torch", "openvino"] = Field(
             "torch", description="'openvino' (method crop only): the backbone and pooling converted once to "
                                  "OpenVINO at start-up; the same vectors within float32 rounding, faster.")
+        reuse_unchanged_boxes: bool = Field(
+            True, description="streamad extension: a box identical to one of the stream's previous clip (a "
+                              "detection object_regions reused, detect_every > 1) keeps the vector computed for it "
+                              "then, as pose_features keeps its keypoints: the backbone runs once per detection. "
+                              "False: every box of every clip is computed (anomalib).")
 
     @classmethod
     def create_shared(cls, config: "DeepFeatures.Config", ctx: BuildContext) -> Any:
         return RegionAppearance(config.backbone, config.layers, config.method, config.crop_size, config.roi_output,
                                 config.normalize, config.weights, config.context, config.runtime)
 
+    def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
+        super().__init__(config, shared, stream_id)
+        self._reuse = BoxReuse((shared.dims,)) if config.reuse_unchanged_boxes else None  # type: ignore[attr-defined]
+
     def process(self, clip: Clip) -> list[Clip]:
         if clip.regions is None:
             raise ValueError(f"stream {self.stream_id}: deep_features needs a region operator (object_regions) "
                              "before it in the pipeline")
         image = (clip.first if self.config.frame == "first" else clip.last).image
-        clip.features["deep"] = self.shared(image, clip.regions.boxes)
+        boxes = clip.regions.boxes
+        clip.features["deep"] = (self.shared(image, boxes) if self._reuse is None
+                                 else self._reuse.reuse(boxes, lambda new: self.shared(image, new)))
         return [clip]

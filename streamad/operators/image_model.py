@@ -111,6 +111,9 @@ class ImageModelOp(Operator):
         every_n: score every Nth frame of a stream (1 = every frame); the others repeat the last result.
         runtime: ``auto`` (the exported OpenVINO IR when present, else torch), ``torch`` or ``openvino``.
         threads: OpenVINO inference threads (default: all cores).
+        performance_hint: OpenVINO ``latency`` (default: a batch is one request on every core) or ``throughput``
+            (each frame of a ``runtime.batch_size`` batch is its own request, run in parallel OpenVINO streams;
+            the same scores; see :mod:`streamad.models.image.runner`).
         pixel_threshold: raw pixel threshold for the regions; overrides the fitted one.
         min_region_area: smallest region, in anomaly-map pixels.
         max_regions: regions kept per frame (highest score first).
@@ -126,6 +129,7 @@ class ImageModelOp(Operator):
         every_n: int = Field(1, ge=1)
         runtime: Literal["auto", "torch", "openvino"] = "auto"
         threads: int | None = Field(None, ge=1)
+        performance_hint: Literal["latency", "throughput"] = "latency"
         pixel_threshold: float | None = None
         min_region_area: int = Field(16, ge=1)
         max_regions: int = Field(10, ge=1)
@@ -153,7 +157,7 @@ class ImageModelOp(Operator):
                               f"video_model operator only; image_model pipelines use the pipeline's model_dir")
         handle = load_handle(ctx, config.model.kind, "image_model",
                              lambda model, meta: open_runner(model, ctx.model_dir, meta, config.runtime,
-                                                             config.threads))
+                                                             config.threads, config.performance_hint))
         if ctx.models is not None:  # streamad_model_age_seconds of the streams (no hot swap for image models)
             ctx.models.adopt(handle)
         if ctx.postprocess is not None:

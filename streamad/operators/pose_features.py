@@ -23,6 +23,7 @@ from pydantic import Field
 from streamad.frames import Clip
 from streamad.models.components.centernet import PERSON_LABEL
 from streamad.models.components.movenet import MoveNetPose
+from streamad.operators.box_reuse import BoxReuse
 from streamad.parts import BuildContext, Operator, PartConfig
 from streamad.registry import OPERATORS
 
@@ -73,19 +74,7 @@ class PoseFeatures(Operator):
 
     def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
-        self._previous: dict[bytes, np.ndarray] = {}  # keypoints (17, 3) of the previous clip's boxes, by box
-
-    def _keypoints(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """``(M, 17, 3)`` keypoints of ``boxes``: the previous clip's for a box it had too, MoveNet's otherwise."""
-        keys = [b.tobytes() for b in np.ascontiguousarray(boxes, np.float32)]
-        known = np.array([k in self._previous for k in keys], bool)
-        kp = np.zeros((len(boxes), 17, 3), np.float32)
-        if known.any():
-            kp[known] = np.stack([self._previous[k] for k, hit in zip(keys, known) if hit])
-        if (~known).any():
-            kp[~known] = self.shared(image, boxes[~known])
-        self._previous = dict(zip(keys, kp))
-        return kp
+        self._reuse = BoxReuse((17, 3))  # keypoints of the previous clip's boxes (a reused detection keeps them)
 
     def process(self, clip: Clip) -> list[Clip]:
         if clip.regions is None:
@@ -96,7 +85,7 @@ class PoseFeatures(Operator):
         chosen = (clip.regions.labels == PERSON_LABEL if self.config.persons_only
                   else np.ones(len(boxes), bool))
         kp = np.zeros((len(boxes), 17, 3), np.float32)
-        kp[chosen] = self._keypoints(image, boxes[chosen])
+        kp[chosen] = self._reuse.reuse(boxes[chosen], lambda new: self.shared(image, new))
         feats = pose_vectors(kp, boxes)
         feats[~chosen] = np.nan
         clip.features["pose"] = feats

@@ -227,6 +227,27 @@ def test_detect_every_reuses_detections_and_their_keypoints_between_detector_run
     assert len(fg[1]) > 0 and not (fg[1].shape == fg[0].shape and np.array_equal(fg[1], fg[0]))
 
 
+def test_deep_features_reuse_the_vectors_of_a_reused_detection_and_compute_new_boxes() -> None:
+    clips = [_ped2_clip("Test001", i) for i in (110, 111)]
+    cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), detect_every=2)
+    regions_op = ObjectRegions(cfg, ObjectRegions.create_shared(cfg, BuildContext(mode="serve")), "ped2")
+    regions = [regions_op.process(c)[0] for c in clips]
+    dcfg = DeepFeatures.Config(kind="deep_features", layers=["layer3"], crop_size=48)
+    shared = DeepFeatures.create_shared(dcfg, None)  # type: ignore[arg-type]
+    exact_cfg = dcfg.model_copy(update={"reuse_unchanged_boxes": False})
+    reused, exact = DeepFeatures(dcfg, shared, "ped2"), DeepFeatures(exact_cfg, shared, "ped2")
+    got = [reused.process(r)[0].features["deep"] for r in regions]
+    want = [shared(r.last.image, r.regions.boxes) for r in regions]
+    np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+    same = (regions[1].regions.boxes[:, None, :] == regions[0].regions.boxes[None]).all(-1)  # (M1, M0)
+    kept, new = same.any(1), ~same.any(1)
+    assert kept.sum() >= 2 and new.sum() >= 1  # reused detections, and fresh foreground boxes
+    np.testing.assert_array_equal(got[1][kept], got[0][same[kept].argmax(1)])  # the vectors of clip 1
+    np.testing.assert_allclose(got[1][new], want[1][new], atol=1e-6)  # computed on clip 2's frame
+    assert not np.allclose(got[1][kept], want[1][kept], atol=1e-6)  # the frame moved on: an approximation
+    np.testing.assert_allclose(exact.process(regions[1])[0].features["deep"], want[1], atol=1e-6)
+
+
 def test_fit_detects_on_every_clip_whatever_detect_every_says() -> None:
     cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), detect_every=3)
     shared = ObjectRegions.create_shared(cfg, BuildContext(mode="fit"))

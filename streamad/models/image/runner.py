@@ -6,9 +6,11 @@ float rounding. :func:`open_runner` picks the IR when ``runtime`` is ``auto`` an
 exists and was exported from this fit (``export.json`` names the fit's ``created`` time).
 
 OpenVINO is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32`` (the CPU plugin would otherwise run bf16 on
-CPUs that have it, and scores would drift from torch) and ``PERFORMANCE_HINT=LATENCY``. The first few frame sizes
-seen each get a model reshaped to that static size (static shapes run faster); further sizes share one
-dynamic-shape compiled model.
+CPUs that have it, and scores would drift from torch) and ``PERFORMANCE_HINT`` ``LATENCY`` (default: a batch is one
+request using every core) or ``THROUGHPUT`` (the cores are split into OpenVINO streams and each frame of a batch is
+its own request, run in parallel with ``AsyncInferQueue``: more frames/s when batches hold several frames, the same
+scores). The first few frame sizes seen each get a model reshaped to that static size (static shapes run faster);
+further sizes share one dynamic-shape compiled model.
 """
 
 from __future__ import annotations
@@ -65,14 +67,18 @@ class OpenVINORunner:
 
     Args:
         xml: the IR file. threads: ``INFERENCE_NUM_THREADS`` (``None``: OpenVINO's default, all cores).
+        hint: ``latency`` or ``throughput`` (module doc).
 
     Raises:
-        ModelError: the file is missing or not a readable IR.
+        ModelError: the file is missing or not a readable IR. ValueError: unknown ``hint``.
     """
 
     name = "openvino"
 
-    def __init__(self, xml: str | Path, threads: int | None = None) -> None:
+    def __init__(self, xml: str | Path, threads: int | None = None, hint: str = "latency") -> None:
+        if hint not in ("latency", "throughput"):
+            raise ValueError(f"OpenVINO performance hint must be latency or throughput, got {hint!r}")
+        self.hint = hint
         self.xml = Path(xml)
         if not self.xml.is_file():
             raise ModelError(f"{self.xml}: no OpenVINO IR here (run `streamad export MODEL_DIR --format openvino`)")
@@ -81,16 +87,18 @@ class OpenVINORunner:
             self.ov_model = self.core.read_model(str(self.xml))
         except RuntimeError as exc:
             raise ModelError(f"{self.xml}: cannot read the IR: {str(exc).splitlines()[0]}") from None
-        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint.upper()}
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._requests: dict[tuple[int, ...] | None, Any] = {}
+        self._requests: dict[tuple[int, ...] | None, Any] = {}  # compiled models by input shape
+        self._infer_requests: dict[int, Any] = {}  # by compiled model: an infer request, or an AsyncInferQueue
         self._lock = threading.Lock()
 
-    def _request(self, shape: tuple[int, ...]) -> Any:
-        req = self._requests.get(shape)
-        if req is not None:
-            return req
+    def _compiled(self, shape: tuple[int, ...]) -> Any:
+        """The compiled model for input ``shape``: static for the first few shapes, then one dynamic model."""
+        compiled = self._requests.get(shape)
+        if compiled is not None:
+            return compiled
         key: tuple[int, ...] | None = shape
         model = self.ov_model
         if len([k for k in self._requests if k is not None]) < _STATIC_SHAPES:
@@ -100,19 +108,47 @@ class OpenVINORunner:
             key = None
             if key in self._requests:
                 return self._requests[key]
-        req = self.core.compile_model(model, "CPU", self.config).create_infer_request()
-        self._requests[key] = req
-        return req
+        compiled = self.core.compile_model(model, "CPU", self.config)
+        self._requests[key] = compiled
+        return compiled
+
+    def _latency(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        compiled = self._compiled(tuple(batch.shape))
+        req = self._infer_requests.get(id(compiled))
+        if req is None:
+            req = self._infer_requests[id(compiled)] = compiled.create_infer_request()
+        req.infer([batch])
+        amap = np.array(req.get_tensor("anomaly_map").data, np.float32)
+        score = np.array(req.get_tensor("score").data, np.float32).reshape(-1)
+        return amap, score
+
+    def _throughput(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import openvino as ov
+
+        compiled = self._compiled((1, *batch.shape[1:]))
+        queue = self._infer_requests.get(id(compiled))
+        if queue is None:
+            queue = self._infer_requests[id(compiled)] = ov.AsyncInferQueue(compiled)
+        maps: list[Any] = [None] * len(batch)
+        scores: list[Any] = [None] * len(batch)
+
+        def done(req: Any, k: int) -> None:
+            maps[k] = np.array(req.get_tensor("anomaly_map").data, np.float32)
+            scores[k] = np.array(req.get_tensor("score").data, np.float32).reshape(-1)
+
+        queue.set_callback(done)
+        for k in range(len(batch)):
+            queue.start_async([batch[k:k + 1]], k)
+        queue.wait_all()
+        return np.concatenate(maps), np.concatenate(scores)
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, H, W, 3) uint8`` (or one ``(H, W, 3)`` frame) -> ``(maps (N, 1, h, w), scores (N,))``."""
         batch = as_batch(images)
         with self._lock:
-            req = self._request(tuple(batch.shape))
-            req.infer([batch])
-            amap = np.array(req.get_tensor("anomaly_map").data, np.float32)
-            score = np.array(req.get_tensor("score").data, np.float32).reshape(-1)
-        return amap, score
+            if self.hint == "throughput" and len(batch) > 1:
+                return self._throughput(batch)
+            return self._latency(batch)
 
 
 def export_info(model_dir: str | Path, fmt: str = "openvino") -> dict[str, Any] | None:
@@ -127,7 +163,7 @@ def export_info(model_dir: str | Path, fmt: str = "openvino") -> dict[str, Any] 
 
 
 def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[str, Any], runtime: str = "auto",
-                threads: int | None = None) -> Runner:
+                threads: int | None = None, hint: str = "latency") -> Runner:
     """The runner for a loaded model.
 
     Args:
@@ -135,7 +171,7 @@ def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[
         metadata: its ``model.json`` (the fit's ``created`` time identifies the export).
         runtime: ``torch``, ``openvino`` (the IR must exist and match this fit) or ``auto`` (the IR when it exists
             and matches, else torch).
-        threads: OpenVINO inference threads.
+        threads: OpenVINO inference threads. hint: OpenVINO ``latency`` or ``throughput`` (:class:`OpenVINORunner`).
 
     Raises:
         ModelError: ``runtime`` is ``openvino`` and there is no IR, or it was exported from another fit.
@@ -160,4 +196,4 @@ def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[
             raise ModelError(msg)
         log.warning("%s; scoring with torch", msg)
         return TorchRunner(model)
-    return OpenVINORunner(xml, threads)
+    return OpenVINORunner(xml, threads, hint)
