@@ -76,9 +76,11 @@ class Alert(Operator):
     Event ids: reproducible for file streams (same file, model and settings give the same ids, so a replay can be
     deduplicated), random for live streams; see :func:`event_id`.
 
-    Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them. Each
-    frame is passed on when the next one arrives (one frame of delay), so that the ``end`` of an event still open
-    when the stream ends rides on the stream's last frame.
+    Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them. A frame
+    is passed on at once, with its events (a ``start`` is never delayed), except while an event is open after it:
+    then it is held until the next frame arrives (one frame of delay), so that the ``end`` of an event still open
+    when the stream ends rides on the stream's last frame. The frames, their order and their events are the same
+    either way.
 
     Config:
         threshold: normalised decision threshold (0.5 after min-max normalisation).
@@ -141,6 +143,9 @@ class Alert(Operator):
     def process(self, s: Scores) -> list[Scores]:
         self._update(s)
         out = [self.held] if self.held is not None else []
+        if self.open is None:  # nothing could still end on this frame: pass it on now
+            self.held = None
+            return [*out, s]
         self.held = s
         return out
 

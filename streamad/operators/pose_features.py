@@ -10,7 +10,10 @@ row of NaN, which the AI-VAD model reads as "no pose attribute" (no pose contrib
 on people only) and the pose density is not spread over fragments of background motion.
 
 MoveNet runs once per detection: a box identical to one of the stream's previous clip (a detection that
-``object_regions`` reused, ``detect_every`` > 1) keeps the keypoints found for it then.
+``object_regions`` reused, ``detect_every`` > 1) keeps the keypoints found for it then. With ``refresh_every`` N > 1
+(streamad extension) it runs once every N detections of a person: a person detected again, overlapping its box of the
+previous clip by IoU >= ``track_iou``, keeps the pose (keypoints relative to its box) measured up to N - 1 detections
+before (:class:`~streamad.operators.box_reuse.BoxReuse`).
 """
 
 from __future__ import annotations
@@ -67,14 +70,41 @@ class PoseFeatures(Operator):
             False, description="streamad extension: pose only for regions labelled person (others: NaN rows, no "
                                "pose contribution); anomalib computes a pose for every region.")
         threads: int = Field(1, ge=1, description="CPU threads of one MoveNet call (OpenVINO).")
+        refresh_every: int = Field(
+            1, ge=1, description="streamad extension: MoveNet measures a tracked person's pose on at least every "
+                                 "Nth detection and the detections between keep it (relative to the new box); 1 = "
+                                 "every detection. Applies to eval and serve; fit measures every detection.")
+        track_iou: float = Field(0.5, gt=0, le=1, description="Least IoU of a box with one of the previous clip's "
+                                                               "to count as the same person (refresh_every > 1).")
 
     @classmethod
     def create_shared(cls, config: "PoseFeatures.Config", ctx: BuildContext) -> Any:
-        return MoveNetPose(config.weights, config.crop_size, config.enlarge, config.threads)
+        net = MoveNetPose(config.weights, config.crop_size, config.enlarge, config.threads)
+        net.refresh_every = 1 if ctx is not None and ctx.mode == "fit" else config.refresh_every
+        return net
 
     def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
-        self._reuse = BoxReuse((17, 3))  # keypoints of the previous clip's boxes (a reused detection keeps them)
+        # keypoints relative to the box (x, y in 0-1, score) of the previous clip's boxes
+        self._reuse = BoxReuse((17, 3), getattr(shared, "refresh_every", 1), self.config.track_iou)
+
+    def _keypoints(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """``(M, 17, 3)`` keypoints (pixels, score) of ``boxes``, MoveNet's or carried over (module doc)."""
+        b = np.asarray(boxes, np.float32).reshape(-1, 4)
+        wh = np.maximum(b[:, 2:] - b[:, :2], 1.0)[:, None, :]
+
+        def relative(new: np.ndarray) -> np.ndarray:
+            kp = self.shared(image, new)
+            nwh = np.maximum(new[:, 2:] - new[:, :2], 1.0)[:, None, :]
+            kp[..., :2] = (kp[..., :2] - new[:, None, :2]) / nwh
+            kp[~kp.any(axis=(1, 2))] = 0.0  # nobody found stays all zero
+            return kp
+
+        rel = self._reuse.reuse(b, relative)
+        kp = rel.copy()
+        kp[..., :2] = rel[..., :2] * wh + b[:, None, :2]
+        kp[~rel.any(axis=(1, 2))] = 0.0
+        return kp
 
     def process(self, clip: Clip) -> list[Clip]:
         if clip.regions is None:
@@ -85,7 +115,7 @@ class PoseFeatures(Operator):
         chosen = (clip.regions.labels == PERSON_LABEL if self.config.persons_only
                   else np.ones(len(boxes), bool))
         kp = np.zeros((len(boxes), 17, 3), np.float32)
-        kp[chosen] = self._reuse.reuse(boxes[chosen], lambda new: self.shared(image, new))
+        kp[chosen] = self._keypoints(image, boxes[chosen])
         feats = pose_vectors(kp, boxes)
         feats[~chosen] = np.nan
         clip.features["pose"] = feats

@@ -52,6 +52,21 @@ def test_open_event_ends_with_the_stream() -> None:
     assert out[-1].index == 6 and out[-1].events[-1].type == "end"
 
 
+def test_frames_pass_at_once_except_while_an_event_is_open() -> None:
+    """A live camera's frames are not delayed by the alert: each frame leaves with the call that brought it, its
+    start event with it; only frames after which an event is open wait for the next frame (the end of an event
+    still open when the stream ends must ride on the last frame)."""
+    from streamad.operators.alert import Alert
+
+    op = Alert(Alert.Config(min_frames=2, cooldown_frames=2, update_interval_s=0), None, "s")
+    outs = [op.process(s) for s in normalized_run("..XX...XX")]
+    assert [[f.index for f in o] for o in outs] == [[0], [1], [2], [], [3], [4, 5], [6], [7], []]
+    # 3 starts the event (min_frames 2) and waits while it is open; 5 ends it (cooldown 2) and leaves at once
+    assert [e.type for e in outs[4][0].events] == ["start"] and [e.type for e in outs[5][1].events] == ["end"]
+    last = op.flush()  # the event started at 8 is still open when the stream ends: its end rides on frame 8
+    assert [f.index for f in last] == [8] and [e.type for e in last[0].events] == ["start", "end"]
+
+
 def _regions_frame(i: int, contributions: dict[str, list[float]], normalized: float = 0.9) -> Scores:
     """A scored frame whose regions have the given per-stream contributions (region score = their sum)."""
     contrib = {k: np.array(v, np.float32) for k, v in contributions.items()}
