@@ -238,13 +238,18 @@ def _machine() -> dict[str, Any]:
 def run(configs: Sequence[str | Path], frames: int = 300, work: str | Path = REPO / "runs" / "live_latency",
         model_dirs: dict[str, Path] | None = None, smooth_mode: str | None = None) -> dict[str, Any]:
     """Measure every config (paths relative to the repository or absolute) on a 10 frames/s RTSP stream of
-    ``frames`` frames; ``model_dirs`` maps a config (as given, or its path relative to the repository) to its
+    ``frames`` frames; ``model_dirs`` maps a config (a path relative to the repository, or absolute) to its
     fitted model (default: the config's ``model_dir``, relative to the repository); ``smooth_mode``: as
     :func:`live_config` (``None``: the configs' own).
 
     Returns:
         ``{"machine": {..., "load_average_start": [1, 5, 15 min], "load_average_end": [...]}, "frames": frames,
         "stream_fps": 10, "rows": [measure(...) per config]}``.
+
+    Raises:
+        FileNotFoundError: a config, the Ped2 test clips or a fitted model is missing (the message names the path
+            and, for a model, the fit command). ValueError: ``frames`` below 1, a ``model_dirs`` key that is none
+            of the configs.
     """
     if frames < 1:
         raise ValueError(f"--frames must be at least 1, got {frames}")
@@ -252,13 +257,18 @@ def run(configs: Sequence[str | Path], frames: int = 300, work: str | Path = REP
     model_dirs = dict(model_dirs or {})
     machine = _machine()
     machine["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
-    examples = [Path(c) if Path(c).is_absolute() else REPO / c for c in configs]
+    examples = [(Path(c) if Path(c).is_absolute() else REPO / c).resolve() for c in configs]
+    overrides = {(Path(k) if Path(k).is_absolute() else REPO / k).resolve(): Path(v) for k, v in model_dirs.items()}
+    unknown = [k for k, p in zip(model_dirs, overrides) if p not in examples]
+    if unknown:
+        raise ValueError(f"--model-dir {', '.join(unknown)}: not among the configs "
+                         f"({', '.join(os.path.relpath(e, REPO) for e in examples)})")
     dirs: list[Path] = []
-    for given, example in zip(configs, examples):
+    for example in examples:
         if not example.is_file():
             raise FileNotFoundError(f"{example}: no such config")
-        override = model_dirs.get(str(given)) or model_dirs.get(os.path.relpath(example, REPO))
-        dirs.append(_check_model_dir(example, Path(override) if override else default_model_dir(example)))
+        override = overrides.get(example)
+        dirs.append(_check_model_dir(example, override if override else default_model_dir(example)))
     video = make_ped2_video(work, max(int(MIN_VIDEO_S * FPS), frames + 10 * FPS))
     rows = [measure(example, d, video, frames, work, smooth_mode) for example, d in zip(examples, dirs)]
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
