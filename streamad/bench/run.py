@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from streamad.bench.stage_metrics import stage_cpu_seconds, stage_means
+from streamad.bench.stage_metrics import frames_dropped, stage_cpu_seconds, stage_means
 from streamad.config import PipelineConfig
 from streamad.eval.evaluation import Evaluation
 from streamad.frames import Scores
@@ -58,6 +58,8 @@ class BenchResult:
         latency_ms: ``{"p50", "p99", "max"}`` end-to-end latency in milliseconds.
         realtime: the files were paced at their frame rate. accuracy: ``{"frame_auroc", "frame_auroc_raw"}`` or
             ``{"image_auroc", "pixel_auroc"}`` of labelled streams (empty otherwise). errors: per-stream errors.
+        dropped: ``{reason: frames}`` dropped before scoring (``backpressure``: a live stream faster than the
+            pipeline, ``runtime.live_policy``; ``rate_cap``: ``max_fps``); empty when none was.
         machine: processor, cores, load average at the start.
     """
 
@@ -74,6 +76,7 @@ class BenchResult:
     accuracy: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -90,7 +93,8 @@ class BenchResult:
                 "fps_per_copy": round(self.fps_per_copy, 2), "realtime": self.realtime, "stages": self.stages,
                 "cpu_seconds": {k: round(v, 3) for k, v in self.cpu.items()},
                 "peak_rss_mib": round(self.peak_rss_mib, 1), "latency_ms": self.latency_ms,
-                "accuracy": self.accuracy, "errors": self.errors, "machine": self.machine}
+                "accuracy": self.accuracy, "errors": self.errors, "machine": self.machine,
+                "dropped": self.dropped}
 
     def table(self) -> str:
         """The figures as text: a summary line, the stage table and the latency / memory / accuracy lines."""
@@ -112,6 +116,8 @@ class BenchResult:
             lines.append(f"end-to-end latency p50 {self.latency_ms['p50']:.1f} ms, p99 {self.latency_ms['p99']:.1f} "
                          f"ms, max {self.latency_ms['max']:.1f} ms"
                          + ("" if self.realtime else " (not paced: includes queueing; use --realtime)"))
+        if self.dropped:
+            lines.append("dropped frames: " + ", ".join(f"{n} ({reason})" for reason, n in self.dropped.items()))
         if self.accuracy:
             lines.append("accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in self.accuracy.items()))
         for sid, err in self.errors.items():
@@ -210,4 +216,4 @@ def bench(cfg: PipelineConfig, model_dir: Path | None = None, streams: int = 1, 
                        frames=stats.delivered, seconds=stats.seconds, realtime=realtime, stages=stages, cpu=cpu,
                        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                        latency_ms=latency_ms, accuracy=_accuracy(latency.evaluation, run.postprocess, stats.fps),
-                       errors=dict(stats.errors), machine=machine)
+                       errors=dict(stats.errors), machine=machine, dropped=frames_dropped(metrics))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from streamad.metrics import Metrics
 
-__all__ = ["stage_cpu_seconds", "stage_means"]
+__all__ = ["frames_dropped", "stage_cpu_seconds", "stage_means"]
 
 
 def stage_means(metrics: Metrics) -> dict[str, tuple[float, int]]:
@@ -26,3 +26,15 @@ def stage_cpu_seconds(metrics: Metrics) -> dict[str, float]:
     """``{stage: CPU seconds of the stage's thread in operator calls}`` from ``streamad_stage_cpu_seconds_total``."""
     return {s.labels["stage"]: s.value for fam in metrics.registry.collect() if fam.name == "streamad_stage_cpu_seconds"
             for s in fam.samples if s.name.endswith("_total")}
+
+
+def frames_dropped(metrics: Metrics) -> dict[str, int]:
+    """``{reason: frames}`` dropped before scoring, all streams together, from ``streamad_frames_dropped_total``
+    (``backpressure``: a live stream's ingress queue was full; ``rate_cap``: over the stream's ``max_fps``)."""
+    out: dict[str, int] = {}
+    for fam in metrics.registry.collect():
+        if fam.name == "streamad_frames_dropped":
+            for s in fam.samples:
+                if s.name.endswith("_total") and s.value:
+                    out[s.labels["reason"]] = out.get(s.labels["reason"], 0) + int(s.value)
+    return out

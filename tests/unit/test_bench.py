@@ -61,6 +61,7 @@ def test_bench_two_copies_measures_every_stage(fitted: Path) -> None:
     assert res.cpu["process"] > 0 and 0 < res.cpu["stages"] <= res.cpu["process"] * 1.05 and res.peak_rss_mib > 50
     assert 0 < res.latency_ms["p50"] <= res.latency_ms["p99"] <= res.latency_ms["max"]
     assert res.accuracy["image_auroc"] == 1.0  # the same images as eval: the blobs are found in every copy
+    assert res.dropped == {}  # file streams wait for the pipeline; only live ones drop
     text = res.table()
     assert "2 copies of the streams (4 streams), 16 frames" in text and "image_model" in text and "p99" in text
 
@@ -79,3 +80,16 @@ def test_cli_prints_the_table_and_writes_json(fitted: Path, tmp_path: Path) -> N
 def test_bench_without_a_model_says_how_to_fit_one(fitted: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="streamad fit"):
         bench(_cfg(fitted), tmp_path / "nothing")
+
+
+def test_dropped_frames_are_summed_by_reason_over_streams() -> None:
+    from streamad.bench.stage_metrics import frames_dropped
+    from streamad.metrics import Metrics
+
+    m = Metrics()
+    assert frames_dropped(m) == {}
+    m.frames_dropped.labels("cam1", "backpressure").inc(3)
+    m.frames_dropped.labels("cam2", "backpressure").inc(2)
+    m.frames_dropped.labels("cam2", "rate_cap").inc(5)
+    m.frames_dropped.labels("cam3", "rate_cap")  # a series that never dropped is left out
+    assert frames_dropped(m) == {"backpressure": 5, "rate_cap": 5}
