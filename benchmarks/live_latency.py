@@ -31,10 +31,11 @@ FFmpeg's demuxing and the decode itself (each a few ms here; no B-frames, so no 
 write (stdout, JSONL, Kafka).
 
 Part of the latency is held by design, not computed: a ``centered`` ``smooth`` operator passes frame t on only once
-frame t + r has been scored (r = ceil(truncate * sigma) = 9 frames for sigma 3: 900 ms at 10 frames/s), and ``alert``
-passes each frame on when the next one arrives (1 frame: 100 ms). The ``held ms`` column is that sum, from the
-config (:func:`held_frames`); ``--smooth-mode causal`` measures the same configs with causal smoothing (no delay,
-but not the scores the fitted thresholds were calibrated on).
+frame t + r has been scored (r = ceil(truncate * sigma) = 9 frames for sigma 3: 900 ms at 10 frames/s). ``alert``
+holds a frame for one more frame only while an event is open after it (so an open event's ``end`` can ride on the
+stream's last frame); a normal stream's frames and every event's ``start`` pass at once. The ``held ms`` column is
+the smoothing's hold, from the config (:func:`held_frames`); ``--smooth-mode causal`` measures the same configs with
+causal smoothing (no delay, but not the scores the fitted thresholds were calibrated on).
 
 Printed: one row per config with the frames scored, delivered frames/s (scored frames over the wall time of the run,
 connection included; at most about 10 for this stream), p50 / p99 / max latency in ms, the held ms, the stage with
@@ -173,17 +174,15 @@ def live_config(example: Path, url: str, frames: int, work: Path, smooth_mode: s
 
 def held_frames(cfg: PipelineConfig) -> dict[str, int]:
     """Frames the config's operators hold each frame back by design, ``{operator: frames}``: a ``centered``
-    ``smooth`` waits for ``ceil(truncate * sigma)`` later frames (its kernel's right half), ``alert`` passes each
-    frame on when the next one arrives (1). At :data:`FPS` frames/s each held frame adds ``1000 / FPS`` ms to the
-    latency whatever the machine's speed."""
+    ``smooth`` waits for ``ceil(truncate * sigma)`` later frames (its kernel's right half). (``alert`` holds a
+    frame only while an event is open, so not on a normal stream.) At :data:`FPS` frames/s each held frame adds
+    ``1000 / FPS`` ms to the latency whatever the machine's speed."""
     import math
 
     held: dict[str, int] = {}
     for op in cfg.operators:
         if op.kind == "smooth" and getattr(op, "mode", "centered") == "centered":
             held["smooth"] = held.get("smooth", 0) + math.ceil(op.truncate * op.sigma)  # type: ignore[attr-defined]
-        elif op.kind == "alert":
-            held["alert"] = held.get("alert", 0) + 1
     return held
 
 

@@ -56,7 +56,7 @@ class BenchResult:
             ``elsewhere`` (the difference, module doc).
         peak_rss_mib: peak resident memory of the process, MiB.
         latency_ms: ``{"p50", "p99", "max"}`` end-to-end latency in milliseconds.
-        realtime: the files were paced at their frame rate. accuracy: ``{"frame_auroc", "frame_auroc_raw"}`` or
+        realtime: the files were paced at their frame rate, or every stream is live (a camera paces itself). accuracy: ``{"frame_auroc", "frame_auroc_raw"}`` or
             ``{"image_auroc", "pixel_auroc"}`` of labelled streams (empty otherwise). errors: per-stream errors.
         dropped: ``{reason: frames}`` dropped before scoring (``backpressure``: a live stream faster than the
             pipeline, ``runtime.live_policy``; ``rate_cap``: ``max_fps``); empty when none was.
@@ -213,7 +213,8 @@ def bench(cfg: PipelineConfig, model_dir: Path | None = None, streams: int = 1, 
     latency_ms = ({"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2),
                    "max": round(float(lat.max()), 2)} if len(lat) else {})
     return BenchResult(config=str(cfg.path or cfg.name), streams=streams, sources=len(sources),
-                       frames=stats.delivered, seconds=stats.seconds, realtime=realtime, stages=stages, cpu=cpu,
+                       frames=stats.delivered, seconds=stats.seconds,
+                       realtime=realtime or all(getattr(src, "live", False) for src in sources), stages=stages, cpu=cpu,
                        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                        latency_ms=latency_ms, accuracy=_accuracy(latency.evaluation, run.postprocess, stats.fps),
                        errors=dict(stats.errors), machine=machine, dropped=frames_dropped(metrics))
