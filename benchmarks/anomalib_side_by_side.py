@@ -219,9 +219,11 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     ap.add_argument("--refit", action="store_true", help="fit and export both sides again")
     args = ap.parse_args()
-    from streamad.sources.datasets.ucsd import ucsd_videos
+    from streamad.sources.datasets.ucsd import UcsdPedSource, ucsd_videos
 
-    work, root = args.work.resolve(), os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
+    work = args.work.resolve()
+    root = Path(os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data")))
+    root = root / UcsdPedSource.Config(split="test").root  # the release folder, as the config's streams find it
     machine = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "load_average_start": [round(x, 2) for x in os.getloadavg()], "python": sys.version.split()[0]}
     print(f"machine: {machine['processor']}, {machine['cores']} cores; load average (1/5/15 min) "
