@@ -242,7 +242,9 @@ def main() -> int:
         if model == "patchcore":
             train = spread(train_all, patchcore_train_frames(_bank_size(model_dir), PATCHCORE["coreset_sampling_ratio"],
                                                              settings["input_size"]))
+        load = [round(os.getloadavg()[0], 2)]
         theirs = anomalib_side(python, model, work, test, train, settings, args.refit)
+        load.append(round(os.getloadavg()[0], 2))
         ours = bench_streamad(model, work, model_dir, per_clip, args.batch_size)  # right after anomalib's loop
         if ours["frames"] != theirs["frames"]:
             raise RuntimeError(f"{model}: streamad scored {ours['frames']} frames, anomalib {theirs['frames']}")
@@ -250,9 +252,9 @@ def main() -> int:
                      "streamad_fps": ours["fps"]})
         bank = (f"; memory bank: anomalib {theirs['memory_bank']} rows from {theirs['fit_frames']} frames, "
                 f"streamad {ours['memory_bank']}" if model == "patchcore" else "")
-        print(f"{model}: anomalib {theirs['fps']:.1f} frames/s, streamad {ours['fps']:.1f} frames/s{bank}",
-              flush=True)
-        details[model] = {"anomalib": theirs, "streamad": ours}
+        print(f"{model}: anomalib {theirs['fps']:.1f} frames/s, streamad {ours['fps']:.1f} frames/s (1-min load "
+              f"average {load[0]} / {load[1]} before each){bank}", flush=True)
+        details[model] = {"anomalib": theirs, "streamad": ours, "load_average_before": load}
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\nUCSD Ped2 test frames through OpenVINO (FP32), streamad runtime.batch_size {args.batch_size}; "
           f"load average {machine['load_average_start'][0]} at the start, {machine['load_average_end'][0]} at the end")
