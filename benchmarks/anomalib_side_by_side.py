@@ -6,10 +6,12 @@ Ped2 test frames, in one run on one machine (issue 21's speed ratio).
         [--json OUT.json] [--refit]
 
 anomalib is never a dependency of streamad: the first run creates a separate venv (``--env``, reused afterwards)
-and pip-installs :data:`ANOMALIB_PINS` there (about 6.5 GB: anomalib imports torchvision, which needs a torch of its
-own; streamad's torch is not shared). benchmarks/anomalib_worker.py runs inside it.
+and pip-installs :data:`ANOMALIB_PINS` there (about 6.6 GB and 4-5 minutes: anomalib imports torchvision, whose
+PyPI wheels need the torch they were built with; streamad's torch is not shared). benchmarks/anomalib_worker.py runs
+inside it.
 
-For each model, in this order:
+For each model: streamad's model is fitted and exported first (step 2; PatchCore's bank size is needed by step 1),
+then anomalib is measured (step 1), then streamad right after it:
 
 1. anomalib (worker, subprocess in the venv): ``Padim`` / ``Patchcore`` with the settings of streamad's Ped2 image
    examples (examples/ped2_padim.yaml; PatchCore: image_serve_fps.PATCHCORE): timm ``efficientnet_lite0`` at
@@ -17,8 +19,10 @@ For each model, in this order:
    (stride 8 / 16, 40 / 112 channels; :func:`timm_layers`), input 240x360, PaDiM ``n_features`` 100, PatchCore
    coreset 1 % and 9 neighbours. Random weights: nothing can be downloaded here, and weights do not change the
    time per frame (the same graph, the same shapes). PaDiM is fitted on every Ped2 training frame; PatchCore on
-   evenly spread training frames, as many as make its memory bank as large as streamad's (streamad samples 100,000
-   patches into the coreset search; both bank sizes are printed). Exported with anomalib's ``to_openvino`` and
+   evenly spread training frames, as many as make its memory bank as large as streamad's (streamad's
+   ``max_coreset_input`` draws 100,000 patches, 40 a frame, into the coreset search: 1,020 rows; anomalib's 1 % of
+   76 frames' 1,350 patches: 1,026; both are printed). ONNX through torch's TorchScript exporter (anomalib 2.1's
+   dynamic axes; torch >= 2.9 defaults to the dynamo exporter). Exported with anomalib's ``to_openvino`` and
    timed with ``OpenVINOInferencer.predict(path)`` frame after frame, each frame read from disk by ``predict``.
    The exported IR is reused by later runs (``--refit``: fit and export again).
 2. streamad: the model fitted from examples/ped2_padim.yaml (image_serve_fps.config, reused from
@@ -31,6 +35,19 @@ loading, compilation and one warm-up call excluded). streamad: ``bench``'s run, 
 last delivered score (model loading excluded), with decoding, the image model, smoothing, threshold and alerts.
 Prints a table (model | anomalib frames/s | streamad frames/s | ratio) with the cores and the load average at the
 start, and writes every figure as JSON with ``--json``.
+
+What each side does per frame (the network is the same: backbone, PaDiM's Mahalanobis map / PatchCore's
+nearest-neighbour map and re-weighted score, bilinear / nearest upsampling to 240x360, Gaussian blur sigma 4):
+
+* anomalib: PIL decode to RGB, ``/ 255`` as float64, to float32 NCHW (Python, one thread, before each call); in the
+  IR a resize to 240x360 (a no-op in value) and ImageNet normalisation, and after the map the post-processor
+  (min-max normalisation, image and pixel thresholds: ``pred_label``, ``pred_mask``); then a ``NumpyImageBatch``.
+  Compiled for ``CPU`` (what the inferencer's default ``AUTO`` picks on this machine) with OpenVINO's defaults.
+* streamad: OpenCV decode to RGB uint8 in the source threads, 12 streams at once, overlapping the model; in the IR
+  ``(x - 127) / 128``, out the raw map and score; then in Python min-max normalisation, anomalous regions
+  (connected components of the thresholded map), temporal smoothing, threshold and alert stages. Compiled for
+  ``CPU`` with ``INFERENCE_PRECISION_HINT=f32`` and ``PERFORMANCE_HINT=LATENCY`` (f32 is the default here too:
+  this CPU has no bf16).
 """
 
 from __future__ import annotations
