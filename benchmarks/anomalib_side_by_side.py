@@ -189,12 +189,13 @@ def prepare_streamad(model: str, work: Path, refit: bool) -> Path:
     return model_dir
 
 
-def bench_streamad(model: str, work: Path, model_dir: Path, per_clip: int, batch_size: int) -> dict[str, Any]:
+def bench_streamad(model: str, work: Path, model_dir: Path, per_clip: int, batch_size: int,
+                   hint: str = "latency") -> dict[str, Any]:
     """:func:`streamad.bench.run.bench` of the config with ``runtime: openvino`` (module doc, step 2)."""
     from streamad.bench.run import bench
     from streamad.config import load_config
 
-    cfg = load_config(config(model, work, "openvino", batch_size))  # as the CLI's _load
+    cfg = load_config(config(model, work, "openvino", batch_size, hint))  # as the CLI's _load
     res = bench(cfg, model_dir, max_frames=per_clip)
     if res.errors:
         raise RuntimeError(f"streamad bench of {model}: stream errors {res.errors}")
@@ -233,6 +234,8 @@ def main() -> int:
     ap.add_argument("--env", type=Path, default=REPO / "runs" / "anomalib_env", help="the anomalib venv")
     ap.add_argument("--batch-size", type=int, default=1, help="streamad runtime.batch_size (frames of different "
                                                                    "streams in one model call); anomalib: always 1")
+    ap.add_argument("--hint", choices=["latency", "throughput"], default="latency",
+                    help="streamad's OpenVINO performance_hint (image_model operator)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     ap.add_argument("--refit", action="store_true", help="fit and export both sides again")
     args = ap.parse_args()
@@ -262,7 +265,7 @@ def main() -> int:
         load = [round(os.getloadavg()[0], 2)]
         theirs = anomalib_side(python, model, work, test, train, settings, args.refit)
         load.append(round(os.getloadavg()[0], 2))
-        ours = bench_streamad(model, work, model_dir, per_clip, args.batch_size)  # right after anomalib's loop
+        ours = bench_streamad(model, work, model_dir, per_clip, args.batch_size, args.hint)  # right after anomalib's loop
         if ours["frames"] != theirs["frames"]:
             raise RuntimeError(f"{model}: streamad scored {ours['frames']} frames, anomalib {theirs['frames']}")
         rows.append({"model": model, "frames": theirs["frames"], "anomalib_fps": theirs["fps"],
@@ -273,7 +276,8 @@ def main() -> int:
               f"average {load[0]} / {load[1]} before each){bank}", flush=True)
         details[model] = {"anomalib": theirs, "streamad": ours, "load_average_before": load}
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(f"\nUCSD Ped2 test frames through OpenVINO (FP32), streamad runtime.batch_size {args.batch_size}; "
+    print(f"\nUCSD Ped2 test frames through OpenVINO (FP32), streamad runtime.batch_size {args.batch_size}, "
+          f"performance_hint {args.hint}; "
           f"load average {machine['load_average_start'][0]} at the start, {machine['load_average_end'][0]} at the end")
     print(format_table(rows))
     if args.json:

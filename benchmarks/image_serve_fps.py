@@ -33,9 +33,9 @@ PATCHCORE = {"kind": "patchcore", "backbone": "efficientnet_lite0", "layers": ["
 _SERVED = re.compile(r"served (\d+) frames in ([\d.]+) s \(([\d.]+) frames/s\)")
 
 
-def config(model: str, work: Path, runtime: str = "auto", batch_size: int = 1) -> Path:
-    """A copy of examples/ped2_padim.yaml with the model, the runtime, ``runtime.batch_size`` and a JSONL sink
-    under ``work``."""
+def config(model: str, work: Path, runtime: str = "auto", batch_size: int = 1, hint: str = "latency") -> Path:
+    """A copy of examples/ped2_padim.yaml with the model, the runtime, its OpenVINO ``performance_hint``,
+    ``runtime.batch_size`` and a JSONL sink under ``work``."""
     data: dict[str, Any] = yaml.safe_load((REPO / "examples" / "ped2_padim.yaml").read_text(encoding="utf-8"))
     data["name"] = f"ped2_{model}"
     data["data_root"] = os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
@@ -43,6 +43,7 @@ def config(model: str, work: Path, runtime: str = "auto", batch_size: int = 1) -
     if model == "patchcore":
         data["operators"][0]["model"] = PATCHCORE
     data["operators"][0]["runtime"] = runtime
+    data["operators"][0]["performance_hint"] = hint
     data.setdefault("runtime", {})["batch_size"] = batch_size
     data["sinks"] = [{"kind": "jsonl", "path": str(work / model / f"alerts_{runtime}.jsonl")}]
     path = work / model / f"{runtime}.yaml"

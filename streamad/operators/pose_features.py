@@ -95,9 +95,10 @@ class PoseFeatures(Operator):
 
         def relative(new: np.ndarray) -> np.ndarray:
             kp = self.shared(image, new)
+            nobody = ~kp.any(axis=(1, 2))
             nwh = np.maximum(new[:, 2:] - new[:, :2], 1.0)[:, None, :]
             kp[..., :2] = (kp[..., :2] - new[:, None, :2]) / nwh
-            kp[~kp.any(axis=(1, 2))] = 0.0  # nobody found stays all zero
+            kp[nobody] = 0.0  # nobody found stays all zero
             return kp
 
         rel = self._reuse.reuse(b, relative)

@@ -13,7 +13,7 @@ import torch
 from helpers import frame
 from ped2_fixtures import DATA, vtest_frame as read_vtest
 from streamad.errors import ModelError
-from streamad.frames import Clip, Frame
+from streamad.frames import Clip, Frame, Regions
 from streamad.models.components.centernet import PERSON_LABEL, CenterNetDetector
 from streamad.models.components.movenet import MoveNetPose
 from streamad.models.components.region_appearance import RegionAppearance
@@ -246,6 +246,53 @@ def test_deep_features_reuse_the_vectors_of_a_reused_detection_and_compute_new_b
     np.testing.assert_allclose(got[1][new], want[1][new], atol=1e-6)  # computed on clip 2's frame
     assert not np.allclose(got[1][kept], want[1][kept], atol=1e-6)  # the frame moved on: an approximation
     np.testing.assert_allclose(exact.process(regions[1])[0].features["deep"], want[1], atol=1e-6)
+
+
+class _FakePose:
+    """MoveNet stand-in: a fixed pose relative to each box (one box, the one at x >= 200, has nobody in it)."""
+
+    refresh_every = 1
+    rel = np.stack([np.linspace(0.1, 0.9, 17), np.linspace(0.2, 0.8, 17), np.full(17, 0.7)], axis=1)
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        self.calls.append(len(boxes))
+        kp = np.zeros((len(boxes), 17, 3), np.float32)
+        for i, b in enumerate(boxes):
+            if b[0] < 200:
+                kp[i, :, :2] = b[:2] + self.rel[:, :2] * (b[2:] - b[:2])
+                kp[i, :, 2] = self.rel[:, 2]
+        return kp
+
+
+def _clip_with(boxes: list[list[float]], index: int) -> Clip:
+    img = np.zeros((240, 360, 3), np.uint8)
+    f = Frame(stream_id="s", index=index, pts=index / 10, wall_time=float(index), image=img)
+    c = Clip(stream_id="s", frames=[f], target=f)
+    b = np.array(boxes, np.float32)
+    c.regions = Regions(b, np.full(len(b), 0.5, np.float32), np.ones(len(b), np.int64))
+    return c
+
+
+def test_pose_keypoints_are_movenets_and_nobody_stays_zero_and_refresh_every_carries_the_pose() -> None:
+    pcfg = PoseFeatures.Config(kind="pose_features", weights=str(MOVENET), refresh_every=2)
+    net = _FakePose()
+    net.refresh_every = 2
+    op = PoseFeatures(pcfg, net, "s")  # type: ignore[arg-type]
+    first = op.process(_clip_with([[10, 20, 50, 100], [220, 20, 260, 100]], 0))[0]
+    np.testing.assert_allclose(first.keypoints, net(first.last.image, first.regions.boxes), atol=1e-4)
+    assert not first.keypoints[1].any() and not first.features["pose"][1].any()  # nobody: zeros, as MoveNet said
+    np.testing.assert_allclose(first.features["pose"][0], net.rel[:, :2].ravel(), atol=1e-5)
+    # detected again 4 px further (IoU >= 0.5): the pose is carried to the new box, MoveNet not run
+    second = op.process(_clip_with([[14, 20, 54, 100], [224, 20, 264, 100]], 1))[0]
+    assert net.calls == [2, 2]  # the call above and the test's own reference call only
+    np.testing.assert_allclose(second.keypoints[0, :, 0], 14 + net.rel[:, 0] * 40, atol=1e-4)
+    np.testing.assert_array_equal(second.features["pose"], first.features["pose"])
+    # the third detection is measured afresh (refresh_every 2), and so is a box overlapping nothing
+    op.process(_clip_with([[18, 20, 58, 100], [224, 20, 264, 100], [300, 150, 340, 230]], 2))
+    assert net.calls == [2, 2, 2]  # the moved box and the new one; the identical nobody box kept its zeros
 
 
 def test_fit_detects_on_every_clip_whatever_detect_every_says() -> None:

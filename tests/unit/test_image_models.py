@@ -208,10 +208,13 @@ def test_fit_predict_save_load_export(kind: str, name: str, train_set: ImageSet,
     o_scores, o_maps = _normalised(OpenVINORunner(res.path), images, post)
     assert np.abs(t_scores - o_scores).max() < 1e-3 and np.abs(t_maps - o_maps).max() < 1e-3
     # throughput mode: each frame of the batch its own request in parallel streams, the same scores
-    p_maps, p_raw = OpenVINORunner(res.path, hint="throughput")(images)
+    throughput = OpenVINORunner(res.path, hint="throughput")
+    p_maps, p_raw = throughput(images)
     p_scores = np.array([post.normalize(float(v)) for v in p_raw])
     assert len(p_scores) == len(images) and np.abs(p_scores - o_scores).max() < 1e-4
     assert np.abs(np.stack([post.normalize_regions(m[0]) for m in p_maps]) - o_maps).max() < 1e-4
+    # a batch of one after batches (a stream alone in the queue) runs as one plain request of the same model
+    assert abs(post.normalize(float(throughput(images[-1])[1][0])) - o_scores[-1]) < 1e-4
     assert np.array_equal(t_scores >= 0.5, o_scores >= 0.5) and 0 < (t_scores >= 0.5).sum() < len(images)
     assert np.array_equal(t_maps >= 0.5, o_maps >= 0.5) or np.mean((t_maps >= 0.5) != (o_maps >= 0.5)) < 1e-5
 

@@ -91,7 +91,7 @@ class OpenVINORunner:
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self._requests: dict[tuple[int, ...] | None, Any] = {}  # compiled models by input shape
-        self._infer_requests: dict[int, Any] = {}  # by compiled model: an infer request, or an AsyncInferQueue
+        self._infer_requests: dict[tuple[int, str], Any] = {}  # (compiled model, kind): a request or an async queue
         self._lock = threading.Lock()
 
     def _compiled(self, shape: tuple[int, ...]) -> Any:
@@ -114,9 +114,9 @@ class OpenVINORunner:
 
     def _latency(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         compiled = self._compiled(tuple(batch.shape))
-        req = self._infer_requests.get(id(compiled))
+        req = self._infer_requests.get((id(compiled), "request"))
         if req is None:
-            req = self._infer_requests[id(compiled)] = compiled.create_infer_request()
+            req = self._infer_requests[(id(compiled), "request")] = compiled.create_infer_request()
         req.infer([batch])
         amap = np.array(req.get_tensor("anomaly_map").data, np.float32)
         score = np.array(req.get_tensor("score").data, np.float32).reshape(-1)
@@ -126,9 +126,9 @@ class OpenVINORunner:
         import openvino as ov
 
         compiled = self._compiled((1, *batch.shape[1:]))
-        queue = self._infer_requests.get(id(compiled))
+        queue = self._infer_requests.get((id(compiled), "queue"))
         if queue is None:
-            queue = self._infer_requests[id(compiled)] = ov.AsyncInferQueue(compiled)
+            queue = self._infer_requests[(id(compiled), "queue")] = ov.AsyncInferQueue(compiled)
         maps: list[Any] = [None] * len(batch)
         scores: list[Any] = [None] * len(batch)
 
