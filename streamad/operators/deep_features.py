@@ -50,10 +50,11 @@ class DeepFeatures(Operator):
             "torch", description="'openvino' (method crop only): the backbone and pooling converted once to "
                                  "OpenVINO at start-up; the same vectors within float32 rounding, faster.")
         reuse_unchanged_boxes: bool = Field(
-            True, description="streamad extension: a box identical to one of the stream's previous clip (a "
-                              "detection object_regions reused, detect_every > 1) keeps the vector computed for it "
-                              "then, as pose_features keeps its keypoints: the backbone runs once per detection. "
-                              "False: every box of every clip is computed (anomalib).")
+            False, description="streamad extension: a box identical to one of the stream's previous clip (a "
+                               "detection object_regions reused, detect_every > 1) keeps the vector computed for "
+                               "it then, as pose_features keeps its keypoints: the backbone runs once per "
+                               "detection. False (default, anomalib): every box of every clip is computed. Ped2: "
+                               "+4 % frames/s, AUROC 0.9787 / 0.9345 against 0.9808 / 0.9410 (README Speed).")
 
     @classmethod
     def create_shared(cls, config: "DeepFeatures.Config", ctx: BuildContext) -> Any:

@@ -85,12 +85,14 @@ class PoseFeatures(Operator):
 
     def __init__(self, config: PartConfig, shared: Any, stream_id: str) -> None:
         super().__init__(config, shared, stream_id)
-        # keypoints relative to the box (x, y in 0-1, score) of the previous clip's boxes
+        # keypoints of the previous clip's boxes: in pixels, or relative to the box (x, y in 0-1) to carry them over
         self._reuse = BoxReuse((17, 3), getattr(shared, "refresh_every", 1), self.config.track_iou)
 
     def _keypoints(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """``(M, 17, 3)`` keypoints (pixels, score) of ``boxes``, MoveNet's or carried over (module doc)."""
         b = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if self._reuse.refresh_every == 1:  # identical boxes only: MoveNet's keypoints as they are
+            return self._reuse.reuse(b, lambda new: self.shared(image, new))
         wh = np.maximum(b[:, 2:] - b[:, :2], 1.0)[:, None, :]
 
         def relative(new: np.ndarray) -> np.ndarray:

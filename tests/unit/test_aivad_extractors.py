@@ -232,9 +232,10 @@ def test_deep_features_reuse_the_vectors_of_a_reused_detection_and_compute_new_b
     cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), detect_every=2)
     regions_op = ObjectRegions(cfg, ObjectRegions.create_shared(cfg, BuildContext(mode="serve")), "ped2")
     regions = [regions_op.process(c)[0] for c in clips]
-    dcfg = DeepFeatures.Config(kind="deep_features", layers=["layer3"], crop_size=48)
-    shared = DeepFeatures.create_shared(dcfg, None)  # type: ignore[arg-type]
-    exact_cfg = dcfg.model_copy(update={"reuse_unchanged_boxes": False})
+    exact_cfg = DeepFeatures.Config(kind="deep_features", layers=["layer3"], crop_size=48)
+    assert not exact_cfg.reuse_unchanged_boxes  # anomalib's behaviour unless asked
+    shared = DeepFeatures.create_shared(exact_cfg, None)  # type: ignore[arg-type]
+    dcfg = exact_cfg.model_copy(update={"reuse_unchanged_boxes": True})
     reused, exact = DeepFeatures(dcfg, shared, "ped2"), DeepFeatures(exact_cfg, shared, "ped2")
     got = [reused.process(r)[0].features["deep"] for r in regions]
     want = [shared(r.last.image, r.regions.boxes) for r in regions]

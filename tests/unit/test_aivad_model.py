@@ -181,8 +181,9 @@ def test_three_streams_add_up_as_anomalib_combined_density() -> None:
     batch = model.predict_batch([test, empty, train[0]])
     for got, f in zip(batch, [test, empty, train[0]]):
         want = model.predict(f)
-        np.testing.assert_allclose(got.region_scores, want.region_scores, rtol=1e-6)
-        assert got.frame_score == pytest.approx(want.frame_score)
+        # float32 sums: a batch goes through BLAS in other blocks than one clip (seen: 9e-6 relative under load)
+        np.testing.assert_allclose(got.region_scores, want.region_scores, rtol=5e-5)
+        assert got.frame_score == pytest.approx(want.frame_score, rel=5e-5)
     assert batch[1].frame_score == 0.0 and batch[1].region_scores.shape == (0,)
 
 
