@@ -56,8 +56,9 @@ class BenchResult:
             ``elsewhere`` (the difference, module doc).
         peak_rss_mib: peak resident memory of the process, MiB.
         latency_ms: ``{"p50", "p99", "max"}`` end-to-end latency in milliseconds.
-        realtime: the files were paced at their frame rate, or every stream is live (a camera paces itself). accuracy: ``{"frame_auroc", "frame_auroc_raw"}`` or
-            ``{"image_auroc", "pixel_auroc"}`` of labelled streams (empty otherwise). errors: per-stream errors.
+        realtime: the files were paced at their frame rate, or every stream is live (a camera paces itself).
+        accuracy: ``{"frame_auroc", "frame_auroc_raw"}`` or ``{"image_auroc", "pixel_auroc"}`` of labelled streams
+            (empty otherwise). errors: per-stream errors.
         dropped: ``{reason: frames}`` dropped before scoring (``backpressure``: a live stream faster than the
             pipeline, ``runtime.live_policy``; ``rate_cap``: ``max_fps``); empty when none was.
         machine: processor, cores, load average at the start.

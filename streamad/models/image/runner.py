@@ -8,8 +8,8 @@ exists and was exported from this fit (``export.json`` names the fit's ``created
 OpenVINO is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32`` (the CPU plugin would otherwise run bf16 on
 CPUs that have it, and scores would drift from torch) and ``PERFORMANCE_HINT`` ``LATENCY`` (default: a batch is one
 request using every core) or ``THROUGHPUT`` (the cores are split into OpenVINO streams and each frame of a batch is
-its own request, run in parallel with ``AsyncInferQueue``: more frames/s when batches hold several frames, the same
-scores). The first few frame sizes seen each get a model reshaped to that static size (static shapes run faster);
+its own request, run in parallel with ``AsyncInferQueue``: the same scores; meant for machines with more cores, it
+measured no gain on 2 cores, README Speed). The first few frame sizes seen each get a model reshaped to that static size (static shapes run faster);
 further sizes share one dynamic-shape compiled model.
 """
 
