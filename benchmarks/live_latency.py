@@ -32,8 +32,8 @@ write (stdout, JSONL, Kafka).
 
 Part of the latency is held by design, not computed: a ``centered`` ``smooth`` operator passes frame t on only once
 frame t + r has been scored (r = ceil(truncate * sigma) = 9 frames for sigma 3: 900 ms at 10 frames/s). ``alert``
-holds a frame for one more frame only while an event is open after it (so an open event's ``end`` can ride on the
-stream's last frame); a normal stream's frames and every event's ``start`` pass at once. The ``held ms`` column is
+holds no frame (the ``end`` of an event still open when a stream ends travels on its ``EndOfStream``). The
+``held ms`` column is
 the smoothing's hold, from the config (:func:`held_frames`); ``--smooth-mode causal`` measures the same configs with
 causal smoothing (no delay, but not the scores the fitted thresholds were calibrated on).
 

@@ -263,11 +263,17 @@ class Event:
 
 @dataclass
 class EndOfStream:
-    """Marks the end of ``stream_id``; ``error`` is set when the stream ended because of a failure."""
+    """Marks the end of ``stream_id``; ``error`` is set when the stream ended because of a failure.
+
+    ``events`` are alert events raised by the end itself, after the stream's last frame was passed on: the ``end``
+    of an event still open when the stream ended (see :meth:`streamad.parts.Operator.end_events`). Sinks deliver
+    them in :meth:`streamad.parts.Sink.end_stream`.
+    """
 
     stream_id: str
     error: str | None = None
     wall_time: float = 0.0
+    events: list[Event] = field(default_factory=list)
 
 
 def scale_boxes(boxes: np.ndarray, frame_size: tuple[int, int], source_size: tuple[int, int] | None) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamad.frames import EndOfStream, Frame, Scores
+from streamad.frames import EndOfStream, Event, Frame, Scores
 
 if TYPE_CHECKING:
     from streamad.metrics import Metrics
@@ -191,6 +191,12 @@ class Operator(abc.ABC):
         """The stream ended: return any messages still held (e.g. by a centred smoothing window)."""
         return []
 
+    def end_events(self) -> list[Event]:
+        """The stream ended (called after :meth:`flush`): alert events that the end itself raises, e.g. the
+        ``end`` of an event still open. They travel on the stream's :class:`EndOfStream` to the sinks, so an
+        operator never has to hold a frame back to give them a frame to ride on. Default: none."""
+        return []
+
 
 class Source(abc.ABC):
     """A stream of frames with a stable ``stream_id``.
@@ -226,7 +232,11 @@ class Sink(abc.ABC):
         """Handle one scored frame (its ``events`` are the alerts it caused)."""
 
     def end_stream(self, eos: EndOfStream) -> None:
-        """A stream ended (``eos.error`` set when it failed)."""
+        """A stream ended (``eos.error`` set when it failed). ``eos.events`` are alert events raised by the end
+        (the ``end`` of an event still open), after the stream's last frame: a sink that delivers events delivers
+        these too, in order after those of the last frame. Like :meth:`write`, it may raise
+        :class:`~streamad.errors.SinkFullError` to be called again with the same ``eos`` later, so it must not
+        deliver an event twice when called again."""
 
     def close(self) -> None:
         """Flush and release resources; called once after every stream ended or on shutdown."""

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from streamad.builtin import load_builtin_parts
-from streamad.frames import Frame, Scores
+from streamad.frames import EndOfStream, Frame, Scores
 from streamad.registry import OPERATORS
 
 load_builtin_parts()
@@ -32,11 +32,15 @@ def scores(i: int, value: float, stream: str = "s", fps: float = 10.0, normalize
 
 
 def run_operator(kind: str, messages: Iterable[Any], shared: Any = None, stream: str = "s", **cfg: Any) -> list[Any]:
-    """Feed ``messages`` through a fresh ``kind`` operator for one stream, then flush; returns all outputs."""
+    """Feed ``messages`` through a fresh ``kind`` operator for one stream, then flush; returns all outputs, and
+    last, when the end raised events (:meth:`Operator.end_events`), the :class:`EndOfStream` carrying them."""
     cls = OPERATORS.get(kind)
     op = cls(cls.Config(kind=kind, **cfg), shared, stream)
     out: list[Any] = []
     for m in messages:
         out.extend(op.process(m))
     out.extend(op.flush())
+    end = op.end_events()
+    if end:
+        out.append(EndOfStream(stream, events=end))
     return out

@@ -76,11 +76,11 @@ class Alert(Operator):
     Event ids: reproducible for file streams (same file, model and settings give the same ids, so a replay can be
     deduplicated), random for live streams; see :func:`event_id`.
 
-    Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them. A frame
-    is passed on at once, with its events (a ``start`` is never delayed), except while an event is open after it:
-    then it is held until the next frame arrives (one frame of delay), so that the ``end`` of an event still open
-    when the stream ends rides on the stream's last frame. The frames, their order and their events are the same
-    either way.
+    Input/output: :class:`Scores`; events are appended to ``Scores.events`` of the frame that caused them, and
+    every frame is passed on at once (the operator holds nothing, so it adds no latency). The ``end`` of an event
+    still open when the stream ends has no frame to ride on: it is raised by :meth:`end_events` and travels on the
+    stream's :class:`~streamad.frames.EndOfStream` (``frame`` / ``end_frame``: the last frame seen / the last
+    anomalous one).
 
     Config:
         threshold: normalised decision threshold (0.5 after min-max normalisation).
@@ -108,7 +108,7 @@ class Alert(Operator):
         self.run: list[Scores] = []  # consecutive above-threshold frames while no event is open
         self.open: _Open | None = None
         self.below = 0
-        self.held: Scores | None = None
+        self.last: Scores | None = None  # the last frame seen (the end of an event open at stream end)
         self._settings = self.config.model_dump(mode="json")  # part of a file stream's event ids
 
     def _event(self, kind: str, s: Scores, end_frame: int | None = None) -> Event:
@@ -142,21 +142,16 @@ class Alert(Operator):
 
     def process(self, s: Scores) -> list[Scores]:
         self._update(s)
-        out = [self.held] if self.held is not None else []
-        if self.open is None:  # nothing could still end on this frame: pass it on now
-            self.held = None
-            return [*out, s]
-        self.held = s
-        return out
+        self.last = s
+        return [s]
 
-    def flush(self) -> list[Scores]:
-        last, self.held = self.held, None
-        if last is None:
+    def end_events(self) -> list[Event]:
+        """The ``end`` of the event still open when the stream ended (none when no event is open)."""
+        if self.open is None or self.last is None:
             return []
-        if self.open is not None:
-            last.events.append(self._event("end", last, end_frame=self.open.last_anomalous.index))
-            self.open = None
-        return [last]
+        ev = self._event("end", self.last, end_frame=self.open.last_anomalous.index)
+        self.open = None
+        return [ev]
 
     def _update(self, s: Scores) -> None:
         c = self.config

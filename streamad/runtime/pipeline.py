@@ -80,6 +80,13 @@ def build_stages(configs: Sequence[PartConfig], ctx: BuildContext) -> list[Stage
     return stages
 
 
+def _flush(op: Operator, eos: EndOfStream) -> list[Any]:
+    """``op``'s stream ended: its held messages, with the events the end raises attached to ``eos``."""
+    out = op.flush()
+    eos.events.extend(op.end_events())
+    return out
+
+
 @dataclass
 class RunStats:
     """What a run did: frames read and delivered, per-stream errors, wall time (seconds), and ``undelivered``:
@@ -394,7 +401,7 @@ class Pipeline:
             if isinstance(msg, EndOfStream):
                 op = instances.pop(sid, None)
                 if op is not None and sid not in self.failed:
-                    self._run(op, spec, sid, lambda o=op: o.flush(), out, latency, None)
+                    self._run(op, spec, sid, lambda o=op, eos=msg: _flush(o, eos), out, latency, None)
                 out.put(msg)
                 if i == 0:
                     self.ingress.remove_stream(sid)
@@ -495,7 +502,9 @@ class Pipeline:
             if isinstance(msg, EndOfStream):
                 err = msg.error or self.errors.get(msg.stream_id)
                 m.set_status(msg.stream_id, "failed" if err else "ended")
-                eos = EndOfStream(msg.stream_id, err, msg.wall_time)
+                eos = EndOfStream(msg.stream_id, err, msg.wall_time, msg.events)
+                for ev in eos.events:
+                    m.events.labels(msg.stream_id, ev.type).inc()
                 for s in self.sinks:
                     self._safe(s.end_stream, eos, s)
                 for c in self.consumers:
@@ -547,7 +556,7 @@ class Pipeline:
                 return
 
     def _count_refused(self, msg: Any, name: str, why: str) -> None:
-        n = len(msg.events) if isinstance(msg, Scores) else 0
+        n = len(msg.events) if isinstance(msg, (Scores, EndOfStream)) else 0
         with self._lock:
             self._refused += n
         log.error("sink %s failed%s: %s", name, f"; {n} alerts NOT delivered" if n else "", redact(why))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from streamad.errors import ConfigError
-from streamad.frames import Event, Scores
+from streamad.frames import EndOfStream, Event, Scores
 from streamad.parts import BuildContext, Sink, SinkConfig
 from streamad.registry import SINKS
 
@@ -64,9 +64,16 @@ class JsonlSink(Sink):
 
     def write(self, scores: Scores) -> None:
         """Append the frame's events (if any), flushed (and fsync'd if configured) before returning."""
-        if not scores.events:
+        self._append(scores.events)
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        """Append the events the stream's end raised (the ``end`` of an event still open), like :meth:`write`."""
+        self._append(eos.events)
+
+    def _append(self, events: list[Event]) -> None:
+        if not events:
             return
-        for event in scores.events:
+        for event in events:
             self._file.write(event_json(event) + "\n")
         self._file.flush()
         if self.config.fsync:

@@ -56,7 +56,7 @@ from pydantic import Field, field_validator
 
 from streamad.backoff import backoff_delay
 from streamad.errors import ConfigError
-from streamad.frames import Scores
+from streamad.frames import EndOfStream, Event, Scores
 from streamad.kafka_connection import KafkaConnection
 from streamad.parts import BuildContext, Sink, SinkConfig
 from streamad.redact import redact, register_secret
@@ -143,7 +143,7 @@ class KafkaSink(Sink):
         self._waiting_since: float | None = time.monotonic() if self.spool.depth else None  # no progress since
         self._dead_letters = 0
         self._left: int | None = None  # spool depth at close
-        self._resume: tuple[Scores, int] | None = None  # a frame whose first n events were spooled before a failure
+        self._resume: tuple[Scores | EndOfStream, int] | None = None  # first n events spooled before a failure
         metrics = ctx.metrics
         self._retries = metrics.sink_retries.labels(self._label) if metrics is not None else None
         self._depth = metrics.spool_depth.labels(self._label) if metrics is not None else None
@@ -177,8 +177,16 @@ class KafkaSink(Sink):
             SpoolWriteError: the spool (or the dead-letter file) cannot be written now (disk full, I/O error).
             Both are :class:`~streamad.errors.SinkFullError`: retry later, nothing was lost.
         """
-        done = self._resume[1] if self._resume is not None and self._resume[0] is scores else 0
-        for i, event in enumerate(scores.events[done:], start=done):
+        self._spool_events(scores, scores.events)
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        """Spool the events the stream's end raised (the ``end`` of an event still open), like :meth:`write`
+        (same errors; called again with the same ``eos`` after a failure, it spools only what is left)."""
+        self._spool_events(eos, eos.events)
+
+    def _spool_events(self, carrier: Scores | EndOfStream, events: list[Event]) -> None:
+        done = self._resume[1] if self._resume is not None and self._resume[0] is carrier else 0
+        for i, event in enumerate(events[done:], start=done):
             text = event_json(event)
             try:
                 self.spool.append(event.stream_id, text)
@@ -186,13 +194,13 @@ class KafkaSink(Sink):
                 self._dead_letter(text, e)
             except Exception as e:  # SpoolFullError, SpoolWriteError: the runtime retries this frame
                 self._write_problem = str(e)
-                self._resume = (scores, i)
+                self._resume = (carrier, i)
                 raise
             if self._waiting_since is None:
                 self._waiting_since = time.monotonic()
         self._resume = None
         self._write_problem = None
-        if scores.events:
+        if events:
             self._update_depth()
 
     def delivery_problem(self) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Literal
 
-from streamad.frames import Event, Scores
+from streamad.frames import EndOfStream, Event, Scores
 from streamad.parts import Sink, SinkConfig
 from streamad.registry import SINKS
 
@@ -16,15 +16,16 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def format_event(event: Event, scores: Scores) -> str:
+def format_event(event: Event, scores: Scores | None) -> str:
     """One line for an alert, e.g.
     ``ALERT start  stream=cam1 event=3f2a... frame=120 t=4.800s score=0.731 peak=0.812 regions=2``.
 
-    ``score`` is the normalised score (0-1) of the frame that caused the event, ``peak`` the event's peak so far,
-    ``t`` the stream time in seconds.
+    ``score`` is the normalised score (0-1) of the frame that caused the event (``-`` for an ``end`` raised by the
+    stream's end, ``scores`` ``None``), ``peak`` the event's peak so far, ``t`` the stream time in seconds.
     """
+    score = _score(scores.normalized if scores is not None else None)
     return (f"ALERT {event.type:<6} stream={event.stream_id} event={event.event_id} frame={event.frame} "
-            f"t={event.pts:.3f}s score={_score(scores.normalized)} peak={_score(event.peak_score)} "
+            f"t={event.pts:.3f}s score={score} peak={_score(event.peak_score)} "
             f"regions={len(event.regions)}")
 
 
@@ -48,8 +49,15 @@ class StdoutSink(Sink):
     def write(self, scores: Scores) -> None:
         """Print the frame line (if ``all_frames``) then one line per event, flushed."""
         lines = [format_frame(scores)] if self.config.all_frames else []
-        lines += [format_event(e, scores) for e in scores.events]
-        if lines:
-            out = sys.stdout  # looked up per call so that redirection (and pytest's capsys) is honoured
-            out.write("\n".join(lines) + "\n")
-            out.flush()
+        _print(lines + [format_event(e, scores) for e in scores.events])
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        """Print one line per event the stream's end raised (the ``end`` of an event still open)."""
+        _print([format_event(e, None) for e in eos.events])
+
+
+def _print(lines: list[str]) -> None:
+    if lines:
+        out = sys.stdout  # looked up per call so that redirection (and pytest's capsys) is honoured
+        out.write("\n".join(lines) + "\n")
+        out.flush()

@@ -9,7 +9,7 @@ import numpy as np
 
 from helpers import run_operator, scores
 from streamad.explain import event_reasons, region_reasons
-from streamad.frames import Scores
+from streamad.frames import EndOfStream, Scores
 from streamad.sinks.jsonl import event_json
 
 
@@ -49,22 +49,54 @@ def test_open_event_ends_with_the_stream() -> None:
     ev = [e for s in out for e in s.events]
     assert [e.type for e in ev] == ["start", "end"]
     assert ev[1].frame == 6 and ev[1].end_frame == 6
-    assert out[-1].index == 6 and out[-1].events[-1].type == "end"
+    # the last frame left without the end; the end travels on the stream's EndOfStream
+    assert out[-2].index == 6 and [e.type for e in out[-2].events] == []
+    assert isinstance(out[-1], EndOfStream) and [e.type for e in out[-1].events] == ["end"]
 
 
-def test_frames_pass_at_once_except_while_an_event_is_open() -> None:
-    """A live camera's frames are not delayed by the alert: each frame leaves with the call that brought it, its
-    start event with it; only frames after which an event is open wait for the next frame (the end of an event
-    still open when the stream ends must ride on the last frame)."""
+def test_frames_pass_at_once_even_while_an_event_is_open() -> None:
+    """A live camera's frames are never delayed by the alert: each frame leaves with the call that brought it, with
+    its events; the end of an event still open when the stream ends comes from end_events (it travels on the
+    stream's EndOfStream), after the last frame left."""
     from streamad.operators.alert import Alert
 
     op = Alert(Alert.Config(min_frames=2, cooldown_frames=2, update_interval_s=0), None, "s")
     outs = [op.process(s) for s in normalized_run("..XX...XX")]
-    assert [[f.index for f in o] for o in outs] == [[0], [1], [2], [], [3], [4, 5], [6], [7], []]
-    # 3 starts the event (min_frames 2) and waits while it is open; 5 ends it (cooldown 2) and leaves at once
-    assert [e.type for e in outs[4][0].events] == ["start"] and [e.type for e in outs[5][1].events] == ["end"]
-    last = op.flush()  # the event started at 8 is still open when the stream ends: its end rides on frame 8
-    assert [f.index for f in last] == [8] and [e.type for e in last[0].events] == ["start", "end"]
+    assert [[f.index for f in o] for o in outs] == [[i] for i in range(9)]
+    # 3 starts the event (min_frames 2); 5 ends it (cooldown 2); 8 starts another
+    assert [[e.type for e in o[0].events] for o in outs] == [[], [], [], ["start"], [], ["end"], [], [], ["start"]]
+    assert op.flush() == []
+    end = op.end_events()  # the event started at 8 is still open when the stream ends
+    assert [(e.type, e.frame, e.end_frame, e.seq) for e in end] == [("end", 8, 8, 1)]
+    assert op.end_events() == []  # ended once
+
+
+def test_open_event_ends_on_the_end_of_stream_through_the_pipeline(tmp_path) -> None:
+    """Through the runtime, the end of an event still open at the stream's end reaches the sinks (here the JSONL
+    file), after the start, and is counted in streamad_events."""
+    from streamad.metrics import Metrics
+    from streamad.operators.alert import Alert
+    from streamad.parts import BuildContext
+    from streamad.runtime.pipeline import Pipeline, StageSpec
+    from streamad.sinks.jsonl import JsonlSink
+
+    class Replay:
+        stream_id, live = "s", False
+
+        def frames(self):
+            return iter(normalized_run("..XXXX"))
+
+        def close(self) -> None:
+            pass
+
+    metrics = Metrics()
+    stage = StageSpec("alert", Alert, Alert.Config(min_frames=2, update_interval_s=0))
+    sink = JsonlSink(JsonlSink.Config(path=str(tmp_path / "alerts.jsonl")), BuildContext())
+    pipe = Pipeline([Replay()], [stage], metrics, sinks=[sink])
+    pipe.run()
+    got = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [(e["type"], e["frame"], e["end_frame"]) for e in got] == [("start", 3, None), ("end", 5, 5)]
+    assert metrics.registry.get_sample_value("streamad_events_total", {"stream": "s", "type": "end"}) == 1.0
 
 
 def _regions_frame(i: int, contributions: dict[str, list[float]], normalized: float = 0.9) -> Scores:

@@ -136,7 +136,7 @@ def test_score_operator_hands_pixels_to_the_sink_but_never_to_alert_json(
         s.normalized, s.anomalous = 0.9, True
         s.region_scores = np.array([0.1, 0.95], np.float32)  # as the threshold operator leaves them
         scored.append(s)
-    delivered = run_operator("alert", scored, min_frames=2, update_interval_s=0)
+    delivered = run_operator("alert", scored, stream="cam", min_frames=2, update_interval_s=0)
     events = [e for s in delivered for e in s.events]
     assert [e.type for e in events] == ["start", "end"]
     for e in events:
@@ -145,17 +145,20 @@ def test_score_operator_hands_pixels_to_the_sink_but_never_to_alert_json(
         assert e.regions[0]["reasons"] == ["fast"] and e.regions[0]["box"] == HIGH.tolist()
 
     sink = _sink(tmp_path / "{stream}.mp4")
-    for s in delivered:
+    *frames_out, eos = delivered  # the event is still open at the end: its end rides on the EndOfStream
+    assert isinstance(eos, EndOfStream) and [e.type for e in eos.events] == ["end"]
+    for s in frames_out:
         sink.write(s)
-    sink.end_stream(EndOfStream("cam"))
+    sink.end_stream(eos)
     frames, _ = _decode(tmp_path / "cam.mp4")
     assert len(frames) == len(ped2_frames) and frames[0].shape == (120, 180, 3)  # drawn at the frame size
     assert _red(_outline(frames[0], HIGH / 2)) and _green(_outline(frames[0], LOW / 2))  # boxes scaled to it
     sink.close()
 
     jsonl = _sink_jsonl(tmp_path / "alerts.jsonl")
-    for s in delivered:
+    for s in frames_out:
         jsonl.write(s)
+    jsonl.end_stream(eos)
     jsonl.close()
     text = (tmp_path / "alerts.jsonl").read_text()
     assert len(text.splitlines()) == 2 and "image" not in text

@@ -245,8 +245,9 @@ def test_health_and_readiness_endpoints_bind_loopback() -> None:
         health.attach(pipe)
         stop, runner = _start(pipe)
         metrics.set_status("cam", "connecting")  # a live source reports its own status
-        wait_until(lambda: get("/readyz")[0] == 503, 5, "not ready while connecting")
-        assert get("/readyz")[1]["reasons"] == {"cam": "connecting"}
+        # not ready while connecting (once the pipeline thread runs: before, the reason is "not running")
+        wait_until(lambda: get("/readyz")[1]["reasons"] == {"cam": "connecting"}, 5, "not ready while connecting")
+        assert get("/readyz")[0] == 503
         metrics.set_status("cam", "live")
         status, body = get("/readyz")
         assert status == 200 and body["streams"]["cam"] == {"status": "live", "live": True, "reconnects": 0}

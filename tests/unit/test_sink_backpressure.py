@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from conftest import make_alert_scores
 from helpers import frame
-from streamad.frames import Frame, Scores
+from streamad.frames import EndOfStream, Frame, Scores
 from streamad.metrics import Metrics
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.runtime.pipeline import Pipeline, StageSpec
@@ -150,10 +150,17 @@ def test_two_kafka_sinks_have_their_own_series_and_report_an_outage(tmp_path: Pa
     assert a.undelivered() == 3 and b.undelivered() == 0
 
 
-def test_a_failed_spool_write_is_reported_and_the_retry_spools_no_event_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("carrier", ["frame", "end_of_stream"])
+def test_a_failed_spool_write_is_reported_and_the_retry_spools_no_event_twice(tmp_path: Path, carrier: str) -> None:
+    """Whether the events ride on a frame (write) or on the stream's end (end_stream: the end of an event still
+    open), a retry after a failed spool write spools each event once."""
     sink = _kafka(tmp_path)
     frame_scores = make_alert_scores("cam", n_updates=0)[0]
-    frame_scores.events = frame_scores.events * 2  # two events in one frame
+    events = frame_scores.events * 2  # two events in one message
+    if carrier == "frame":
+        frame_scores.events, msg, call = events, frame_scores, sink.write
+    else:
+        msg, call = EndOfStream("cam", events=events), sink.end_stream
     spool = sink.spool
     real_write, calls = spool._write, []
 
@@ -166,10 +173,10 @@ def test_a_failed_spool_write_is_reported_and_the_retry_spools_no_event_twice(tm
     spool._write = fail_second  # type: ignore[method-assign]
     try:
         with pytest.raises(SpoolWriteError):
-            sink.write(frame_scores)
+            call(msg)
         assert sink.delivery_problem() == ("kafka sink kafka:alerts: cannot spool alerts: cannot write spool "
                                            f"segment {spool.directory}/x.seg: [Errno 28] No space left")
-        sink.write(frame_scores)  # the runtime's retry
+        call(msg)  # the runtime's retry
         assert spool.depth == 2 and sink.delivery_problem() is None
     finally:
         sink.close()

@@ -10,7 +10,7 @@ import pytest
 
 from streamad.builtin import load_builtin_parts
 from streamad.errors import ConfigError
-from streamad.frames import Scores
+from streamad.frames import EndOfStream, Scores
 from streamad.parts import BuildContext
 from streamad.redact import redact, register_secret
 from streamad.registry import SINKS
@@ -90,6 +90,26 @@ def test_stdout_all_frames_prints_every_frame(capsys: pytest.CaptureFixture[str]
     assert len(out) == 7 + 2  # 7 frame lines + start and end lines
     assert out[0].startswith("frame stream=cam frame=0 ") and out[0].endswith("normal")
     assert sum(line.startswith("ALERT") for line in out) == 2
+
+
+def test_event_sinks_deliver_the_events_an_end_of_stream_carries(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  alert_scores) -> None:
+    """The end of an event still open when its stream ended travels on EndOfStream (no frame left to carry it):
+    jsonl appends it and stdout prints it, after the frames' events."""
+    start, *_, end_frame = alert_scores("cam", n_updates=0, start_frame=5)
+    end = end_frame.events.pop()
+    path = tmp_path / "alerts.jsonl"
+    jsonl, stdout = _build("jsonl", path=str(path)), _build("stdout")
+    for sink in (jsonl, stdout):
+        sink.write(start)
+        sink.write(end_frame)  # the stream's last frame, without the end
+        sink.end_stream(EndOfStream("cam", events=[end]))
+        sink.end_stream(EndOfStream("other"))  # nothing to deliver
+    jsonl.close()
+    assert [json.loads(line)["type"] for line in path.read_text().splitlines()] == ["start", "end"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["start", "end"]
+    assert f"event={end.event_id}" in lines[1] and "score=-" in lines[1]
 
 
 def test_redact_masks_passwords_in_urls_and_registered_secrets() -> None:
