@@ -117,16 +117,41 @@ def _compiled(path: Path) -> Any:
     return ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
-def _check(model: ImageModel, path: Path, images: Sequence[np.ndarray]) -> dict[str, float]:
-    """Largest |exported - torch| over ``images`` (maps and scores, raw units)."""
+def _check(model: ImageModel, path: Path, images: Sequence[np.ndarray], tolerance: float) -> dict[str, float]:
+    """Largest |exported - torch| over ``images`` (maps and scores, raw units), and the share of map pixels whose
+    difference exceeds ``tolerance`` (raw units)."""
     compiled = _compiled(path)
     d_map = d_score = 0.0
+    over = total = 0
     for img in images:
         ref = model.predict(img)
         out = compiled([as_batch(img)])
-        d_map = max(d_map, float(np.abs(out[0] - ref.anomaly_map).max()))
+        diff = np.abs(out[0] - ref.anomaly_map)
+        d_map = max(d_map, float(diff.max()))
+        over, total = over + int((diff > tolerance).sum()), total + diff.size
         d_score = max(d_score, float(np.abs(out[1].reshape(-1) - ref.score).max()))
-    return {"max_abs_diff_map": d_map, "max_abs_diff_score": d_score, "images": len(images)}
+    return {"max_abs_diff_map": d_map, "max_abs_diff_score": d_score, "map_share_over": over / max(total, 1),
+            "images": len(images)}
+
+
+_PARITY = 1e-3  # an FP32 export scores like torch: within this share of the normalisation range (max - min)
+
+
+def _require_parity(model: ImageModel, path: Path, check: dict[str, float]) -> None:
+    """Raise :class:`ModelError` unless the FP32 export scores like torch: every score within :data:`_PARITY` of
+    the normalisation range, and every map pixel too, except for a model with :attr:`ImageModel.discrete_codes`:
+    there a near-tie of the nearest-code argmin flips a latent cell, and its map patch, under another summation
+    order (torch with another thread count can do the same), so its map difference is logged and recorded in
+    ``export.json`` (``check.map_share_over``: the share of pixels beyond the tolerance) but not refused."""
+    map_bound = not model.discrete_codes and check["normalised_max_diff"] > _PARITY
+    if check["normalised_score_diff"] > _PARITY or map_bound:
+        raise ModelError(f"{path}: the export differs from torch by {check['normalised_max_diff']:.2e} of the "
+                         f"normalisation range (allowed {_PARITY:g}); please report this model configuration")
+    if check["normalised_max_diff"] > _PARITY:
+        log.warning("%s: the scores match torch's within %.1e of the normalisation range, but %.2f%% of the map "
+                    "pixels differ by more (up to %.2e): the %s model's nearest-code choice flipped at a near-tie",
+                    path, check["normalised_score_diff"], 100 * check["map_share_over"],
+                    check["normalised_max_diff"], model.kind)
 
 
 def _check_images(model: ImageModel, frames: Sequence[np.ndarray] | None, n: int, seed: int) -> list[np.ndarray]:
@@ -202,13 +227,13 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
                 shutil.rmtree(out_dir)
                 raise ModelError(f"OpenVINO cannot compile the int8 model of {model_dir} ({problem}); export fp32 "
                                  f"or fp16 instead")
-    check = _check(model, path, _check_images(model, calibration, check_images, model.config.seed))
     post = read_postprocess(model_dir)
-    span = post.max - post.min
-    check["normalised_max_diff"] = max(check["max_abs_diff_map"], check["max_abs_diff_score"]) / (span or 1.0)
-    if precision == "fp32" and check["normalised_max_diff"] > 1e-3:
-        raise ModelError(f"{path}: the export differs from torch by {check['normalised_max_diff']:.2e} of the "
-                         f"normalisation range (allowed 1e-3); please report this model configuration")
+    span = (post.max - post.min) or 1.0
+    check = _check(model, path, _check_images(model, calibration, check_images, model.config.seed), _PARITY * span)
+    check["normalised_max_diff"] = max(check["max_abs_diff_map"], check["max_abs_diff_score"]) / span
+    check["normalised_score_diff"] = check["max_abs_diff_score"] / span
+    if precision == "fp32":
+        _require_parity(model, path, check)
     info = {
         "format": fmt, "precision": precision, "model_kind": model.kind, "model_created": meta.get("created"),
         "input": {"name": _INPUT, "shape": [-1, -1, -1, 3], "dtype": "uint8", "layout": "NHWC RGB"},

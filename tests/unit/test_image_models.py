@@ -374,3 +374,24 @@ def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet) 
     assert ends == [3, 6]  # 40 images in batches of 16: 3 steps per epoch
     with pytest.raises(ValueError, match="loss became nan"):
         train_epochs(lambda b: float("nan"), train_set, 16, max_epochs=1)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_export_parity_rule_bounds_scores_always_and_maps_unless_codes_are_discrete(discrete: bool, caplog) -> None:
+    """An FP32 export must score like torch (1e-3 of the normalisation range). A DSR-like model (discrete_codes:
+    a nearest-code argmin) may differ on a map patch where a near-tie flipped: logged, not refused; any other
+    model's map must match everywhere; a score beyond the bound is refused for both."""
+    from streamad.export import _require_parity
+
+    model = type("M", (), {"discrete_codes": discrete, "kind": "dsr" if discrete else "padim"})()
+    ok = {"normalised_max_diff": 2e-4, "normalised_score_diff": 1e-5, "map_share_over": 0.0}
+    _require_parity(model, Path("m.xml"), ok)
+    flipped = {"normalised_max_diff": 1.7e-2, "normalised_score_diff": 1.2e-5, "map_share_over": 0.014}
+    if discrete:
+        _require_parity(model, Path("m.xml"), flipped)
+        assert "1.40% of the map pixels differ" in caplog.text
+    else:
+        with pytest.raises(ModelError, match=r"m.xml: the export differs from torch by 1.70e-02"):
+            _require_parity(model, Path("m.xml"), flipped)
+    with pytest.raises(ModelError, match="the export differs from torch"):
+        _require_parity(model, Path("m.xml"), {**flipped, "normalised_score_diff": 2e-3})

@@ -121,6 +121,10 @@ class ImageModel(abc.ABC):
             score at every pixel, so pixel metrics of it measure no localisation).
         exportable: :attr:`network` maps frames to maps and scores by itself, so ``streamad export`` can convert it
             (``False``: R-KDE, whose regions come from a separate detector network before its torch network).
+        discrete_codes: the network picks discrete codes by a nearest-neighbour argmin (DSR's vector quantiser):
+            at a near-tie, float summation order alone can pick another code, so an export's map may differ from
+            torch's on the few cells of such a pick; ``streamad export`` then checks the scores and the share of
+            map pixels that differ (:func:`streamad.export.export_model`).
         network: the fitted inference module (``None`` before :meth:`fit` / :meth:`load_state`).
     """
 
@@ -131,6 +135,7 @@ class ImageModel(abc.ABC):
     score_meaning: ClassVar[str] = ""
     has_anomaly_map: ClassVar[bool] = True
     exportable: ClassVar[bool] = True
+    discrete_codes: ClassVar[bool] = False
 
     def __init__(self, config: ImageModelConfig) -> None:
         self.config = config

@@ -79,6 +79,8 @@ class Dsr(WholeNetworkState, TrainedImageModel):
         pydantic.ValidationError: an ``input_size`` side not a multiple of 32, an odd ``num_hiddens``.
     """
 
+    discrete_codes = True  # the vector quantiser's argmin: an export may pick another code at a near-tie
+
     version = "1"
     array_prefix = "dsr"
     score_meaning = ("maximum of the anomaly detection module's anomalous-class probability under a 21x21 mean "

@@ -77,7 +77,10 @@ class VectorQuantizer(nn.Module):
         """``z (N, C, h, w) -> (N, h, w) int64``: the index of each vector's nearest code."""
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         e = self.codebook.weight
-        dist = (flat * flat).sum(1, keepdim=True) + (e * e).sum(1)[None] - 2.0 * flat @ e.t()
+        # |x - e|^2 without the |x|^2 term, which is the same for every code: the same argmin, and no large common
+        # term whose rounding (about eps |x|^2) could outweigh the gap between two near codes, so torch and an
+        # exported graph (other summation orders) agree on the nearest code
+        dist = (e * e).sum(1)[None] - 2.0 * flat @ e.t()
         return dist.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
