@@ -65,6 +65,21 @@ def test_moving_averages_pull_used_codes_to_their_vectors_and_restart_unused_one
 
 # -- latent anomalies -------------------------------------------------------------------------------------------
 
+def test_codes_used_counts_the_distinct_codes_of_each_level() -> None:
+    torch.manual_seed(0)
+    disc = DiscreteLatentModel(8, 2, 4, 16, 4)
+    x = torch.rand(2, 3, 32, 64)
+    disc.init_codebooks(x, torch.Generator().manual_seed(0))  # codes drawn from the features, as phase 1 starts
+    spread = disc.codes_used(x)
+    with torch.no_grad():
+        top = disc.vq_top.indices(disc.pre_vq_top(disc.encode_top(disc.encode_bot(x))))
+    assert spread["top"] == len(top.unique()) > 1 and 1 < spread["bottom"] <= 16
+    with torch.no_grad():  # a collapsed codebook: every code the same vector, every feature takes code 0
+        for vq in (disc.vq_top, disc.vq_bot):
+            vq.codebook.weight[:] = vq.codebook.weight[0].clone()
+    assert disc.codes_used(x) == {"top": 1, "bottom": 1}
+
+
 def test_replace_codes_changes_only_masked_vectors_to_other_nearby_codes() -> None:
     codebook = torch.arange(10, dtype=torch.float32)[:, None].repeat(1, 3)  # code i = (i, i, i)
     q = codebook[torch.tensor([[2, 2, 5], [7, 7, 7]])].permute(2, 0, 1)[None].repeat(2, 1, 1, 1)  # (2, 3, 2, 3)
@@ -148,6 +163,8 @@ def test_fit_is_seeded_and_logs_each_phase() -> None:
     sa, sb = a.fit(noise_set()), b.fit(noise_set())
     assert sa["discrete"]["epochs"] == sa["epochs"] == sa["upsampling"]["epochs"] == 1
     assert set(sa["last_losses"]) == {"hi", "lo", "image", "focal", "total"}
+    used = sa["discrete"]["codes_used"]  # of the 16 codes per level, on the first training images
+    assert set(used) == {"top", "bottom"} and all(1 <= n <= 16 for n in used.values())
     images = np.random.default_rng(3).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
     pa, pb = a.predict(images), b.predict(images)
     np.testing.assert_array_equal(pa.score, pb.score)

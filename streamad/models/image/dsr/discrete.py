@@ -94,6 +94,16 @@ class DiscreteLatentModel(nn.Module):
         q_bot = self.vq_bot(self.pre_vq_bot(torch.cat([bot, self.upsample_t(q_top)], 1)))
         return q_top, q_bot
 
+    @torch.no_grad()
+    def codes_used(self, x: torch.Tensor) -> dict[str, int]:
+        """How many distinct codes the images ``x (N, 3, H, W)`` 0-1 take at each level: ``{"top": int,
+        "bottom": int}`` (a collapsed codebook uses a handful of its ``num_embeddings``)."""
+        bot = self.encode_bot(x)
+        z_top = self.pre_vq_top(self.encode_top(bot))
+        q_top = self.vq_top.lookup(idx_top := self.vq_top.indices(z_top))
+        idx_bot = self.vq_bot.indices(self.pre_vq_bot(torch.cat([bot, self.upsample_t(q_top)], 1)))
+        return {"top": int(idx_top.unique().numel()), "bottom": int(idx_bot.unique().numel())}
+
     def init_codebooks(self, x: torch.Tensor, g: torch.Generator) -> None:
         """Both codebooks from the (pre-quantisation) features of the images ``x (N, 3, H, W)`` 0-1
         (:meth:`~streamad.models.image.dsr.quantizer.VectorQuantizer.init_from`), top level first."""

@@ -161,6 +161,8 @@ class Dsr(WholeNetworkState, TrainedImageModel):
             opt1 = torch.optim.Adam(net.discrete.parameters(), lr=c.discrete_lr)
             step1 = DiscreteStep(net, opt1, torch.Generator().manual_seed(c.seed))
             self._discrete = self._run_phase("discrete", step1, train, c.discrete_epochs, progress)
+            first = next(train.batches(64)).images  # the first 64 training images, as they are
+            self._discrete["codes_used"] = net.discrete.codes_used(net.preprocess(torch.from_numpy(first)) / 255.0)
 
         return TrainingSetup(net, phase2, step=self._step, prepare=prepare)
 
