@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Frame", "Clip", "Regions", "Scores", "Event", "EndOfStream", "TargetFrame", "scale_boxes"]
+__all__ = ["Frame", "Clip", "Regions", "Scores", "Event", "EndOfStream", "TargetFrame", "ready_time", "scale_boxes"]
 
 
 class TargetFrame:
@@ -77,6 +77,7 @@ class Frame:
         origin: identity of what a file stream reads (a hash of the file's path, size and modification time, see
             :meth:`~streamad.sources.pacing.FileSource.identity`): the same file gives the same ``origin`` on every
             run, so alert event ids are reproducible; ``None`` for live streams (their event ids are random).
+        ready_time: see :func:`ready_time` (set by the runtime).
     """
 
     stream_id: str
@@ -90,6 +91,7 @@ class Frame:
     timings: dict[str, float] = field(default_factory=dict)
     source_size: tuple[int, int] | None = None
     origin: str | None = None
+    ready_time: float | None = None
 
     @property
     def height(self) -> int:
@@ -138,6 +140,7 @@ class Clip:
             ``pose_features``; ``None`` without it.
         extra_targets: further frames this clip's result is attributed to: the frames at a stream's edges that no
             clip targets (``clip_window`` with ``pad_edges``), or every frame with ``target_frame: all``.
+        ready_time: see :func:`ready_time` (set by the runtime).
     """
 
     stream_id: str
@@ -148,6 +151,7 @@ class Clip:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     keypoints: np.ndarray | None = None
     extra_targets: list[Frame] = field(default_factory=list)
+    ready_time: float | None = None
 
     @property
     def index(self) -> int:
@@ -203,6 +207,7 @@ class Scores:
             ``boxes`` are in source pixels (``width`` x ``height``): scale them by ``W / width`` and
             ``H / height`` to draw on it. For drawing sinks only: never serialised (alerts are
             :class:`Event` objects, whose JSON holds no pixels).
+        ready_time: see :func:`ready_time` (set by the runtime).
     """
 
     stream_id: str
@@ -226,6 +231,7 @@ class Scores:
     image: np.ndarray | None = field(default=None, repr=False)
     origin: str | None = None
     postprocess: Any = field(default=None, repr=False)
+    ready_time: float | None = None
 
 
 @dataclass
@@ -274,6 +280,20 @@ class EndOfStream:
     error: str | None = None
     wall_time: float = 0.0
     events: list[Event] = field(default_factory=list)
+
+
+def ready_time(msg: Frame | Clip | Scores) -> float:
+    """Unix time (seconds) of the newest frame ``msg`` had to wait for: its ``ready_time`` once the runtime has set
+    it, else its own ``wall_time``.
+
+    A stage that emits an older message when a newer one arrives (centred smoothing passes frame ``t`` on when frame
+    ``t + 3 sigma`` comes in; a clip targeting its first frame waits for its last) holds it by design. The runtime
+    stamps each message a stage emits with the latest ``ready_time`` of the input that released it (the stream's
+    end for what a flush releases), so ``delivery time - ready_time`` is the pipeline's own processing latency,
+    free of those designed waits, while ``delivery time - wall_time`` stays the end-to-end latency.
+    """
+    r = msg.ready_time
+    return msg.wall_time if r is None else max(r, msg.wall_time)
 
 
 def scale_boxes(boxes: np.ndarray, frame_size: tuple[int, int], source_size: tuple[int, int] | None) -> np.ndarray:

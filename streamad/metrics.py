@@ -14,6 +14,7 @@ that two Kafka sinks never share a series.
 | ``streamad_stage_latency_seconds`` | histogram | stage | time one message spends in an operator |
 | ``streamad_stage_cpu_seconds_total`` | counter | stage | CPU time of the stage's own thread in its operator calls (native thread pools a call waits on, e.g. OpenVINO's, not included); over the process's CPU it is the stage's CPU share |
 | ``streamad_end_to_end_latency_seconds`` | histogram | stream | source read to sink, per frame |
+| ``streamad_processing_latency_seconds`` | histogram | stream | the same from the arrival of the newest frame the result waited for (:func:`streamad.frames.ready_time`): less the waits a config asks for (centred smoothing's look-ahead); the latency alert watches this one |
 | ``streamad_anomaly_score`` | gauge | stream | latest normalised frame score (0-1) |
 | ``streamad_anomaly_threshold`` | gauge | stream | decision threshold on that score (0.5 after min-max) |
 | ``streamad_events_total`` | counter | stream, type | alert events by type (start, update, end) |
@@ -65,6 +66,11 @@ class Metrics:
         self.e2e_latency = Histogram("streamad_end_to_end_latency_seconds",
                                      "Seconds from source read to sink delivery", ["stream"],
                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.processing_latency = Histogram(
+            "streamad_processing_latency_seconds",
+            "Seconds from the arrival of the newest frame a result waited for to sink delivery (end-to-end latency "
+            "less designed waits such as centred smoothing's look-ahead)", ["stream"], buckets=LATENCY_BUCKETS,
+            registry=r)
         self.anomaly_score = Gauge("streamad_anomaly_score", "Latest normalised frame anomaly score (0-1)",
                                    ["stream"], registry=r)
         self.anomaly_threshold = Gauge("streamad_anomaly_threshold", "Decision threshold on the normalised score",

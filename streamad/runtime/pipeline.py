@@ -21,7 +21,9 @@ bounded queues -> one delivery thread that updates metrics and feeds the sinks.
   while it was still waiting) and alerts left in a sink's spool at close are counted in
   :attr:`RunStats.undelivered`.
 * Latency: each stage's time per message goes to ``streamad_stage_latency_seconds{stage}`` and to the message's
-  ``timings``, the CPU time of its thread in operator calls to ``streamad_stage_cpu_seconds_total{stage}``; ``streamad_end_to_end_latency_seconds{stream}`` is measured from the frame's ``wall_time`` to delivery.
+  ``timings``, the CPU time of its thread in operator calls to ``streamad_stage_cpu_seconds_total{stage}``; ``streamad_end_to_end_latency_seconds{stream}`` is measured from the frame's ``wall_time`` to delivery, and
+  ``streamad_processing_latency_seconds{stream}`` from its ``ready_time`` (the newest frame it had to wait for,
+  :func:`streamad.frames.ready_time`): the same less the waits a config asks for, such as centred smoothing's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from streamad.errors import SinkFullError
-from streamad.frames import EndOfStream, Scores
+from streamad.frames import EndOfStream, Scores, ready_time
 from streamad.metrics import SOURCE_STATUSES, Metrics
 from streamad.parts import BuildContext, Operator, PartConfig, Sink, Source
 from streamad.redact import redact
@@ -78,6 +80,14 @@ def build_stages(configs: Sequence[PartConfig], ctx: BuildContext) -> list[Stage
         name = cfg.kind if seen[cfg.kind] == 1 else f"{cfg.kind}_{seen[cfg.kind]}"
         stages.append(StageSpec(name, cls, cfg, cls.create_shared(cfg, ctx)))
     return stages
+
+
+def _stamp(results: list[Any], ready: float) -> None:
+    """Raise each emitted message's ``ready_time`` to ``ready``, the time of the input that released it
+    (:func:`streamad.frames.ready_time`)."""
+    for r in results:
+        if hasattr(r, "ready_time") and ready > ready_time(r):
+            r.ready_time = ready
 
 
 def _flush(op: Operator, eos: EndOfStream) -> list[Any]:
@@ -401,7 +411,8 @@ class Pipeline:
             if isinstance(msg, EndOfStream):
                 op = instances.pop(sid, None)
                 if op is not None and sid not in self.failed:
-                    self._run(op, spec, sid, lambda o=op, eos=msg: _flush(o, eos), out, latency, None)
+                    self._run(op, spec, sid, lambda o=op, eos=msg: _flush(o, eos), out, latency, None,
+                              ready=msg.wall_time or time.time())
                 out.put(msg)
                 if i == 0:
                     self.ingress.remove_stream(sid)
@@ -441,7 +452,8 @@ class Pipeline:
         return op
 
     def _run(self, op: Operator, spec: StageSpec, sid: str, call: Callable[[], list[Any]], out: StageQueue,
-             latency: "_StageClock", msg: Any) -> None:
+             latency: "_StageClock", msg: Any, ready: float | None = None) -> None:
+        """One operator call on ``msg`` (``None``: a flush, whose outputs are ready at ``ready``)."""
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
             results = call()
@@ -455,6 +467,7 @@ class Pipeline:
         latency.observe(dt)
         if msg is not None and hasattr(msg, "timings"):
             msg.timings[spec.name] = msg.timings.get(spec.name, 0.0) + dt
+        _stamp(results, ready_time(msg) if msg is not None else (ready or time.time()))
         for r in results:
             out.put(r)
 
@@ -489,6 +502,7 @@ class Pipeline:
             latency.observe(dt)
             if hasattr(m, "timings"):
                 m.timings[spec.name] = m.timings.get(spec.name, 0.0) + dt
+            _stamp(res, ready_time(m))
             for r in res:
                 out.put(r)
 
@@ -513,7 +527,9 @@ class Pipeline:
             self.stats.delivered += 1
             sid = msg.stream_id
             m.frames_processed.labels(sid).inc()
-            m.e2e_latency.labels(sid).observe(max(0.0, time.time() - msg.wall_time))
+            now = time.time()
+            m.e2e_latency.labels(sid).observe(max(0.0, now - msg.wall_time))
+            m.processing_latency.labels(sid).observe(max(0.0, now - ready_time(msg)))
             if isinstance(msg, Scores):
                 if msg.normalized is not None:
                     m.anomaly_score.labels(sid).set(msg.normalized)

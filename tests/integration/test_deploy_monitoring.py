@@ -54,7 +54,7 @@ def test_promtool_accepts_config_and_rules() -> None:
     res = promtool("check", "rules", "rules.yml")
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(alert_names()) >= 5
-    assert set(alert_names()) >= {"StreamadStreamDown", "StreamadFramesDropped", "StreamadEndToEndLatencyHigh",
+    assert set(alert_names()) >= {"StreamadStreamDown", "StreamadFramesDropped", "StreamadProcessingLatencyHigh",
                                   "StreamadSpoolGrowing", "StreamadNoFrames"}
 
 
@@ -104,7 +104,8 @@ def test_dashboard_model_uses_the_stream_variable_and_the_metrics_of_streamad() 
     queries = list(panel_queries(dash))
     text = " ".join(q.expr for _, _, q in queries)
     for metric in ("streamad_frames_processed_total", "streamad_frames_dropped_total",
-                   "streamad_end_to_end_latency_seconds_bucket", "streamad_anomaly_score",
+                   "streamad_end_to_end_latency_seconds_bucket", "streamad_processing_latency_seconds_bucket",
+                   "streamad_anomaly_score",
                    "streamad_anomaly_threshold", "streamad_events_total", "streamad_source_reconnects_total",
                    "streamad_spool_depth", "streamad_source_status"):
         assert metric in text, f"no panel shows {metric}"
@@ -204,6 +205,7 @@ def test_every_dashboard_query_returns_data_from_a_real_serve(kafka_broker, ped2
         assert len(rules) == n_rules and all(r["health"] == "ok" for r in rules), [
             (r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
         for record in ("stream:streamad_frames_processed:rate1m", "stream:streamad_end_to_end_latency_seconds:p99_5m",
+                       "stream:streamad_processing_latency_seconds:p99_5m",
                        "stream_reason:streamad_frames_dropped:rate1m", "stream_type:streamad_events:rate5m"):
             assert prom.wait_for(record, timeout_s=10)
         pending = prom.wait_for('ALERTS{alertname="StreamadStreamDown"}', timeout_s=10)

@@ -9,7 +9,7 @@ from typing import Any, Iterator, Literal
 import pytest
 
 from helpers import frame
-from streamad.frames import EndOfStream, Frame
+from streamad.frames import EndOfStream, Frame, ready_time
 from streamad.metrics import Metrics
 from streamad.parts import Operator, PartConfig, Source
 from streamad.runtime.pipeline import Pipeline, StageSpec
@@ -117,3 +117,58 @@ def test_stop_drains_and_returns() -> None:
 def test_duplicate_stream_ids_are_rejected() -> None:
     with pytest.raises(ValueError, match="unique"):
         Pipeline([ListSource("x", 1), ListSource("x", 1)], [], Metrics())
+
+
+class Hold(Operator):
+    """Passes frame ``i`` on when frame ``i + 3`` arrives (as centred smoothing does), the rest at the end."""
+
+    K = 3
+
+    class Config(PartConfig):
+        kind: Literal["hold"] = "hold"
+
+    def __init__(self, config: Any, shared: Any, stream_id: str) -> None:
+        super().__init__(config, shared, stream_id)
+        self.held: list[Frame] = []
+
+    def process(self, f: Frame) -> list[Frame]:
+        self.held.append(f)
+        return [self.held.pop(0)] if len(self.held) > self.K else []
+
+    def flush(self) -> list[Frame]:
+        out, self.held = self.held, []
+        return out
+
+
+class Camera(ListSource):
+    """Frames stamped with the real time they are read, ``delay_s`` apart."""
+
+    def frames(self) -> Iterator[Frame]:
+        for f in super().frames():
+            f.wall_time = time.time()
+            yield f
+
+
+def test_processing_latency_leaves_out_the_frames_a_stage_holds_by_design() -> None:
+    """End-to-end latency counts the wait for the 3 later frames a held frame needs; processing latency starts
+    when the frame that released it arrived (the stream's end for the last 3), so an alert on it does not fire for
+    a slow camera under centred smoothing."""
+    n, k = 12, Hold.K
+    out: list[Any] = []
+    metrics = Metrics()
+    Pipeline([Camera("a", n, delay_s=0.02)], [StageSpec("hold", Hold, Hold.Config())], metrics,
+             consumers=[out.append]).run()
+    frames = [m for m in out if isinstance(m, Frame)]
+    assert [f.index for f in frames] == list(range(n))
+    wall = [f.wall_time for f in frames]
+    for f in frames[:n - k]:
+        assert ready_time(f) == wall[f.index + k], f.index
+    for f in frames[n - k:]:
+        assert ready_time(f) >= wall[-1], f.index
+    get = metrics.registry.get_sample_value
+    e2e = get("streamad_end_to_end_latency_seconds_sum", {"stream": "a"})
+    proc = get("streamad_processing_latency_seconds_sum", {"stream": "a"})
+    assert get("streamad_processing_latency_seconds_count", {"stream": "a"}) == n
+    held = sum(wall[i + k] - wall[i] for i in range(n - k))
+    assert held >= 0.9 * (n - k) * k * 0.02  # the source's pacing
+    assert e2e - proc >= held - 1e-6
