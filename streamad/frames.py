@@ -170,6 +170,13 @@ class Clip:
         return self.target.timings
 
     @property
+    def scored_frames(self) -> list[Frame]:
+        """The target and the extra targets in stream order (ascending ``index``): the frames this clip's result is
+        emitted for, so that the scores of a stream's first clip (target last, the frames before it extra) reach
+        the sinks in order."""
+        return sorted([self.target, *self.extra_targets], key=lambda f: f.index)
+
+    @property
     def first(self) -> Frame:
         return self.frames[0]
 

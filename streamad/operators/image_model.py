@@ -206,7 +206,7 @@ class ImageModelOp(Operator):
         amap, score, boxes, rscores = self.last
         h = self.shared.handle
         out = []
-        for f in frames:
+        for f in sorted(frames, key=lambda fr: fr.index):  # stream order (a clip's target may follow its extras)
             size = f.source_size or (f.width, f.height)
             out.append(ImageScores(
                 stream_id=f.stream_id, index=f.index, pts=f.pts, wall_time=f.wall_time, raw_score=score,

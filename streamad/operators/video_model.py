@@ -112,7 +112,7 @@ class VideoModelOp(Operator):
         clip.target.timings["model"] = model_s
         boxes = clip.regions.boxes if clip.regions is not None else np.zeros((0, 4), np.float32)
         out = []
-        for frame in [clip.target, *clip.extra_targets]:
+        for frame in clip.scored_frames:
             out.append(Scores(
                 stream_id=frame.stream_id, index=frame.index, pts=frame.pts, wall_time=frame.wall_time,
                 raw_score=result.frame_score, score=result.frame_score,

@@ -412,7 +412,7 @@ class Pipeline:
                 op = instances.pop(sid, None)
                 if op is not None and sid not in self.failed:
                     self._run(op, spec, sid, lambda o=op, eos=msg: _flush(o, eos), out, latency, None,
-                              ready=msg.wall_time or time.time())
+                              ready=msg.wall_time)
                 out.put(msg)
                 if i == 0:
                     self.ingress.remove_stream(sid)
@@ -453,7 +453,8 @@ class Pipeline:
 
     def _run(self, op: Operator, spec: StageSpec, sid: str, call: Callable[[], list[Any]], out: StageQueue,
              latency: "_StageClock", msg: Any, ready: float | None = None) -> None:
-        """One operator call on ``msg`` (``None``: a flush, whose outputs are ready at ``ready``)."""
+        """One operator call on ``msg`` (``None``: a flush, whose outputs are ready at ``ready``, Unix seconds; now
+        when unset or 0)."""
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
             results = call()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "examples" / "ped2_aivad.yaml"
@@ -54,16 +55,28 @@ def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> N
     assert meta["model"]["params"]["estimators"]["deep"]["type"] == "knn"
 
 
+# the first four test clips (690 frames: a third of the test split keeps CI short); each holds an anomalous event
+SERVED = ["Test001", "Test002", "Test003", "Test004"]
+
+
 def test_full_aivad_alerts_name_regions_and_reasons(aivad_run: tuple[dict, Path, Path], data_root: Path) -> None:
     _, model, run_dir = aivad_run
-    res = subprocess.run([sys.executable, "-m", "streamad.cli", "serve", str(CONFIG), "--model", str(model)],
+    data = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    data["streams"][0]["videos"] = SERVED
+    config = run_dir / "serve_subset.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    res = subprocess.run([sys.executable, "-m", "streamad.cli", "serve", str(config), "--model", str(model)],
                          env=_env(data_root), capture_output=True, text=True, timeout=1500, cwd=run_dir)
     assert res.returncode == 0, res.stderr
-    assert "served 2010 frames" in res.stdout
+    assert "served 690 frames" in res.stdout
     lines = (run_dir / "runs" / "ped2_aivad" / "alerts.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     starts = [e for e in events if e["type"] == "start"]
-    assert len(starts) >= 6  # Ped2's test clips hold 12 anomalous events (bicycles, carts, skateboards)
+    # each served clip holds an anomalous event (bicycles, carts, skateboards): at least 3 of the 4 raise one
+    # (all 12 test clips did when the whole split was served, 15 events)
+    assert len({e["stream_id"] for e in starts}) >= 3, starts
+    for e in events:  # scores reach the alert operator in stream order, the first clip's edge frames too
+        assert e["frame"] >= e["start_frame"], e
     for e in starts:
         assert e["regions"] and e["reasons"]
         top = e["regions"][0]

@@ -48,3 +48,12 @@ def test_stream_shorter_than_a_clip_is_padded_with_its_last_frame() -> None:
     clips = run_operator("clip_window", [frame(0)], clip_length_in_frames=2)
     assert len(clips) == 1
     assert [f.index for f in clips[0].frames] == [0, 0] and clips[0].target.index == 0
+
+
+def test_scores_of_the_first_clip_go_out_in_stream_order() -> None:
+    """The first clip (target last) stands for the frames before its target too; its results are emitted for them
+    in stream order, so an alert's event never reports a frame before its start_frame."""
+    clips = run_operator("clip_window", [frame(i) for i in range(6)], clip_length_in_frames=4,
+                         frames_between_clips=1, target_frame="last")
+    assert clips[0].target.index == 3
+    assert [[f.index for f in c.scored_frames] for c in clips] == [[0, 1, 2, 3], [4], [5]]

@@ -89,29 +89,37 @@ class DiscreteLatentModel(nn.Module):
 
     def quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (N, 3, H, W) 0-1 -> (Q_hi (N, d, H/8, W/8), Q_lo (N, d, H/4, W/4))`` quantised features."""
+        bot, z_top = self._encode(x)
+        q_top = self.vq_top(z_top)
+        return q_top, self.vq_bot(self._bottom_features(bot, q_top))
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (N, 3, H, W) 0-1 -> (bottom encoding (N, c, H/4, W/4), top pre-quantisation features (N, d, H/8,
+        W/8))``."""
         bot = self.encode_bot(x)
-        q_top = self.vq_top(self.pre_vq_top(self.encode_top(bot)))
-        q_bot = self.vq_bot(self.pre_vq_bot(torch.cat([bot, self.upsample_t(q_top)], 1)))
-        return q_top, q_bot
+        return bot, self.pre_vq_top(self.encode_top(bot))
+
+    def _bottom_features(self, bot: torch.Tensor, q_top: torch.Tensor) -> torch.Tensor:
+        """The bottom level's pre-quantisation features ``(N, d, H/4, W/4)`` from the bottom encoding and the
+        quantised top level."""
+        return self.pre_vq_bot(torch.cat([bot, self.upsample_t(q_top)], 1))
 
     @torch.no_grad()
     def codes_used(self, x: torch.Tensor) -> dict[str, int]:
         """How many distinct codes the images ``x (N, 3, H, W)`` 0-1 take at each level: ``{"top": int,
         "bottom": int}`` (a collapsed codebook uses a handful of its ``num_embeddings``)."""
-        bot = self.encode_bot(x)
-        z_top = self.pre_vq_top(self.encode_top(bot))
-        q_top = self.vq_top.lookup(idx_top := self.vq_top.indices(z_top))
-        idx_bot = self.vq_bot.indices(self.pre_vq_bot(torch.cat([bot, self.upsample_t(q_top)], 1)))
+        bot, z_top = self._encode(x)
+        idx_top = self.vq_top.indices(z_top)
+        idx_bot = self.vq_bot.indices(self._bottom_features(bot, self.vq_top.lookup(idx_top)))
         return {"top": int(idx_top.unique().numel()), "bottom": int(idx_bot.unique().numel())}
 
     def init_codebooks(self, x: torch.Tensor, g: torch.Generator) -> None:
         """Both codebooks from the (pre-quantisation) features of the images ``x (N, 3, H, W)`` 0-1
         (:meth:`~streamad.models.image.dsr.quantizer.VectorQuantizer.init_from`), top level first."""
         with torch.no_grad():
-            bot = self.encode_bot(x)
-            z_top = self.pre_vq_top(self.encode_top(bot))
+            bot, z_top = self._encode(x)
             self.vq_top.init_from(z_top, g)
-            self.vq_bot.init_from(self.pre_vq_bot(torch.cat([bot, self.upsample_t(self.vq_top(z_top))], 1)), g)
+            self.vq_bot.init_from(self._bottom_features(bot, self.vq_top(z_top)), g)
 
     def join(self, q_top: torch.Tensor, q_bot: torch.Tensor) -> torch.Tensor:
         """Both levels at ``H/4``: ``(N, 2d, H/4, W/4)`` (the decoders' input)."""
