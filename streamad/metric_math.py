@@ -270,13 +270,28 @@ def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
 
+def _descending_order(s: np.ndarray) -> np.ndarray:
+    """Indices that sort the float32 values ``s`` (1-D, finite) in decreasing order, equal values in any order.
+
+    ``np.argsort`` of tens of millions of float32 values takes about 10 s here; sorting 64-bit keys (the value's
+    order-preserving unsigned bits above the index) is about 3x faster, with the index read back from the low bits.
+    """
+    if s.size >= 2**32:
+        return np.argsort(s)[::-1]
+    bits = s.view(np.uint32)
+    ordered = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))  # negatives reversed
+    key = (ordered.astype(np.uint64) << np.uint64(32)) | np.arange(s.size, dtype=np.uint64)
+    key.sort()
+    return (key[::-1] & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
 def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = 0.3, with_aupro: bool = True) -> dict[str, float]:
     """``{"auroc", "aupr", "aupro"}`` of anomaly maps against ground-truth masks, from one sort of the pixels.
 
     The same numbers as :func:`pixel_auroc`, :func:`aupr` and :func:`aupro` (anomalib's definitions; tested equal),
     computed together: a test split of a few hundred 256x256 maps has tens of millions of pixels, and each of those
-    functions sorts them again in float64 (about 15 s each for 38 M pixels on 2 cores); here one float32 sort
-    serves the three curves (about 3 s). The curves are built at every distinct map value (thresholds
+    functions sorts them again in float64 (about 15 s each for 38 M pixels on 2 cores); here one sort of the
+    float32 values (:func:`_descending_order`, about 3 s for 43 M pixels) serves the three curves. The curves are built at every distinct map value (thresholds
     ``map >= t``): true and false positive counts are cumulative sums over the pixels sorted by decreasing value,
     read at the end of each run of equal values, so ties are handled as scikit-learn's ``roc_curve`` /
     ``precision_recall_curve`` handle them.
@@ -305,7 +320,7 @@ def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = 0.3, with_aupro: boo
     if n_pos == 0 or n_pos == y.size:
         raise ValueError("pixel_metrics: the masks hold one class only; pixel metrics need anomalous and normal "
                          "pixels")
-    order = np.argsort(s)[::-1]
+    order = _descending_order(s)
     s_sorted = s[order]
     ends = np.append(np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s.size - 1)
     y_sorted = y[order]

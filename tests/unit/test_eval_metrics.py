@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from streamad.eval.plots import anomalous_runs, plot_clip_scores, plot_roc
 from streamad.eval.report import EvalReport, build_report, plot_file_name, write_plots
-from streamad.metric_math import aupr, aupro, auroc, frame_metrics, pixel_auroc
+from streamad.metric_math import aupr, aupro, auroc, frame_metrics, pixel_auroc, pixel_metrics
 
 from ped2_fixtures import DATA  # $STREAMAD_DATA or ../shared/data
 TILE_MASK = DATA / "magnetic_tile" / "MT_Blowhole" / "Imgs" / "exp1_num_290998.png"  # two separate blowholes
@@ -266,3 +266,18 @@ def test_write_plots_one_png_per_clip(tmp_path: Path) -> None:
     assert plot_file_name("ped2/Test001") == "ped2_Test001.png"
     for p in paths:
         assert_png(p)
+
+
+def test_pixel_metrics_from_one_sort_equal_the_separate_metrics() -> None:
+    """pixel_metrics (one sort of the pixels by 64-bit keys) gives the numbers of pixel_auroc, aupr and aupro on maps
+    with negative values, -0.0 / 0.0 and many ties (rounded values)."""
+    rng = np.random.default_rng(7)
+    masks = np.zeros((5, 30, 40), bool)
+    masks[:, 8:16, 10:22] = True
+    masks[2, 20:25, 1:4] = True
+    maps = rng.normal(size=masks.shape).astype(np.float32) + 0.8 * masks
+    for m in (maps, np.round(maps, 1), np.where(np.abs(maps) < 0.3, np.float32(-0.0), maps)):
+        got = pixel_metrics(m, masks)
+        assert got["auroc"] == pytest.approx(pixel_auroc(m, masks), abs=1e-9)
+        assert got["aupr"] == pytest.approx(aupr(m.reshape(-1), masks.reshape(-1)), abs=1e-9)
+        assert got["aupro"] == pytest.approx(aupro(m, masks), abs=1e-9)
