@@ -45,11 +45,13 @@ def test_full_aivad_frame_auroc_on_ped2(aivad_run: tuple[dict, Path, Path]) -> N
     assert m["frames"] == 2010
     # issue 22's target is 0.97 smoothed with settings chosen on held-out training clips only
     # (benchmarks/aivad_validation_study.py), and no label at fit time (fitted on 12 training clips, calibrated on the
-    # 4 held out): measured 0.9808 smoothed, 0.9410 raw in one install and 0.9774 / 0.9326 in a fresh install of the
-    # same computation (the k-center bank follows float noise). The floors sit below both, and fail when accuracy
-    # really drops.
-    assert m["frame_auroc"] >= 0.975
-    assert m["frame_auroc_raw"] >= 0.930
+    # 4 held out). With detect_every 2 and no reuse: 0.9808 smoothed, 0.9410 raw in one install and 0.9774 / 0.9326
+    # in a fresh install of the same computation (the k-center bank follows float noise). Since the examples reuse
+    # work between clips for issue 21's speed (detect_every 4, pose refresh_every 2, reused appearance vectors):
+    # 0.9754 / 0.9419 (2026-12-07). The floors are the issues' 0.97 smoothed and a raw floor below every run; they
+    # fail when accuracy really drops.
+    assert m["frame_auroc"] >= 0.970
+    assert m["frame_auroc_raw"] >= 0.925
     meta = json.loads((model / "model.json").read_text())
     assert set(meta["model"]["params"]["estimators"]) == {"velocity", "pose", "deep"}
     assert meta["model"]["params"]["estimators"]["deep"]["type"] == "knn"
