@@ -14,8 +14,9 @@ variants) and caches them under ``--work``. Pass 2 fits the density estimators o
 :class:`~streamad.models.video.aivad.model.AiVad` (GMM for velocity, grouped kNN for pose and deep) on the training
 regions and prints the frame-level AUROC over the 2,010 test frames, raw and smoothed (Gaussian, sigma 3 frames, per
 clip, as the ``smooth`` operator). The final row's streams and settings are those of examples/ped2_aivad.yaml, with
-the detector on every frame; the example's ``detect_every: 2`` (detector on every other clip in eval and serve) is
-measured end to end by ``streamad fit`` + ``streamad eval`` on it (streamad/models/video/aivad/README.md).
+the detector on every frame; the example's ``detect_every`` (the detector on every 4th clip in eval and serve since
+2026-12-07, every other clip before) is measured end to end by ``streamad fit`` + ``streamad eval`` on it
+(streamad/models/video/aivad/README.md).
 """
 
 from __future__ import annotations
