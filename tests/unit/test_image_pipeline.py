@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import frame
+from helpers import frame, run_operator
 from image_fixtures import defect_mask, folder_pipeline, texture, write_folder_dataset
 from streamad.config import load_config_text
 from streamad.models.handle import ModelHandle
@@ -63,6 +63,27 @@ def test_operator_every_nth_frame_and_source_boxes() -> None:
     assert outs[0].boxes.tolist() == [[60.0, 8.0, 100.0, 24.0]]  # map (30x20) -> source (120x80) pixels
     assert outs[0].region_scores.tolist() == [3.0] and (outs[0].width, outs[0].height) == (120, 80)
     assert [o.label for o in outs] == [0, 1, 0, 1, 0]
+
+
+def test_a_clip_windows_first_clip_is_scored_on_its_target_and_emitted_in_stream_order() -> None:
+    """Behind a clip window (target last, edges padded) the first clip stands for frames 0-3: the model scores its
+    target (frame 3) once and the scores go out as frames 0, 1, 2, 3, so smoothing and alerts see stream order."""
+    images = [np.full((40, 60, 3), i, np.uint8) for i in range(6)]
+    clips = run_operator("clip_window", [frame(i, size=(60, 40), image=images[i]) for i in range(6)],
+                         clip_length_in_frames=4, frames_between_clips=1, target_frame="last")
+    seen: list[int] = []
+    runner = _FakeRunner()
+
+    def scoring(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(int(batch[0, 0, 0]))  # which frame's image was scored
+        return runner(batch)
+
+    handle = ImageModelStage(ModelHandle(None, "fake", "1", runner=scoring), pixel_threshold=1.0)
+    op = ImageModelOp(ImageModelOp.Config(kind="image_model", model={"kind": "padim"}), handle, "s")
+    outs = [o for c in clips for o in op.process(c)]
+    assert [o.index for o in outs] == [0, 1, 2, 3, 4, 5]
+    assert seen == [3, 4, 5]  # one model call per clip, on its target frame
+    assert [o.raw_score for o in outs] == [1.0, 1.0, 1.0, 1.0, 2.0, 3.0]
 
 
 def test_threshold_normalises_regions_with_the_pixel_threshold() -> None:
