@@ -42,12 +42,13 @@ nearest-neighbour map and re-weighted score, bilinear / nearest upsampling to 24
 * anomalib: PIL decode to RGB, ``/ 255`` as float64, to float32 NCHW (Python, one thread, before each call); in the
   IR a resize to 240x360 (a no-op in value) and ImageNet normalisation, and after the map the post-processor
   (min-max normalisation, image and pixel thresholds: ``pred_label``, ``pred_mask``); then a ``NumpyImageBatch``.
-  Compiled for ``CPU`` (what the inferencer's default ``AUTO`` picks on this machine) with OpenVINO's defaults.
+  Compiled for ``CPU`` (what the inferencer's default ``AUTO`` picks on this machine) with OpenVINO's defaults:
+  bf16 inference on CPUs with AVX-512 BF16 or AMX (the machine line lists the CPU's flags), else f32.
 * streamad: OpenCV decode to RGB uint8 in the source threads, 12 streams at once, overlapping the model; in the IR
   ``(x - 127) / 128``, out the raw map and score; then in Python min-max normalisation, anomalous regions
   (connected components of the thresholded map), temporal smoothing, threshold and alert stages. Compiled for
-  ``CPU`` with ``INFERENCE_PRECISION_HINT=f32`` and ``PERFORMANCE_HINT=LATENCY`` (f32 is the default here too:
-  this CPU has no bf16).
+  ``CPU`` with ``INFERENCE_PRECISION_HINT=f32`` (``--inference-precision bf16``: bf16 where the CPU has it, as
+  anomalib's default) and ``PERFORMANCE_HINT=LATENCY``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from image_serve_fps import PATCHCORE, config, streamad  # noqa: E402
+from image_serve_fps import PATCHCORE, config, cpu_flags, streamad  # noqa: E402
 
 ANOMALIB_PINS = ("anomalib==2.1.0", "torch==2.14.1", "torchvision==0.29.1", "openvino==2026.4.1", "onnx==1.23.2",
                  "onnxscript==0.7.2", "lightning==2.6.6", "timm==1.0.31",
@@ -190,12 +191,12 @@ def prepare_streamad(model: str, work: Path, refit: bool) -> Path:
 
 
 def bench_streamad(model: str, work: Path, model_dir: Path, per_clip: int, batch_size: int,
-                   hint: str = "latency") -> dict[str, Any]:
+                   hint: str = "latency", precision: str = "f32") -> dict[str, Any]:
     """:func:`streamad.bench.run.bench` of the config with ``runtime: openvino`` (module doc, step 2)."""
     from streamad.bench.run import bench
     from streamad.config import load_config
 
-    cfg = load_config(config(model, work, "openvino", batch_size, hint))  # as the CLI's _load
+    cfg = load_config(config(model, work, "openvino", batch_size, hint, precision))  # as the CLI's _load
     res = bench(cfg, model_dir, max_frames=per_clip)
     if res.errors:
         raise RuntimeError(f"streamad bench of {model}: stream errors {res.errors}")
@@ -236,6 +237,8 @@ def main() -> int:
                                                                    "streams in one model call); anomalib: always 1")
     ap.add_argument("--hint", choices=["latency", "throughput"], default="latency",
                     help="streamad's OpenVINO performance_hint (image_model operator)")
+    ap.add_argument("--inference-precision", choices=["f32", "bf16"], default="f32",
+                    help="streamad's OpenVINO inference_precision (image_model operator)")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     ap.add_argument("--refit", action="store_true", help="fit and export both sides again")
     args = ap.parse_args()
@@ -246,7 +249,7 @@ def main() -> int:
     root = root / UcsdPedSource.Config(split="test").root  # the release folder, as the config's streams find it
     machine = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "load_average_start": [round(x, 2) for x in os.getloadavg()], "python": sys.version.split()[0]}
-    print(f"machine: {machine['processor']}, {machine['cores']} cores; load average (1/5/15 min) "
+    print(f"machine: {machine['processor']}, {machine['cores']} cores ({cpu_flags()}); load average (1/5/15 min) "
           f"{machine['load_average_start']} at the start", flush=True)
     python = ensure_env(args.env.resolve())
     clips = ucsd_videos(root, "UCSDped2", "test")
@@ -265,7 +268,8 @@ def main() -> int:
         load = [round(os.getloadavg()[0], 2)]
         theirs = anomalib_side(python, model, work, test, train, settings, args.refit)
         load.append(round(os.getloadavg()[0], 2))
-        ours = bench_streamad(model, work, model_dir, per_clip, args.batch_size, args.hint)  # right after anomalib's loop
+        ours = bench_streamad(model, work, model_dir, per_clip, args.batch_size, args.hint,
+                              args.inference_precision)  # right after anomalib's loop
         if ours["frames"] != theirs["frames"]:
             raise RuntimeError(f"{model}: streamad scored {ours['frames']} frames, anomalib {theirs['frames']}")
         rows.append({"model": model, "frames": theirs["frames"], "anomalib_fps": theirs["fps"],
@@ -277,7 +281,7 @@ def main() -> int:
         details[model] = {"anomalib": theirs, "streamad": ours, "load_average_before": load}
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print(f"\nUCSD Ped2 test frames through OpenVINO (FP32), streamad runtime.batch_size {args.batch_size}, "
-          f"performance_hint {args.hint}; "
+          f"performance_hint {args.hint}, inference_precision {args.inference_precision}; "
           f"load average {machine['load_average_start'][0]} at the start, {machine['load_average_end'][0]} at the end")
     print(format_table(rows))
     if args.json:

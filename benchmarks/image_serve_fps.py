@@ -2,12 +2,14 @@
 torch vs OpenVINO side by side (FP32, and optionally FP16 / INT8 IRs).
 
     STREAMAD_DATA=../shared/data python benchmarks/image_serve_fps.py [--models padim patchcore]
-        [--precisions fp32 fp16 int8] [--work runs/bench_serve] [--refit]
+        [--precisions fp32 fp16 int8 bf16] [--work runs/bench_serve] [--refit]
 
 For each model: fit examples/ped2_padim.yaml (PatchCore: the same pipeline with a PatchCore model) once into
 ``<work>/<model>/model`` unless it is there, export the IR(s), then run ``streamad serve`` as a subprocess on the 12
 Ped2 test clips (2,010 frames, JPEG decoding, image model, smoothing, threshold, alerts, a JSONL sink) with
-``runtime: torch`` and ``runtime: openvino``, and read the frames/s it prints. End to end: from the first decoded
+``runtime: torch`` and ``runtime: openvino``, and read the frames/s it prints. ``bf16`` is the FP32 IR served with
+the operator's ``inference_precision: bf16`` (the CPU's bfloat16 units where it has them; the machine line says
+whether it has ``avx512_bf16`` / AMX). End to end: from the first decoded
 frame to the last alert written, per the engine's own clock.
 """
 
@@ -33,9 +35,10 @@ PATCHCORE = {"kind": "patchcore", "backbone": "efficientnet_lite0", "layers": ["
 _SERVED = re.compile(r"served (\d+) frames in ([\d.]+) s \(([\d.]+) frames/s\)")
 
 
-def config(model: str, work: Path, runtime: str = "auto", batch_size: int = 1, hint: str = "latency") -> Path:
-    """A copy of examples/ped2_padim.yaml with the model, the runtime, its OpenVINO ``performance_hint``,
-    ``runtime.batch_size`` and a JSONL sink under ``work``."""
+def config(model: str, work: Path, runtime: str = "auto", batch_size: int = 1, hint: str = "latency",
+           inference_precision: str = "f32") -> Path:
+    """A copy of examples/ped2_padim.yaml with the model, the runtime, its OpenVINO ``performance_hint`` and
+    ``inference_precision``, ``runtime.batch_size`` and a JSONL sink under ``work``."""
     data: dict[str, Any] = yaml.safe_load((REPO / "examples" / "ped2_padim.yaml").read_text(encoding="utf-8"))
     data["name"] = f"ped2_{model}"
     data["data_root"] = os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))
@@ -44,6 +47,7 @@ def config(model: str, work: Path, runtime: str = "auto", batch_size: int = 1, h
         data["operators"][0]["model"] = PATCHCORE
     data["operators"][0]["runtime"] = runtime
     data["operators"][0]["performance_hint"] = hint
+    data["operators"][0]["inference_precision"] = inference_precision
     data.setdefault("runtime", {})["batch_size"] = batch_size
     data["sinks"] = [{"kind": "jsonl", "path": str(work / model / f"alerts_{runtime}.jsonl")}]
     path = work / model / f"{runtime}.yaml"
@@ -70,17 +74,27 @@ def serve_fps(cfg: Path, model_dir: Path) -> tuple[int, float, float]:
     return int(m.group(1)), float(m.group(2)), float(m.group(3))
 
 
+def cpu_flags() -> str:
+    """The CPU features that decide OpenVINO's fast paths (AVX2 / AVX-512, VNNI for int8, BF16 / AMX)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8").split())
+    except OSError:
+        return "flags unknown"
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16"]
+    return " ".join(f for f in wanted if f in flags) or "no AVX2"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["padim", "patchcore"], choices=["padim", "patchcore"])
-    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8"])
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "fp16", "int8", "bf16"])
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_serve")
     ap.add_argument("--refit", action="store_true", help="fit again even when a model directory exists")
     ap.add_argument("--batch-size", type=int, default=1,
                     help="runtime.batch_size: frames of different streams scored in one model call")
     args = ap.parse_args()
     work = args.work.resolve()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores ({cpu_flags()}); "
           f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}")
     rows = []
     for model in args.models:
@@ -94,16 +108,19 @@ def main() -> int:
         row = {"model": model, "frames": frames, "torch": torch_fps}
         for precision in args.precisions:
             extra = ["--calibration", str(fit_cfg), "--calibration-frames", "300"] if precision == "int8" else []
+            ir_precision = "fp32" if precision == "bf16" else precision
             out_dir = model_dir / "openvino"
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             try:
-                streamad("export", str(model_dir), "--format", "openvino", "--precision", precision, *extra)
+                streamad("export", str(model_dir), "--format", "openvino", "--precision", ir_precision, *extra)
             except RuntimeError as exc:
                 print(f"{model}: {precision} export failed: {exc}")
                 row[f"openvino {precision}"] = float("nan")
                 continue
-            row[f"openvino {precision}"] = serve_fps(config(model, work, "openvino", args.batch_size), model_dir)[2]
+            served = config(model, work, "openvino", args.batch_size,
+                            inference_precision="bf16" if precision == "bf16" else "f32")
+            row[f"openvino {precision}"] = serve_fps(served, model_dir)[2]
         rows.append(row)
         print(f"{model}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)))
     cols = ["torch"] + [f"openvino {p}" for p in args.precisions]

@@ -39,7 +39,7 @@ import torch
 import yaml
 
 from streamad.metric_math import auroc, pixel_metrics
-from streamad.models.components.gaussian_blur import GaussianBlur2d
+from streamad.models.components.upsample_blur import UpsampleBlur
 from streamad.models.image import IMAGE_MODELS
 from streamad.models.image.image_set import ImageSet
 from streamad.sources.datasets.folder import magnetic_tile_samples
@@ -113,7 +113,7 @@ def image_sets(root: Path, size: tuple[int, int], split: str) -> tuple[ImageSet,
 def run_row(name: str, model: Any, sigma: float, test: ImageSet, groups: np.ndarray) -> dict[str, Any]:
     """Score ``test`` with ``model``'s network, its map blurred with ``sigma``; the row's metrics."""
     net = model.network
-    net.blur = GaussianBlur2d(sigma)
+    net.upsample_blur = UpsampleBlur(net.size, sigma, "nearest")
     maps, scores = [], []
     batch = 16 if net.memory_bank.shape[0] <= 20000 else 2  # the (batch, patches, bank) distance matrix
     t0 = time.perf_counter()

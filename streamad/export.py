@@ -209,6 +209,8 @@ def export_model(model_dir: str | Path, fmt: str = "openvino", precision: str = 
                          f"detector network before its torch network (see its README); it runs with torch")
     net = model.require_network().eval()
     example = model.example_input(1)
+    with torch.inference_mode():
+        net(example)  # one call first: size-dependent constants (UpsampleBlur's matrices) are built before the trace
     out_dir = Path(output) if output is not None else Path(model_dir) / fmt
     if out_dir.exists():
         shutil.rmtree(out_dir)

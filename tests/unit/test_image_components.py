@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import ndimage, stats
 from scipy.spatial.distance import mahalanobis
 from sklearn.decomposition import PCA as SkPCA
@@ -15,6 +16,7 @@ from streamad.models.components.kde import GaussianKDE
 from streamad.models.components.multivariate_gaussian import GaussianNLL, PatchGaussian, mahalanobis_map
 from streamad.models.components.pca import PCA
 from streamad.models.components.random_projection import project_features
+from streamad.models.components.upsample_blur import UpsampleBlur
 
 
 def test_gaussian_blur_matches_scipy_with_anomalib_kernel() -> None:
@@ -32,6 +34,27 @@ def test_gaussian_blur_matches_scipy_with_anomalib_kernel() -> None:
     np.testing.assert_allclose(small.numpy(), 1.0, atol=1e-6)
     with pytest.raises(ValueError, match="sigma must be > 0"):
         GaussianBlur2d(0)
+
+
+@pytest.mark.parametrize(("mode", "grid", "size"), [
+    ("bilinear", (30, 45), (240, 360)),  # PaDiM on Ped2: stride 8
+    ("nearest", (30, 45), (240, 360)),   # PatchCore on Ped2
+    ("bilinear", (7, 9), (20, 30)),      # a map smaller than the kernel on one side: replicated border
+    ("nearest", (5, 5), (12, 40)),
+])
+def test_upsample_blur_is_interpolate_then_blur(mode: str, grid: tuple[int, int], size: tuple[int, int]) -> None:
+    """The two matrix products give the anomaly map that resizing with ``F.interpolate`` and then blurring with
+    ``GaussianBlur2d`` gives, border rule included; and repeated calls reuse the matrices."""
+    x = torch.from_numpy(np.random.default_rng(2).random((3, 1, *grid)).astype(np.float32) * 10)
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    ref = GaussianBlur2d(4.0)(F.interpolate(x, size=size, mode=mode, **kwargs))
+    ub = UpsampleBlur(size, 4.0, mode)
+    out = ub(x)
+    assert out.shape == (3, 1, *size) and out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    assert ub.matrices(*grid)[0] is ub.matrices(*grid)[0]
+    with pytest.raises(ValueError, match="mode must be"):
+        UpsampleBlur(size, 4.0, "bicubic")  # type: ignore[arg-type]
 
 
 def test_k_center_greedy_is_the_farthest_point_sequence() -> None:

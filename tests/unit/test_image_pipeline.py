@@ -31,7 +31,9 @@ def test_regions_from_map() -> None:
     assert scores.tolist() == pytest.approx([0.95, 0.9])
     boxes, _ = regions_from_map(amap, 0.5, min_area=1, max_regions=1)
     assert len(boxes) == 1
-    assert len(regions_from_map(amap, 0.99)[0]) == 0
+    for thr, min_area in ((0.99, 1), (0.5, 100)):  # nothing above the threshold; components all too small
+        boxes, scores = regions_from_map(amap, thr, min_area=min_area)
+        assert boxes.shape == (0, 4) and scores.shape == (0,) and boxes.dtype == scores.dtype == np.float32
 
 
 class _FakeRunner:

@@ -5,12 +5,14 @@ score (N,) float32)`` raw model outputs; the graph is the same (:attr:`ImageMode
 float rounding. :func:`open_runner` picks the IR when ``runtime`` is ``auto`` and ``MODEL_DIR/openvino/model.xml``
 exists and was exported from this fit (``export.json`` names the fit's ``created`` time).
 
-OpenVINO is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32`` (the CPU plugin would otherwise run bf16 on
-CPUs that have it, and scores would drift from torch) and ``PERFORMANCE_HINT`` ``LATENCY`` (default: a batch is one
-request using every core) or ``THROUGHPUT`` (the cores are split into OpenVINO streams and each frame of a batch is
+OpenVINO is compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32`` by default (the CPU plugin would otherwise run
+bf16 on CPUs that have it, and scores would drift from torch; ``precision="bf16"`` asks for that on purpose: faster
+where the CPU has AVX-512 BF16 or AMX, measured in README Speed, f32 elsewhere) and ``PERFORMANCE_HINT``
+``LATENCY`` (default: a batch is one request using every core) or ``THROUGHPUT`` (the cores are split into OpenVINO streams and each frame of a batch is
 its own request, run in parallel with ``AsyncInferQueue``: the same scores; meant for machines with more cores, it
-measured no gain on 2 cores, README Speed). The first few frame sizes seen each get a model reshaped to that static size (static shapes run faster);
-further sizes share one dynamic-shape compiled model.
+measured no gain on 2 cores, README Speed). The first few frame sizes seen each get a model reshaped to that static
+size (static shapes run faster; a resize to the size the frames already have is bypassed there); further sizes
+share one dynamic-shape compiled model.
 """
 
 from __future__ import annotations
@@ -62,22 +64,54 @@ def _core() -> Any:
     return ov.Core()
 
 
+def _drop_identity_resizes(model: Any) -> int:
+    """Bypass the ``Interpolate`` nodes of a static-shape ``ov.Model`` whose output shape equals their input's.
+
+    :class:`~streamad.models.image.preprocess.Preprocess` resizes every frame to the model's input size; for frames
+    that already have it (a camera the model was sized for: Ped2's 360x240 in ``examples/ped2_padim.yaml``) that
+    resize is the identity but OpenVINO still runs it (0.6 of PaDiM's 6.6 ms a frame on Ped2). A resize to the same
+    size samples every pixel at its own position (half-pixel, asymmetric or align-corners coordinates, any
+    interpolation mode), so bypassing it leaves the outputs unchanged; ``tf_half_pixel_for_nn`` shifts samples by half
+    a pixel and is left alone. Returns the number of nodes bypassed.
+    """
+    dropped = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Interpolate":
+            continue
+        if op.get_attributes().get("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
+            continue
+        src, dst = op.input_value(0).get_partial_shape(), op.get_output_partial_shape(0)
+        if src.is_static and dst.is_static and src.to_shape() == dst.to_shape():
+            for target in list(op.output(0).get_target_inputs()):
+                target.replace_source_output(op.input_value(0))
+            dropped += 1
+    if dropped:
+        model.validate_nodes_and_infer_types()
+    return dropped
+
+
 class OpenVINORunner:
     """An OpenVINO IR (``model.xml``) on the CPU.
 
     Args:
         xml: the IR file. threads: ``INFERENCE_NUM_THREADS`` (``None``: OpenVINO's default, all cores).
         hint: ``latency`` or ``throughput`` (module doc).
+        precision: ``INFERENCE_PRECISION_HINT``: ``f32`` (default, torch's scores to float rounding) or ``bf16``
+            (the CPU's bfloat16 units where it has them, else f32; :attr:`precision_used` says which ran).
 
     Raises:
-        ModelError: the file is missing or not a readable IR. ValueError: unknown ``hint``.
+        ModelError: the file is missing or not a readable IR. ValueError: unknown ``hint`` or ``precision``.
     """
 
     name = "openvino"
 
-    def __init__(self, xml: str | Path, threads: int | None = None, hint: str = "latency") -> None:
+    def __init__(self, xml: str | Path, threads: int | None = None, hint: str = "latency",
+                 precision: str = "f32") -> None:
         if hint not in ("latency", "throughput"):
             raise ValueError(f"OpenVINO performance hint must be latency or throughput, got {hint!r}")
+        if precision not in ("f32", "bf16"):
+            raise ValueError(f"OpenVINO inference precision must be f32 or bf16, got {precision!r}")
+        self.precision_used: str | None = None  # the compiled model's INFERENCE_PRECISION_HINT, after the first call
         self.hint = hint
         self.xml = Path(xml)
         if not self.xml.is_file():
@@ -87,7 +121,7 @@ class OpenVINORunner:
             self.ov_model = self.core.read_model(str(self.xml))
         except RuntimeError as exc:
             raise ModelError(f"{self.xml}: cannot read the IR: {str(exc).splitlines()[0]}") from None
-        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": hint.upper()}
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": hint.upper()}
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self._requests: dict[tuple[int, ...] | None, Any] = {}  # compiled models by input shape
@@ -104,11 +138,18 @@ class OpenVINORunner:
         if len([k for k in self._requests if k is not None]) < _STATIC_SHAPES:
             model = self.ov_model.clone()
             model.reshape({model.inputs[0]: list(shape)})
+            _drop_identity_resizes(model)
         else:
             key = None
             if key in self._requests:
                 return self._requests[key]
         compiled = self.core.compile_model(model, "CPU", self.config)
+        if self.precision_used is None:
+            used = compiled.get_property("INFERENCE_PRECISION_HINT")
+            self.precision_used = used.to_string() if hasattr(used, "to_string") else str(used)
+            if self.config["INFERENCE_PRECISION_HINT"] != "f32":
+                log.info("%s: OpenVINO runs it in %s (asked for %s)", self.xml, self.precision_used,
+                         self.config["INFERENCE_PRECISION_HINT"])
         self._requests[key] = compiled
         return compiled
 
@@ -163,7 +204,7 @@ def export_info(model_dir: str | Path, fmt: str = "openvino") -> dict[str, Any] 
 
 
 def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[str, Any], runtime: str = "auto",
-                threads: int | None = None, hint: str = "latency") -> Runner:
+                threads: int | None = None, hint: str = "latency", precision: str = "f32") -> Runner:
     """The runner for a loaded model.
 
     Args:
@@ -171,7 +212,8 @@ def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[
         metadata: its ``model.json`` (the fit's ``created`` time identifies the export).
         runtime: ``torch``, ``openvino`` (the IR must exist and match this fit) or ``auto`` (the IR when it exists
             and matches, else torch).
-        threads: OpenVINO inference threads. hint: OpenVINO ``latency`` or ``throughput`` (:class:`OpenVINORunner`).
+        threads: OpenVINO inference threads. hint: OpenVINO ``latency`` or ``throughput``. precision: OpenVINO
+            ``f32`` or ``bf16`` (:class:`OpenVINORunner`; torch always runs float32).
 
     Raises:
         ModelError: ``runtime`` is ``openvino`` and there is no IR, or it was exported from another fit.
@@ -196,4 +238,4 @@ def open_runner(model: ImageModel, model_dir: str | Path | None, metadata: dict[
             raise ModelError(msg)
         log.warning("%s; scoring with torch", msg)
         return TorchRunner(model)
-    return OpenVINORunner(xml, threads, hint)
+    return OpenVINORunner(xml, threads, hint, precision)

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor
-from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.module_arrays import load_module_arrays, module_arrays
+from streamad.models.components.upsample_blur import UpsampleBlur
 from streamad.models.image.base import ImageNetwork
 from streamad.models.image.cfa.descriptor import Descriptor
 from streamad.models.image.cfa.memory_bank import kmeans, squared_distances
@@ -102,7 +102,7 @@ class CfaNetwork(ImageNetwork):
         self.descriptor = Descriptor(sum(extractor.channels[layer] for layer in extractor.layers), gamma_d, self.grid)
         self.num_nearest = int(num_nearest)
         self.register_buffer("memory_bank", torch.zeros(0, self.descriptor.out_channels))
-        self.blur = GaussianBlur2d(sigma)
+        self.upsample_blur = UpsampleBlur(size, sigma, "bilinear")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w)`` 0-255 -> ``(N, D, grid_h, grid_w)`` target-oriented features (the backbone without
@@ -150,7 +150,7 @@ class CfaNetwork(ImageNetwork):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patch = cfa_score_map(self.distances(self.preprocess(images)), self.num_nearest, self.grid)
-        amap = self.blur(F.interpolate(patch, size=self.size, mode="bilinear", align_corners=False))
+        amap = self.upsample_blur(patch)
         return amap, amap.flatten(1).amax(1)
 
 

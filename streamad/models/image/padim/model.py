@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from streamad.errors import ModelError
 from streamad.models.components.backbone import FeatureExtractor
-from streamad.models.components.gaussian_blur import GaussianBlur2d
 from streamad.models.components.multivariate_gaussian import PatchGaussian, mahalanobis_map
 from streamad.models.components.patch_pool import PatchPool, PatchSize
+from streamad.models.components.upsample_blur import UpsampleBlur
 from streamad.models.image.base import ImageModel, ImageModelConfig, ImageNetwork
 from streamad.models.image.image_set import ImageSet
 from streamad.registry import IMAGE_MODELS
@@ -57,7 +57,7 @@ class PadimNetwork(ImageNetwork):
         self.register_buffer("channels", channels)
         self.register_buffer("mean", mean)
         self.register_buffer("inv_covariance", inv_covariance)
-        self.blur = GaussianBlur2d(sigma)
+        self.upsample_blur = UpsampleBlur(size, sigma, "bilinear")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w) float`` -> ``(N, K, h / s, w / s)`` embedding (kept channels only)."""
@@ -69,7 +69,7 @@ class PadimNetwork(ImageNetwork):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embed(self.preprocess(images))
         dist = mahalanobis_map(emb, self.mean, self.inv_covariance)
-        amap = self.blur(F.interpolate(dist, size=self.size, mode="bilinear", align_corners=False))
+        amap = self.upsample_blur(dist)
         return amap, amap.flatten(1).amax(1)
 
 
