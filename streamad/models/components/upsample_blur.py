@@ -7,8 +7,8 @@ border). Both steps are linear and separable, so the whole of it is ``K_v @ map 
 rounding (the unit tests compare them), and it costs about ``H*h*w + H*w*W`` multiplications (0.4 M for a 30x45
 map to 240x360) instead of an interpolation and two 33-tap convolutions over the full-size map (about 6 M, and
 OpenVINO runs 1-channel convolutions slowly: 2.2 of PaDiM's 10.2 ms a frame on Ped2, measured with its per-layer
-counters). The matrices follow torch's resize rules (half-pixel bilinear, floor nearest) and ``GaussianBlur2d``'s border rule;
-the unit tests check them against the torch ops they replace.
+counters). The matrices follow torch's resize rules (half-pixel bilinear, floor nearest) and ``GaussianBlur2d``'s
+border rule; the unit tests check them against the torch ops they replace.
 """
 
 from __future__ import annotations
