@@ -118,7 +118,7 @@ def test_clip_features_grid_boxes_and_frame_cache() -> None:
     calls = []
     real = op.shared
     op.shared = type("Spy", (), {"__call__": lambda _, img: calls.append(1) or real(img),
-                                 "cell_boxes": real.cell_boxes})()
+                                 "cell": real.cell, "video": False})()
     out = op.process(Clip(stream_id="s", frames=frames[:2], target=frames[1]))[0]
     out2 = op.process(Clip(stream_id="s", frames=frames[1:], target=frames[2]))[0]
     assert len(calls) == 3  # frame 1 is computed once for both clips

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from streamad.models.components.backbone import build_feature_extractor
 
-__all__ = ["ClipGridFeatures", "combine_frames"]
+__all__ = ["ClipGridFeatures", "cell_boxes", "combine_frames"]
 
 
 def combine_frames(maps: np.ndarray, temporal: str) -> np.ndarray:
@@ -35,6 +35,16 @@ def combine_frames(maps: np.ndarray, temporal: str) -> np.ndarray:
     return np.ascontiguousarray(cells, np.float32)
 
 
+def cell_boxes(grid: tuple[int, int], size: tuple[int, int], cell: int) -> np.ndarray:
+    """``(h * w, 4) float32`` xyxy boxes of a ``grid`` ``(h, w)`` of square cells of ``cell`` pixels, row-major, in
+    pixels of a ``size`` ``(H, W)`` frame (clipped to it)."""
+    h, w = grid
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    x1, y1 = xs.ravel() * cell, ys.ravel() * cell
+    boxes = np.stack([x1, y1, x1 + cell, y1 + cell], axis=1).astype(np.float32)
+    return np.minimum(boxes, np.array([size[1], size[0], size[1], size[0]], np.float32))
+
+
 class ClipGridFeatures:
     """``__call__(image (H, W, 3) uint8 RGB) -> (h, w, C) float32``: ``layer`` of ``backbone`` on the whole frame,
     average-pooled over ``pool`` x ``pool`` cells (``h = ceil(H / stride) // pool``; cells that do not fit at the
@@ -50,6 +60,9 @@ class ClipGridFeatures:
         ModelError: unknown backbone or layer, missing weights (from ``build_feature_extractor``).
         ValueError: ``pool < 1``, or (on call) an image whose map is smaller than one cell.
     """
+
+    video = False
+    """Scores frames one by one (a 3-D network scores a whole clip: ``VideoClipGridFeatures``)."""
 
     def __init__(self, backbone: str, layer: str, pool: int = 1, weights: str | Path | None = None) -> None:
         if pool < 1:
@@ -72,12 +85,3 @@ class ClipGridFeatures:
                                      f"map, smaller than pooling_kernel_size {self.pool}")
                 fmap = F.avg_pool2d(fmap, self.pool)
         return fmap[0].permute(1, 2, 0).contiguous().numpy()
-
-    def cell_boxes(self, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        """``(h * w, 4) float32`` xyxy boxes of the grid's cells, row-major, in pixels of a ``size`` ``(H, W)``
-        frame (clipped to it)."""
-        h, w = grid
-        ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        x1, y1 = xs.ravel() * self.cell, ys.ravel() * self.cell
-        boxes = np.stack([x1, y1, x1 + self.cell, y1 + self.cell], axis=1).astype(np.float32)
-        return np.minimum(boxes, np.array([size[1], size[0], size[1], size[0]], np.float32))
