@@ -60,6 +60,11 @@ def test_hard_feature_loss_averages_only_the_hardest_differences() -> None:
     s[0, 1, 1, 1] = 1.0
     assert float(hard_feature_loss(t, s)) == pytest.approx(9.0)
     assert float(hard_feature_loss(t, s, quantile=0.998)) == pytest.approx(5.0)  # the two largest
+    assert float(hard_feature_loss(t, s, quantile=0.0)) == pytest.approx(0.01)  # hard_quantile 0: all 1000
+    cls = IMAGE_MODELS.get("efficient_ad")
+    assert cls.Config.model_validate({"kind": "efficient_ad"}).hard_quantile == 0.999  # the paper's p_hard
+    with pytest.raises(ValueError, match="hard_quantile"):
+        cls.Config.model_validate({"kind": "efficient_ad", "hard_quantile": 1.0})
 
 
 @pytest.mark.parametrize(("size", "padding", "grid"), [("small", False, (8, 8)), ("medium", False, (8, 8)),

@@ -60,6 +60,8 @@ class EfficientAd(TrainedImageModel):
             penalty loss, and the teacher's distillation); at most ``generic_limit`` are read. Empty: no penalty
             loss.
         padding, pad_maps: as anomalib (``False``, ``True``).
+        hard_quantile: the hard-feature loss's ``p_hard`` (the paper's and anomalib's 0.999): only the squared
+            student-teacher differences at or above this quantile are averaged; 0 averages them all.
         lr, weight_decay: Adam (anomalib 1e-4, 1e-5). batch_size: training images per step (anomalib 1).
         steps_per_epoch: steps between validations (an epoch); max_epochs * steps_per_epoch bounds the steps
             (the paper: 70,000). patience: epochs without a better validation metric before stopping.
@@ -84,6 +86,7 @@ class EfficientAd(TrainedImageModel):
         distill_max_seconds: float | None = Field(None, gt=0)
         padding: bool = False
         pad_maps: bool = True
+        hard_quantile: float = Field(0.999, ge=0, lt=1)
         lr: float = Field(1e-4, gt=0)
         weight_decay: float = Field(1e-5, ge=0)
         batch_size: int = Field(1, ge=1)
@@ -183,11 +186,12 @@ class EfficientAd(TrainedImageModel):
         """The optimisation step of a batch (anomalib ``training_step``): hard-feature + penalty + autoencoder +
         student-autoencoder losses, one Adam step, one scheduler step; returns the loss."""
         c = net.channels
+        hard = self.config.hard_quantile
 
         def step(batch: ImageBatch) -> float:
             x = net.preprocess(torch.from_numpy(batch.images)) / 255.0
             s = net.student(x)
-            loss = hard_feature_loss(net.teacher_features(x), s[:, :c])
+            loss = hard_feature_loss(net.teacher_features(x), s[:, :c], hard)
             if len(generic):
                 p = torch.from_numpy(generic[rng.integers(0, len(generic), len(x))]).permute(0, 3, 1, 2).float()
                 p = p / 255.0
