@@ -90,8 +90,8 @@ class Extractor:
     def __init__(self, models: Path, detector_regions: bool = True) -> None:
         torch.set_num_threads(1)
         self.detector_regions = detector_regions  # False: foreground boxes only, velocity only (examples/ped2.yaml)
-        self.det = CenterNetDetector(models / "centernet.onnx")
-        self.pose = MoveNetPose(models / "movenet-multipose.onnx", 96)
+        self.det = CenterNetDetector(models / "centernet.onnx", precision="bf16")  # as the examples
+        self.pose = MoveNetPose(models / "movenet-multipose.onnx", 96, precision="bf16")
         self.deep = RegionAppearance(layers=["layer3"], crop_size=48, context=1.5)
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 

@@ -53,7 +53,7 @@ class Detector:
     """What :func:`validation_clips` needs of its extractor: CenterNet boxes of a frame (score 0.3)."""
 
     def __init__(self, models: Path) -> None:
-        self.det = CenterNetDetector(models / "centernet.onnx")
+        self.det = CenterNetDetector(models / "centernet.onnx", precision="bf16")  # as the AI-VAD examples
 
     def detect(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.det(frame, 0.3)

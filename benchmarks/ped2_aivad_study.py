@@ -61,8 +61,8 @@ DEEP = {  # name -> RegionAppearance arguments
 def extract(root: Path, models: Path, work: Path, max_videos: int | None) -> None:
     """Pass 1: cache the regions and every feature variant of each clip in ``work/<split>_<clip>.npz``."""
     torch.set_num_threads(1)
-    det = CenterNetDetector(models / "centernet.onnx")
-    pose = MoveNetPose(models / "movenet-multipose.onnx", 96)
+    det = CenterNetDetector(models / "centernet.onnx", precision="bf16")  # as the examples
+    pose = MoveNetPose(models / "movenet-multipose.onnx", 96, precision="bf16")
     deep = {k: RegionAppearance(**v) for k, v in DEEP.items()}  # type: ignore[arg-type]
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     for split in ("train", "test"):

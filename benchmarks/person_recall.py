@@ -59,7 +59,7 @@ def main() -> int:
     args = ap.parse_args()
     data = Path(os.environ.get("STREAMAD_DATA", "../shared/data"))
     models = Path(os.environ.get("STREAMAD_MODELS", data.parent / "models"))
-    base = CenterNetDetector(models / "centernet.onnx")
+    base = CenterNetDetector(models / "centernet.onnx", precision="bf16")  # as the AI-VAD examples
     detectors = {name: base if s is None else TiledDetector(base, base.input_size, s) for name, s in MODES.items()}
     frames = read_frames(data / "opencv" / "vtest.avi", args.frames, 30)
     refs = []

@@ -70,6 +70,10 @@ class PoseFeatures(Operator):
             False, description="streamad extension: pose only for regions labelled person (others: NaN rows, no "
                                "pose contribution); anomalib computes a pose for every region.")
         threads: int = Field(1, ge=1, description="CPU threads of one MoveNet call (OpenVINO).")
+        inference_precision: Literal["f32", "bf16"] = Field(
+            "f32", description="MoveNet's OpenVINO precision: 'f32' (the same keypoints on every CPU) or 'bf16' "
+                               "(faster where the CPU has bfloat16 units, f32 elsewhere). Fit and serve a model "
+                               "with the same value.")
         refresh_every: int = Field(
             1, ge=1, description="streamad extension: MoveNet measures a tracked person's pose on at least every "
                                  "Nth detection and the detections between keep it (relative to the new box); 1 = "
@@ -79,7 +83,8 @@ class PoseFeatures(Operator):
 
     @classmethod
     def create_shared(cls, config: "PoseFeatures.Config", ctx: BuildContext) -> Any:
-        net = MoveNetPose(config.weights, config.crop_size, config.enlarge, config.threads)
+        net = MoveNetPose(config.weights, config.crop_size, config.enlarge, config.threads,
+                          config.inference_precision)
         net.refresh_every = 1 if ctx is not None and ctx.mode == "fit" else config.refresh_every
         return net
 

@@ -160,6 +160,36 @@ def test_missing_network_files_name_the_path(tmp_path: Path) -> None:
         CenterNetDetector(bad)
 
 
+def _cpu_runs_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_networks_run_f32_unless_bf16_is_asked_for(vtest_frame: np.ndarray, detector: CenterNetDetector) -> None:
+    # left to itself OpenVINO runs bf16 on CPUs with bfloat16 units: the default must be f32 on every CPU, so that a
+    # model fitted on one machine sees the same boxes and keypoints on another
+    assert detector.net.precision_used == "f32"
+    assert MoveNetPose(MOVENET).net.precision_used == "f32"
+    want = "bf16" if _cpu_runs_bf16() else "f32"
+    cfg = ObjectRegions.Config(kind="object_regions", weights=str(CENTERNET), inference_precision="bf16")
+    fast = ObjectRegions.create_shared(cfg, None).detector  # type: ignore[arg-type]
+    assert fast.net.precision_used == want
+    pcfg = PoseFeatures.Config(kind="pose_features", weights=str(MOVENET), inference_precision="bf16")
+    assert PoseFeatures.create_shared(pcfg, None).net.precision_used == want  # type: ignore[arg-type]
+    # bf16 moves the scores a little, not the people found
+    b32, s32, l32 = detector(vtest_frame, 0.3)
+    b16, s16, l16 = fast(vtest_frame, 0.3)
+    people32, people16 = b32[l32 == PERSON_LABEL], b16[l16 == PERSON_LABEL]
+    assert abs(len(people32) - len(people16)) <= 1
+    matched = [max(_iou(a, b) for b in people16) for a in people32]
+    assert np.mean(np.array(matched) > 0.7) >= 0.8, matched
+    with pytest.raises(ValueError, match="CenterNet detector: inference precision must be one of f32, bf16"):
+        CenterNetDetector(CENTERNET, precision="fp16")
+    with pytest.raises(ValueError, match="inference_precision"):
+        PoseFeatures.Config(kind="pose_features", weights=str(MOVENET), inference_precision="fp16")
+
+
 def test_maskrcnn_loads_a_local_state_dict_strictly(tmp_path: Path) -> None:
     # Mask R-CNN's COCO weights cannot be had offline here: a randomly initialised state dict of the same
     # architecture stands in, to show the detector loads a local file strictly and returns COCO-labelled boxes.

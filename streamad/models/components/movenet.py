@@ -37,17 +37,22 @@ class MoveNetPose:
         crop_size: crop side in pixels, a multiple of 32 (96 = 2.2 ms a crop, 128 = 4.6 ms on one core).
         enlarge: crop side / longer box side.
         threads: OpenVINO CPU threads per call.
+        precision: OpenVINO inference precision, ``f32`` (default) or ``bf16``
+            (:mod:`~streamad.models.components.openvino_net`).
 
     Raises:
         ModelError: the file is missing or unreadable, or ``crop_size`` is not a positive multiple of 32.
+        ValueError: unknown ``precision``.
     """
 
-    def __init__(self, path: str | Path, crop_size: int = 96, enlarge: float = 1.4, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, crop_size: int = 96, enlarge: float = 1.4, threads: int = 1,
+                 precision: str = "f32") -> None:
         if crop_size <= 0 or crop_size % 32:
             raise ModelError(f"MoveNet pose: crop_size must be a positive multiple of 32 pixels, got {crop_size}")
         self.crop_size = crop_size
         self.enlarge = enlarge
-        self.net = OpenVinoNet(path, "MoveNet pose", input_shape=[1, crop_size, crop_size, 3], threads=threads)
+        self.net = OpenVinoNet(path, "MoveNet pose", input_shape=[1, crop_size, crop_size, 3], threads=threads,
+                               precision=precision)
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Keypoints of each box of ``image`` (``(H, W, 3) uint8 RGB``).
