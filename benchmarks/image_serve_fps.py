@@ -2,7 +2,7 @@
 torch vs OpenVINO side by side (FP32, and optionally FP16 / INT8 IRs).
 
     STREAMAD_DATA=../shared/data python benchmarks/image_serve_fps.py [--models padim patchcore]
-        [--precisions fp32 fp16 int8 bf16] [--work runs/bench_serve] [--refit]
+        [--precisions fp32 fp16 int8 bf16] [--work runs/bench_serve] [--refit] [--batch-size 4] [--repeat 5]
 
 For each model: fit examples/ped2_padim.yaml (PatchCore: the same pipeline with a PatchCore model) once into
 ``<work>/<model>/model`` unless it is there, export the IR(s), then run ``streamad serve`` as a subprocess on the 12
@@ -10,7 +10,9 @@ Ped2 test clips (2,010 frames, JPEG decoding, image model, smoothing, threshold,
 ``runtime: torch`` and ``runtime: openvino``, and read the frames/s it prints. ``bf16`` is the FP32 IR served with
 the operator's ``inference_precision: bf16`` (the CPU's bfloat16 units where it has them; the machine line says
 whether it has ``avx512_bf16`` / AMX). End to end: from the first decoded
-frame to the last alert written, per the engine's own clock.
+frame to the last alert written, per the engine's own clock. ``--repeat K`` serves each OpenVINO precision K times
+in a row and reports the median frames/s with the range (torch once): the same command spreads by 5-15 % between runs
+on a shared machine.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -92,7 +95,11 @@ def main() -> int:
     ap.add_argument("--refit", action="store_true", help="fit again even when a model directory exists")
     ap.add_argument("--batch-size", type=int, default=1,
                     help="runtime.batch_size: frames of different streams scored in one model call")
+    ap.add_argument("--repeat", type=int, default=1, help="serve each OpenVINO precision this many times; the "
+                                                          "table gives the median, the lines every run")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     work = args.work.resolve()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores ({cpu_flags()}); "
           f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}")
@@ -120,12 +127,17 @@ def main() -> int:
                 continue
             served = config(model, work, "openvino", args.batch_size,
                             inference_precision="bf16" if precision == "bf16" else "f32")
-            row[f"openvino {precision}"] = serve_fps(served, model_dir)[2]
+            runs = [serve_fps(served, model_dir)[2] for _ in range(args.repeat)]
+            row[f"openvino {precision}"] = statistics.median(runs)
+            if args.repeat > 1:
+                print(f"{model}: openvino {precision}: median {statistics.median(runs):.1f}, min {min(runs):.1f}, "
+                      f"max {max(runs):.1f} frames/s (runs: {', '.join(f'{f:.1f}' for f in runs)})")
         rows.append(row)
         print(f"{model}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)))
     cols = ["torch"] + [f"openvino {p}" for p in args.precisions]
     print(f"\nframes/s end to end through `streamad serve`, UCSD Ped2 test split (360x240, 2,010 frames), "
-          f"runtime.batch_size {args.batch_size}")
+          f"runtime.batch_size {args.batch_size}" + (f", OpenVINO columns: median of {args.repeat} runs"
+                                                     if args.repeat > 1 else ""))
     print("| model | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for r in rows:

@@ -150,20 +150,31 @@ def eval_cmd(config: str, model_dir: str | None, json_out: str | None, plots_dir
 @click.option("--realtime", is_flag=True, help="Pace files at their frame rate, as a camera delivers them "
                                                "(latency is then a live stream's).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Frames per stream.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run the bench this many times in a row and print the median frames/s and the range; the table "
+                   "is the median run's.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
 @_handle_errors
 def bench_cmd(config: str, model_dir: str | None, streams: int, realtime: bool, max_frames: int | None,
-              json_out: str | None) -> None:
+              repeat: int, json_out: str | None) -> None:
     """Measure a pipeline with its fitted model: frames/s end to end, each stage's time per message and CPU share,
     peak memory, p50 / p99 end-to-end latency, and the accuracy of labelled streams (streamad.bench)."""
-    from streamad.bench import bench
+    from streamad.bench import bench, repeat_bench
 
-    result = bench(_load(config), Path(model_dir) if model_dir else None, streams, realtime, max_frames)
+    cfg = _load(config)
+    runs = repeat_bench(lambda: bench(cfg, Path(model_dir) if model_dir else None, streams, realtime, max_frames),
+                        repeat, (lambda i, r: click.echo(f"run {i} of {repeat}: {r.fps:.1f} frames/s, "
+                                                          f"load average {r.machine.get('load_average')}"))
+                        if repeat > 1 else None)
+    result = runs.median_run
     click.echo(result.table())
+    if repeat > 1:
+        click.echo(runs.summary())
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
-    if result.errors:
+        data = runs.to_json() if repeat > 1 else result.to_json()
+        Path(json_out).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    if any(r.errors for r in runs.runs):
         raise SystemExit(1)
 
 

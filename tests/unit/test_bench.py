@@ -93,3 +93,28 @@ def test_dropped_frames_are_summed_by_reason_over_streams() -> None:
     m.frames_dropped.labels("cam2", "rate_cap").inc(5)
     m.frames_dropped.labels("cam3", "rate_cap")  # a series that never dropped is left out
     assert frames_dropped(m) == {"backpressure": 5, "rate_cap": 5}
+
+
+def test_repeat_gives_the_median_run_and_the_spread(fitted: Path, tmp_path: Path) -> None:
+    from streamad.bench import BenchResult, repeat_bench
+
+    seen: list[int] = []
+    runs = repeat_bench(lambda: bench(_cfg(fitted), max_frames=3), 3, lambda i, r: seen.append(i))
+    assert seen == [1, 2, 3] and len(runs.runs) == 3 and all(r.frames == 6 and not r.errors for r in runs.runs)
+    assert runs.median_run.fps == sorted(runs.fps)[1]
+    with pytest.raises(ValueError, match="at least 1"):
+        repeat_bench(lambda: bench(_cfg(fitted)), 0)
+    # the median and the range are the runs' own figures, whatever their order
+    fake = [BenchResult(config="c", streams=1, sources=1, frames=f, seconds=1.0, realtime=False) for f in (90, 120, 100)]
+    rep = repeat_bench(iter(fake).__next__, 3)
+    assert rep.median_run.frames == 100
+    assert rep.summary() == "frames/s over 3 runs: median 100.0, min 90.0, max 120.0 (runs: 90.0, 120.0, 100.0)"
+    data = rep.to_json()
+    assert data["fps"] == 100.0 and data["repeats"]["fps"] == [90.0, 120.0, 100.0] and data["repeats"]["max"] == 120.0
+    # the CLI: one line per run, the median run's table, the summary, and the JSON with every run
+    out = tmp_path / "rep.json"
+    res = subprocess.run([sys.executable, "-m", "streamad.cli", "bench", str(fitted / "pipeline.yaml"), "--repeat",
+                          "2", "--max-frames", "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "run 1 of 2:" in res.stdout and "run 2 of 2:" in res.stdout and "frames/s over 2 runs: median" in res.stdout
+    assert len(json.loads(out.read_text())["repeats"]["fps"]) == 2
