@@ -56,7 +56,7 @@ VIDEO_MODELS: dict[str, dict[str, Any] | None] = {
     "cflow": None,  # examples/magnetic_tile_cflow.yaml (trained, 128x128)
     "csflow": None,  # examples/magnetic_tile_csflow.yaml (trained, 128x128)
     "ganomaly": None,  # examples/magnetic_tile_ganomaly.yaml (trained from scratch, 64x64; no anomaly map)
-    "rkde": None,  # examples/magnetic_tile_rkde.yaml (CenterNet regions, 256x256; not exportable: torch only)
+    "rkde": None,  # examples/magnetic_tile_rkde.yaml (4x4 grid regions, 256x256; not exportable: torch only)
     "efficient_ad": None,  # examples/magnetic_tile_efficient_ad.yaml (distilled teacher, 160 steps, 128x128)
     "draem": None,  # examples/magnetic_tile_draem.yaml (trained from scratch on simulated anomalies, 128x128)
     "dsr": None,  # examples/magnetic_tile_dsr.yaml (VQ model trained here, 3 phases on simulated anomalies, 128x128)
@@ -103,6 +103,8 @@ def main() -> int:
                     help="change the model section of every example (the value is YAML)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_images")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--progress", action="store_true",
+                    help="show each fit's progress bars and per-epoch lines (stderr); without it one line per step")
     args = ap.parse_args()
     work = args.work.resolve()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
@@ -120,9 +122,11 @@ def main() -> int:
         if reason:
             print(reason, flush=True)
             continue
+        print(f"{kind}: fitting{label} ...", flush=True)
         t0 = time.perf_counter()
-        res = fit(pipeline(kind, work, "torch", overrides=overrides), quiet=True)
+        res = fit(pipeline(kind, work, "torch", overrides=overrides), quiet=not args.progress)
         fit_s = time.perf_counter() - t0
+        print(f"{kind}: fitted in {fit_s:.0f} s; evaluating {', '.join(args.splits)} ...", flush=True)
         # a model that cannot be exported (R-KDE: a detector network before its torch network) reports torch's run
         exportable = IMAGE_MODELS.get(kind).exportable
         if exportable:
