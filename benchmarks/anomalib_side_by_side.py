@@ -245,7 +245,8 @@ def main() -> int:
     from streamad.sources.datasets.ucsd import UcsdPedSource, ucsd_videos
 
     work = args.work.resolve()
-    root = Path(os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data")))
+    # absolute: the anomalib worker runs in another directory
+    root = Path(os.environ.get("STREAMAD_DATA", str(REPO.parent / "shared" / "data"))).resolve()
     root = root / UcsdPedSource.Config(split="test").root  # the release folder, as the config's streams find it
     machine = {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "load_average_start": [round(x, 2) for x in os.getloadavg()], "python": sys.version.split()[0]}
