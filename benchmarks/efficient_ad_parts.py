@@ -1,6 +1,6 @@
 """Which part of a fitted EfficientAD model separates the Magnetic Tile validation half's defective images.
 
-    STREAMAD_DATA=../shared/data python benchmarks/efficient_ad_parts.py MODEL_DIR [--train-every 8]
+    STREAMAD_DATA=../shared/data python benchmarks/efficient_ad_parts.py MODEL_DIR [--train-every 8] [--knn]
 
 MODEL_DIR is a model ``streamad fit`` wrote for examples/magnetic_tile_efficient_ad.yaml (or ``benchmarks/
 image_models.py --models efficient_ad``). Each image of the validation half is resized to the model's input as the
@@ -14,7 +14,12 @@ the image, and the script prints its image AUROC:
   channel standardised over every ``--train-every``-th training image: the same energy.
 
 The energy is a weak test of a feature set (density or distance models such as PaDiM and PatchCore do not score it);
-it shows whether the parts respond to defects at all. Only the validation half is read.
+it shows whether the parts respond to defects at all. ``--knn`` adds the stronger test: each feature set (the teacher's
+standardised features, the student's first half, the distillation source) scored as a plain nearest-neighbour model,
+an image's score being its largest distance from a patch to the nearest of ``--bank`` random training patches (every
+``--train-every``-th training image, each channel standardised over them; Euclidean, scikit-learn's exact search).
+It tells how much of what the source can tell apart survives the distillation into the teacher and the training
+of the student. Only the validation half is read.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from sklearn.neighbors import NearestNeighbors
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,6 +55,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--train-every", type=int, default=8)
+    ap.add_argument("--knn", action="store_true", help="also score each feature set as a nearest-neighbour model")
+    ap.add_argument("--bank", type=int, default=30000, help="training patches in each --knn bank")
     args = ap.parse_args()
     root = Path(os.environ.get("STREAMAD_DATA", "data")) / "magnetic_tile"
     model, _ = load_model(args.model_dir)
@@ -61,8 +70,8 @@ def main() -> None:
         return torch.cat([out["layer2"], l3], 1)[0]
 
     with torch.no_grad():
-        train = torch.stack([source(image(s.path, size)) for s in magnetic_tile_samples(root, "train")
-                             [::args.train_every]])
+        train_images = [image(s.path, size) for s in magnetic_tile_samples(root, "train")[::args.train_every]]
+        train = torch.stack([source(x) for x in train_images])
         mean, std = train.mean((0, 2, 3))[:, None, None], train.std((0, 2, 3))[:, None, None] + 1e-6
         rows = []
         samples = magnetic_tile_samples(root, "validation")
@@ -78,7 +87,30 @@ def main() -> None:
     names = ["student-teacher map, max", "autoencoder map, max", "student-teacher map, mean",
              "teacher feature energy, max", "Lite0 layer2+3 energy, max"]
     for k, name in enumerate(names):
-        print(f"  {name:30s} image AUROC {auroc(scores[:, k], labels):.3f}")
+        print(f"  {name:40s} image AUROC {auroc(scores[:, k], labels):.3f}")
+    if args.knn:
+        parts = {"teacher": lambda x: net.teacher_features(x / 255.0)[0],
+                 "student (first half)": lambda x: net.student(x / 255.0)[0, :net.channels],
+                 "Lite0 layer2+3": source}
+        with torch.no_grad():
+            valid = [image(s.path, size) for s in samples]
+            for name, features in parts.items():
+                score = knn_scores(features, train_images, valid, args.bank)
+                print(f"  {name + ', nearest neighbour':40s} image AUROC {auroc(score, labels):.3f}")
+
+
+def knn_scores(features: Any, train: list[torch.Tensor], valid: list[torch.Tensor], bank_size: int,
+               seed: int = 0) -> np.ndarray:
+    """Nearest-neighbour image scores ``(len(valid),) float32``: ``features`` maps an image ``(1, 3, H, W)`` 0-255 to
+    ``(C, h, w)``; the bank is ``bank_size`` random patches of ``train`` (every channel standardised by the training
+    patches' mean and standard deviation); an image scores its largest patch-to-nearest-bank-patch distance."""
+    patches = np.concatenate([features(x).flatten(1).T.numpy() for x in train])
+    mean, std = patches.mean(0), patches.std(0) + 1e-6
+    rng = np.random.default_rng(seed)
+    bank = (patches[rng.choice(len(patches), min(len(patches), bank_size), replace=False)] - mean) / std
+    search = NearestNeighbors(n_neighbors=1).fit(bank)
+    return np.array([search.kneighbors((features(x).flatten(1).T.numpy() - mean) / std)[0].max() for x in valid],
+                    np.float32)
 
 
 if __name__ == "__main__":
