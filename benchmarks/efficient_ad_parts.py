@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -99,11 +99,24 @@ def main() -> None:
                 print(f"  {name + ', nearest neighbour':40s} image AUROC {auroc(score, labels):.3f}")
 
 
-def knn_scores(features: Any, train: list[torch.Tensor], valid: list[torch.Tensor], bank_size: int,
-               seed: int = 0) -> np.ndarray:
-    """Nearest-neighbour image scores ``(len(valid),) float32``: ``features`` maps an image ``(1, 3, H, W)`` 0-255 to
-    ``(C, h, w)``; the bank is ``bank_size`` random patches of ``train`` (every channel standardised by the training
-    patches' mean and standard deviation); an image scores its largest patch-to-nearest-bank-patch distance."""
+def knn_scores(features: Callable[[torch.Tensor], torch.Tensor], train: list[torch.Tensor],
+               valid: list[torch.Tensor], bank_size: int, seed: int = 0) -> np.ndarray:
+    """Nearest-neighbour image scores, PatchCore's image score (Roth et al., CVPR 2022) without its coreset,
+    neighbourhood pooling or re-weighting.
+
+    Args:
+        features: maps an image ``(1, 3, H, W) float32`` 0-255 RGB to ``(C, h, w) float32`` patch features.
+        train, valid: such images. bank_size: most training patches kept, a random sample seeded by ``seed``.
+
+    Returns:
+        ``(len(valid),) float32``: each image's largest Euclidean distance from a patch to its nearest bank patch,
+        with every channel standardised by the training patches' mean and standard deviation (unitless).
+
+    Raises:
+        ValueError: ``train`` is empty (no patches to build the bank from).
+    """
+    if not train:
+        raise ValueError("knn_scores: no training image to build the bank from")
     patches = np.concatenate([features(x).flatten(1).T.numpy() for x in train])
     mean, std = patches.mean(0), patches.std(0) + 1e-6
     rng = np.random.default_rng(seed)

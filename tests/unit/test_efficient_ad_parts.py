@@ -47,3 +47,8 @@ def test_knn_scores_rank_an_image_with_a_patch_unlike_training_above_normal_ones
     assert defective.min() > normal.max()
     # the bank is a seeded sample: the same call scores the same
     np.testing.assert_array_equal(scores, parts.knn_scores(features, train, valid, bank_size=500))
+
+
+def test_knn_scores_without_training_images_is_a_clear_error(parts):
+    with pytest.raises(ValueError, match="no training image"):
+        parts.knn_scores(lambda x: x[0], [], [torch.zeros(1, 3, 8, 8)], bank_size=10)
