@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -106,6 +107,8 @@ def main() -> int:
     ap.add_argument("--progress", action="store_true",
                     help="show each fit's progress bars and per-epoch lines (stderr); without it one line per step")
     args = ap.parse_args()
+    if args.progress:  # the per-epoch lines of the trained models (loss, validation metric)
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     work = args.work.resolve()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -347,9 +347,11 @@ def test_trained_model_gets_the_validation_set(train_set: ImageSet) -> None:
     assert not fitter.train.dir.exists()
 
 
-def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet) -> None:
+def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
     from streamad.models.image.training import train_epochs
 
+    caplog.set_level("INFO", logger="streamad.models.image.training")
     metrics = iter([0.5, 0.7, 0.6, 0.65, 0.69, 0.9])
     best: list[int] = []
     seen: list[int] = []
@@ -363,6 +365,9 @@ def test_train_epochs_stops_early_on_the_validation_metric(train_set: ImageSet) 
     assert log.epochs == 5 and log.stopped_early and log.best_epoch == 2 and log.best_metric == 0.7
     assert sum(seen) == 5 * 40 and len(best) == 2  # each epoch saw every image; saved after epochs 1 and 2
     assert log.losses[0] > log.losses[-1]
+    # one log line per epoch, so a long fit shows its validation curve while it runs
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamad.models.image.training"]
+    assert len(lines) == 5 and "epoch 2/10" in lines[1] and "validation metric 0.7000" in lines[1]
     steps: list[int] = []
     ends: list[int] = []  # the end_epoch hook (C-Flow's reference) runs after each epoch's last step
 

@@ -13,6 +13,7 @@ improved for ``patience`` epochs (anomalib trains these models with Lightning's 
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from streamad.models.image.image_set import ImageBatch, ImageSet
 
 __all__ = ["TrainingLog", "TrainingSetup", "TrainedImageModel", "TrainedImageModelConfig", "train_epochs",
            "train_module"]
+
+_log = logging.getLogger(__name__)
 
 
 class TrainedImageModelConfig(ImageModelConfig):
@@ -89,6 +92,8 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
         validate: called after each epoch; higher is better. on_best: called when the metric improved (and after
             every epoch without ``validate``).
         patience: epochs without improvement before stopping. progress: show the tqdm bar (loss in its postfix).
+            Whatever ``progress``, each epoch logs one INFO line (``streamad.models.image.training``): its mean
+            loss, the validation metric when there is one, and the seconds since the start.
         seed: epoch ``e`` shuffles with ``seed + e``. desc: the bar's label.
         end_epoch: called after each epoch's last step, before ``validate`` (C-Flow: its map's training reference).
 
@@ -119,12 +124,16 @@ def train_epochs(step: Callable[[ImageBatch], float], train: ImageSet, batch_siz
         log.epochs = epoch
         log.losses.append(total / max(n, 1))
         if validate is None:
+            _log.info("%s epoch %d/%d: mean loss %.4g (%.0f s)", desc, epoch, max_epochs, log.losses[-1],
+                      time.perf_counter() - t0)
             log.best_epoch = epoch
             if on_best is not None:
                 on_best()
             continue
         metric = float(validate())
         log.metrics.append(metric)
+        _log.info("%s epoch %d/%d: mean loss %.4g, validation metric %.4f (%.0f s)", desc, epoch, max_epochs,
+                  log.losses[-1], metric, time.perf_counter() - t0)
         if log.best_metric is None or metric > log.best_metric:
             log.best_metric, log.best_epoch, since_best = metric, epoch, 0
             if on_best is not None:
