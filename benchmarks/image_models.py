@@ -95,6 +95,25 @@ def pipeline(kind: str, work: Path, runtime: str, split: str = "test",
     return load_config_text(yaml.safe_dump(data), name=str(example), path=example)
 
 
+def reused_model(kind: str, work: Path, overrides: dict[str, Any]) -> Path:
+    """The model directory a former run fitted for ``kind`` under ``work`` (``--reuse``).
+
+    Raises:
+        SystemExit: no fitted model there, or one fitted with other model settings than the example's section with
+            ``overrides`` applied (its ``model.json`` config differs): the message names the directory and the keys.
+    """
+    model_dir = work / kind / "model"
+    if not (model_dir / "model.json").is_file():
+        raise SystemExit(f"--reuse: no fitted model in {model_dir}: run once without --reuse (same --work and --set)")
+    want = pipeline(kind, work, "torch", overrides=overrides).operators[0].model.model_dump(mode="json")
+    have = read_metadata(model_dir).get("model", {}).get("config", {})
+    differ = sorted(k for k in want if k in have and have[k] != want[k])
+    if differ:
+        raise SystemExit(f"--reuse: {model_dir} was fitted with other settings ({', '.join(differ)}): "
+                         f"give the --set of the run that fitted it")
+    return model_dir
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(VIDEO_MODELS), choices=list(VIDEO_MODELS))
@@ -104,6 +123,9 @@ def main() -> int:
                     help="change the model section of every example (the value is YAML)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench_images")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate the model a former run fitted under --work with the same --set (no fit; 'fit (s)' "
+                         "is then that fit's training time from its model.json)")
     ap.add_argument("--progress", action="store_true",
                     help="show each fit's progress bars and per-epoch lines (stderr); without it one line per step")
     args = ap.parse_args()
@@ -125,15 +147,21 @@ def main() -> int:
         if reason:
             print(reason, flush=True)
             continue
-        print(f"{kind}: fitting{label} ...", flush=True)
-        t0 = time.perf_counter()
-        res = fit(pipeline(kind, work, "torch", overrides=overrides), quiet=not args.progress)
-        fit_s = time.perf_counter() - t0
-        print(f"{kind}: fitted in {fit_s:.0f} s; evaluating {', '.join(args.splits)} ...", flush=True)
+        if args.reuse:
+            model_dir = reused_model(kind, work, overrides)
+            fit_s = float(read_metadata(model_dir).get("fit", {}).get("seconds", float("nan")))
+            print(f"{kind}: reusing {model_dir} (its fit: {fit_s:.0f} s); evaluating {', '.join(args.splits)} ...",
+                  flush=True)
+        else:
+            print(f"{kind}: fitting{label} ...", flush=True)
+            t0 = time.perf_counter()
+            model_dir = fit(pipeline(kind, work, "torch", overrides=overrides), quiet=not args.progress).model_dir
+            fit_s = time.perf_counter() - t0
+            print(f"{kind}: fitted in {fit_s:.0f} s; evaluating {', '.join(args.splits)} ...", flush=True)
         # a model that cannot be exported (R-KDE: a detector network before its torch network) reports torch's run
         exportable = IMAGE_MODELS.get(kind).exportable
         if exportable:
-            export_model(res.model_dir, "openvino")
+            export_model(model_dir, "openvino")
         for split in args.splits:
             torch_report, torch_stats = evaluate(pipeline(kind, work, "torch", split, overrides), quiet=True)
             ov_report, ov_stats = (evaluate(pipeline(kind, work, "openvino", split, overrides), quiet=True)
@@ -145,7 +173,7 @@ def main() -> int:
                    "pixel_aupro": ov_report.pixel_aupro if has_map else None, "image_f1": ov_report.image_f1,
                    "fit_s": fit_s,
                    "fps_torch": torch_stats.fps, "fps_openvino": ov_stats.fps if exportable else None,
-                   "fit_stats": read_metadata(res.model_dir).get("fit", {}),
+                   "fit_stats": read_metadata(model_dir).get("fit", {}),
                    "image_auroc_torch": torch_report.image_auroc,
                    "per_class_pixel_auroc": {k.split("/")[-1]: v["pixel_auroc"] for k, v in ov_report.per_stream.items()
                                              if has_map and v["pixel_auroc"] is not None}}
