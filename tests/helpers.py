@@ -1,7 +1,11 @@
-"""Small builders shared by the unit tests (frames, scores, running one operator over a stream)."""
+"""Small builders shared by the tests (frames, scores, running one operator over a stream, loading a benchmark
+script)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterable
 
 import numpy as np
@@ -11,6 +15,21 @@ from streamad.frames import EndOfStream, Frame, Scores
 from streamad.registry import OPERATORS
 
 load_builtin_parts()
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` loaded as a module (benchmarks/ is not a package), freshly each call and
+    not entered in ``sys.modules``; raises ``FileNotFoundError`` naming the path when there is no such script."""
+    path = BENCHMARKS / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no benchmark script {path}")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def frame(i: int, stream: str = "s", fps: float = 10.0, size: tuple[int, int] = (8, 6), label: int | None = None,

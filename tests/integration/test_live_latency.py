@@ -5,23 +5,14 @@ by design (centered smoothing: 9 frames = 900 ms at 10 frames/s)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _live_latency():  # benchmarks/ is not a package: load the script by its path
-    spec = importlib.util.spec_from_file_location("live_latency", REPO / "benchmarks" / "live_latency.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 def test_velocity_model_on_a_live_rtsp_stream(ped2_model: Path, data_root: Path, tmp_path: Path) -> None:
-    ll = _live_latency()
+    ll = load_benchmark("live_latency")
     report = ll.run(["examples/ped2.yaml"], frames=50, work=tmp_path, model_dirs={"examples/ped2.yaml": ped2_model})
     (row,) = report["rows"]
     assert row["errors"] == {} and row["frames"] == 50  # every frame read from the stream was scored and delivered

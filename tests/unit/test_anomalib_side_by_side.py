@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def sbs():
-    spec = importlib.util.spec_from_file_location("anomalib_side_by_side",
-                                                  REPO / "benchmarks" / "anomalib_side_by_side.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("anomalib_side_by_side", None)
+    return load_benchmark("anomalib_side_by_side")
 
 
 def test_layers_map_to_timm_feature_modules_of_the_same_stride(sbs):

@@ -3,24 +3,17 @@ source's separation a fitted EfficientAD keeps), on generated images."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def parts():
-    spec = importlib.util.spec_from_file_location("efficient_ad_parts", REPO / "benchmarks" / "efficient_ad_parts.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("efficient_ad_parts", None)
+    return load_benchmark("efficient_ad_parts")
 
 
 def _tile(rng: np.random.Generator, defect: bool) -> torch.Tensor:

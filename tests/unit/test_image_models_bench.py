@@ -3,23 +3,18 @@ the model under --work was fitted with the settings asked for."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from helpers import load_benchmark
 from streamad.models.store import FORMAT, FORMAT_VERSION
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_image_models", REPO / "benchmarks" / "image_models.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("image_models")
 
 
 def _write_model_json(model_dir: Path, config: dict) -> None:

@@ -16,6 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from image_fixtures import texture
+from helpers import load_benchmark
 from streamad.errors import ModelError
 from streamad.models.image import IMAGE_MODELS
 from streamad.models.image.image_set import ImageSet
@@ -202,12 +203,7 @@ def test_example_takes_the_weights_from_the_environment(tmp_path: Path) -> None:
 
 def test_benchmark_leaves_winclip_out_without_weights() -> None:
     """benchmarks/image_models.py: without WINCLIP_WEIGHTS the WinCLIP row is skipped with the reason printed."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "image_models.py"
-    spec = importlib.util.spec_from_file_location("bench_image_models", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("image_models")
     assert "winclip" in bench.VIDEO_MODELS
     assert "needs CLIP weights" in bench.skip_reason("winclip", {}) and "WINCLIP_WEIGHTS" in bench.skip_reason(
         "winclip", {})
