@@ -18,10 +18,17 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import auc, precision_recall_curve, precision_recall_fscore_support, roc_auc_score, roc_curve
 
 __all__ = ["validate_scores_labels", "require_both_classes", "f1_adaptive_threshold", "auroc", "aupr",
            "frame_metrics", "pixel_auroc", "aupro", "pixel_metrics"]
+
+
+def _sk() -> Any:
+    """``sklearn.metrics``, imported on first use: scikit-learn takes about a second to import, and every
+    ``serve`` start imports this module (the post-processing's F1-adaptive threshold) without needing it."""
+    import sklearn.metrics
+
+    return sklearn.metrics
 
 
 def validate_scores_labels(scores: Any, labels: Any, what: str = "scores") -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +97,7 @@ def f1_adaptive_threshold(scores: Any, labels: Any) -> float:
         "an adaptive threshold needs both normal and anomalous samples: set a manual threshold "
         "(threshold.method: manual, value: <raw score>) or validate on a labelled split that contains both classes",
     )
-    precision, recall, thresholds = precision_recall_curve(y, s)
+    precision, recall, thresholds = _sk().precision_recall_curve(y, s)
     # precision/recall have one more entry than thresholds (the final P=1, R=0 point): drop it.
     p, r = precision[:-1], recall[:-1]
     f1 = 2 * p * r / (p + r + 1e-10)
@@ -113,7 +120,7 @@ def auroc(scores: Any, labels: Any) -> float:
     """
     s, y = validate_scores_labels(scores, labels, "auroc")
     require_both_classes(y, "auroc", _BOTH)
-    return float(roc_auc_score(y, s))
+    return float(_sk().roc_auc_score(y, s))
 
 
 def aupr(scores: Any, labels: Any) -> float:
@@ -142,9 +149,9 @@ def aupr(scores: Any, labels: Any) -> float:
     """
     s, y = validate_scores_labels(scores, labels, "aupr")
     require_both_classes(y, "aupr", _BOTH)
-    precision, recall, _ = precision_recall_curve(y, s)
+    precision, recall, _ = _sk().precision_recall_curve(y, s)
     order = np.argsort(recall, kind="stable")
-    return float(auc(recall[order], precision[order]))
+    return float(_sk().auc(recall[order], precision[order]))
 
 
 def frame_metrics(scores: Any, labels: Any, threshold: float) -> dict[str, float]:
@@ -165,7 +172,7 @@ def frame_metrics(scores: Any, labels: Any, threshold: float) -> dict[str, float
     s, y = validate_scores_labels(scores, labels, "frame_metrics")
     require_both_classes(y, "frame_metrics", _BOTH)
     pred = (s >= float(threshold)).astype(np.int64)
-    precision, recall, f1, _ = precision_recall_fscore_support(
+    precision, recall, f1, _ = _sk().precision_recall_fscore_support(
         y, pred, average="binary", pos_label=1, zero_division=0
     )
     return {
@@ -249,9 +256,9 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     weights = np.ones(flat_regions.size, dtype=np.float64)
     inside = flat_regions > 0
     weights[inside] = 1.0 / (n_regions * sizes[flat_regions[inside]])
-    fpr, pro, _ = roc_curve(y.reshape(-1), s.reshape(-1), sample_weight=weights, drop_intermediate=False)
+    fpr, pro, _ = _sk().roc_curve(y.reshape(-1), s.reshape(-1), sample_weight=weights, drop_intermediate=False)
     x, p = _cut_pro_curve(fpr, pro, fpr_limit)
-    return float(auc(x, p) / fpr_limit)
+    return float(_sk().auc(x, p) / fpr_limit)
 
 
 def _cut_pro_curve(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> tuple[np.ndarray, np.ndarray]:

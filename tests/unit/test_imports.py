@@ -226,3 +226,18 @@ def test_each_subpackage_imports_alone_in_a_fresh_interpreter(package: str) -> N
     run = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=PACKAGE.parent, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, f"import {package} failed:\n{run.stderr[-3000:]}"
+
+
+#: libraries a part imports where it uses them, never when the built-in parts register: each costs start-up time
+#: and memory in every ``streamad serve`` / ``fit`` / ``eval`` process (torchvision.ops alone imports torch._dynamo,
+#: about 2 s; scikit-learn about 1 s), whichever parts its pipeline names
+IMPORTED_ON_USE = ("torchvision", "sklearn", "timm", "open_clip", "nncf", "onnx")
+
+
+def test_registering_the_builtin_parts_leaves_the_heavy_libraries_to_the_parts_that_use_them() -> None:
+    code = ("import sys; from streamad.builtin import load_builtin_parts; load_builtin_parts(); "
+            f"print(' '.join(m for m in {IMPORTED_ON_USE!r} if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == [], f"imported when the built-in parts register: {run.stdout.strip()}"

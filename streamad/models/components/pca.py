@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA as _SkPCA
 from torch import nn
 
 __all__ = ["PCA"]
@@ -43,6 +42,8 @@ class PCA(nn.Module):
         k: int | float = float(n_components) if n_components < 1 else int(n_components)
         if isinstance(k, int) and k > min(x.shape):
             raise ValueError(f"PCA: n_components {k} exceeds min(samples, features) = {min(x.shape)}")
+        from sklearn.decomposition import PCA as _SkPCA  # on use: scikit-learn takes a second to import
+
         sk = _SkPCA(n_components=k, svd_solver="full", random_state=seed).fit(x)
         self.mean = torch.from_numpy(sk.mean_).float()
         self.components = torch.from_numpy(np.ascontiguousarray(sk.components_.T)).float()

@@ -11,7 +11,6 @@ dimension, where anomalib would project *up*; then the features are kept as they
 from __future__ import annotations
 
 import numpy as np
-from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim
 
 __all__ = ["project_features"]
 
@@ -38,6 +37,8 @@ def project_features(features: np.ndarray, eps: float = 0.9, n_components: int |
         raise ValueError(f"project_features: eps must be in (0, 1), got {eps}")
     if n_components is not None and n_components < 1:
         raise ValueError(f"project_features: n_components must be >= 1, got {n_components}")
+    from sklearn.random_projection import SparseRandomProjection, johnson_lindenstrauss_min_dim  # on use: scikit-learn takes a second to import
+
     n, d = features.shape
     k = int(johnson_lindenstrauss_min_dim(n, eps=eps)) if n_components is None else int(n_components)
     if k >= d:

@@ -30,7 +30,6 @@ from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from torchvision.ops import roi_align
 
 from streamad.errors import ModelError
 from streamad.models.components.backbone import build_feature_extractor
@@ -53,6 +52,8 @@ def pool_regions(maps: dict[str, torch.Tensor], rois: torch.Tensor, strides: dic
     Returns:
         ``(M, sum of C_l) float32``.
     """
+    from torchvision.ops import roi_align  # on use: it imports torch._dynamo (2 s)
+
     parts = [roi_align(m, rois, (roi_output, roi_output), spatial_scale=1.0 / strides[layer], sampling_ratio=2,
                        aligned=True).mean(dim=(2, 3)) for layer, m in maps.items()]
     return torch.cat(parts, dim=1)
@@ -142,6 +143,8 @@ class RegionAppearance:
         frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
         rois = torch.cat([torch.zeros(len(boxes), 1), torch.from_numpy(boxes)], dim=1)
         rois[:, 3:] += 1.0  # boxes hold inclusive pixel extents; roi_align(aligned=True) samples pixel centres
+        from torchvision.ops import roi_align  # on use: it imports torch._dynamo (2 s)
+
         if self.method == "crop":
             crops = roi_align(frame, rois, (self.crop_size, self.crop_size), spatial_scale=1.0, sampling_ratio=2,
                               aligned=True)

@@ -23,7 +23,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torchvision.ops import nms, remove_small_boxes
 
 from streamad.models.components.centernet import CenterNetDetector
 
@@ -45,6 +44,8 @@ def filter_proposals(boxes: np.ndarray, scores: np.ndarray, min_size: float, iou
     Returns:
         ``(K, 4) float32`` kept boxes, in decreasing score order.
     """
+    from torchvision.ops import nms, remove_small_boxes  # on use: it imports torch._dynamo (2 s)
+
     b = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
     s = torch.from_numpy(np.asarray(scores, np.float32).reshape(-1))
     keep = remove_small_boxes(b, min_size)

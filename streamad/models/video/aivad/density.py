@@ -13,13 +13,15 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 from streamad.errors import ModelError
 from streamad.models.components.blas_threads import one_blas_thread
+
+if TYPE_CHECKING:
+    from sklearn.mixture import GaussianMixture
 
 __all__ = ["DensityEstimator", "GMMEstimator", "CombinedDensityEstimator", "FEATURE_TRANSFORMS", "rows_with_attribute"]
 
@@ -123,6 +125,8 @@ class GMMEstimator(DensityEstimator):
         if len(x) < self.n_components:
             raise ValueError(f"GMM with {self.n_components} components needs at least as many training regions, "
                              f"got {len(x)}")
+        from sklearn.mixture import GaussianMixture  # on use: scikit-learn takes a second to import
+
         self.gmm = GaussianMixture(self.n_components, covariance_type="full", reg_covar=self.reg_covar,
                                    random_state=self.seed)
         with one_blas_thread():
@@ -164,6 +168,8 @@ class GMMEstimator(DensityEstimator):
                       params.get("transform", "none"))
         except ValueError as exc:
             raise ModelError(f"model weights for {prefix!r}: {exc}") from None
+        from sklearn.mixture import GaussianMixture  # on use: scikit-learn takes a second to import
+
         try:
             g = GaussianMixture(est.n_components, covariance_type="full")
             g.weights_ = arrays[f"{prefix}.weights"]
