@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from streamad.eval.false_alarms import count_false_alarms
-from streamad.eval.image_plots import write_image_plots
 from streamad.eval.image_report import ImageEvalReport, ImageRecorder, build_image_report
 from streamad.eval.report import EvalReport, build_report, write_plots
 from streamad.frames import Scores
@@ -90,6 +89,8 @@ class Evaluation:
                 raise ValueError("image metrics need the model's post-processing (min, max, pixel threshold)")
             recs = sorted(self.images.records, key=lambda r: (r.stream_id, r.index))
             if plots_dir is not None:
+                from streamad.eval.image_plots import write_image_plots  # matplotlib only when plotting
+
                 write_image_plots(recs, post.region_threshold, post.min, post.max, plots_dir)
             return build_image_report(recs, post.region_threshold, fps)
         threshold = post.image_threshold if post is not None else float("nan")

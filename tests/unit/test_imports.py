@@ -231,11 +231,15 @@ def test_each_subpackage_imports_alone_in_a_fresh_interpreter(package: str) -> N
 #: libraries a part imports where it uses them, never when the built-in parts register: each costs start-up time
 #: and memory in every ``streamad serve`` / ``fit`` / ``eval`` process (torchvision.ops alone imports torch._dynamo,
 #: about 2 s; scikit-learn about 1 s), whichever parts its pipeline names
-IMPORTED_ON_USE = ("torchvision", "sklearn", "timm", "open_clip", "nncf", "onnx")
+IMPORTED_ON_USE = ("torchvision", "sklearn", "matplotlib", "timm", "open_clip", "nncf", "onnx")
 
 
 def test_registering_the_builtin_parts_leaves_the_heavy_libraries_to_the_parts_that_use_them() -> None:
-    code = ("import sys; from streamad.builtin import load_builtin_parts; load_builtin_parts(); "
+    """The built-in parts, the CLI and every runtime module (what a ``serve`` process imports before it reads its
+    config) import none of :data:`IMPORTED_ON_USE`."""
+    code = ("import importlib, pkgutil, sys; import streamad.cli, streamad.runtime as r; "
+            "from streamad.builtin import load_builtin_parts; load_builtin_parts(); "
+            "[importlib.import_module(f'streamad.runtime.{m.name}') for m in pkgutil.iter_modules(r.__path__)]; "
             f"print(' '.join(m for m in {IMPORTED_ON_USE!r} if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
                          timeout=300)
