@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from image_fixtures import DATA
+
 PACKAGE = Path(__file__).resolve().parents[2] / "streamad"
 
 #: who may not import whom: modules under a prefix on the left never import a module under a prefix on the right
@@ -245,3 +247,17 @@ def test_registering_the_builtin_parts_leaves_the_heavy_libraries_to_the_parts_t
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == [], f"imported when the built-in parts register: {run.stdout.strip()}"
+
+
+@pytest.mark.parametrize("build", ["from streamad.models.image.rkde.regions import RegionProposer; "
+                                   f"RegionProposer({str(DATA.parent / 'models' / 'centernet.onnx')!r})",
+                                   "from streamad.models.components.region_appearance import RegionAppearance; "
+                                   "RegionAppearance()"])
+def test_a_part_imports_its_library_when_built_not_on_its_first_frame(build: str) -> None:
+    """R-KDE's region proposer and AI-VAD's region appearance use torchvision.ops on every frame: building them
+    imports it, so a live stream's first frame does not wait the seconds the import takes."""
+    code = f"import sys; {build}; print('torchvision.ops' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split()[-1] == "True"

@@ -23,6 +23,7 @@ rounding, several times faster than torch for the small batches of one frame's r
 
 from __future__ import annotations
 
+import importlib
 import threading
 import warnings
 from pathlib import Path
@@ -96,6 +97,8 @@ class RegionAppearance:
                  method: Literal["crop", "roi_align"] = "crop", crop_size: int = 64, roi_output: int = 2,
                  normalize: bool = True, weights: str | Path | None = None, context: float = 1.0,
                  runtime: Literal["torch", "openvino"] = "torch") -> None:
+        importlib.import_module("torchvision.ops")  # for roi_align, here where the pipeline is built: the first
+                                                    # frame does not wait the 2 s its import takes
         self.head: torch.nn.Module
         if backbone in CLIP_BACKBONES:
             if method != "crop":

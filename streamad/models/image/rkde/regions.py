@@ -18,6 +18,7 @@ image, no detector) or ``detector_and_grid`` (the detections and the cells).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Literal
 
@@ -96,6 +97,8 @@ class RegionProposer:
             if weights is None:
                 raise ValueError(f"R-KDE regions {source!r} need the detector's weights file")
             self.detector = CenterNetDetector(weights, threads=threads)
+            importlib.import_module("torchvision.ops")  # for filter_proposals, here where the pipeline is built:
+                                                        # the first frame does not wait the 2 s its import takes
         self.score_threshold = score_threshold
         self.min_size = min_size
         self.iou_threshold = iou_threshold
